@@ -1,0 +1,82 @@
+"""Shared test setup: where the fixtures live and the offline environment the frontend needs."""
+
+from __future__ import annotations
+
+import lzma
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHARED = PROJECT_ROOT.parent / "shared"
+FIXTURES = SHARED / "fixtures"
+NLTK_DATA = SHARED / "nltk_data"
+OPEN_JTALK_DICT = Path("/var/lib/mecab/dic/open-jtalk/naist-jdic")
+
+# Nothing may reach the network: hub lookups are off, and NLTK reads the shared data only.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+if NLTK_DATA.is_dir():
+    os.environ.setdefault("NLTK_DATA", str(NLTK_DATA))
+if OPEN_JTALK_DICT.is_dir():
+    os.environ.setdefault("OPEN_JTALK_DICT_DIR", str(OPEN_JTALK_DICT))
+
+
+def _require(path: Path) -> Path:
+    """Skip only where the shared folder is absent; in CI it is always present."""
+    if not path.exists():
+        if os.environ.get("CI"):
+            raise FileNotFoundError(f"{path} is missing in CI; ../shared must sit beside the checkout")
+        pytest.skip(f"fixture {path} not found (../shared is not beside this checkout)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    return _require(FIXTURES)
+
+
+@pytest.fixture(scope="session")
+def v2_tiny(fixtures_dir: Path) -> Path:
+    return _require(fixtures_dir / "gsv-v2-tiny")
+
+
+@pytest.fixture(scope="session")
+def v2pro_tiny(fixtures_dir: Path) -> Path:
+    return _require(fixtures_dir / "gsv-v2pro-tiny")
+
+
+@pytest.fixture(scope="session")
+def text_v2(fixtures_dir: Path) -> Path:
+    return _require(fixtures_dir / "text-v2")
+
+
+def unpack_xz(src: Path, dst: Path) -> Path:
+    """Decompress a fixture's `.xz` file to `dst` (once per session directory)."""
+    if not dst.exists():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_suffix(dst.suffix + ".part")
+        with lzma.open(src) as fin, open(tmp, "wb") as fout:
+            shutil.copyfileobj(fin, fout)
+        tmp.rename(dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def unpacked_v2(v2_tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny v2 model files as a user would have them on disk (xz removed)."""
+    root = tmp_path_factory.mktemp("gsv-v2-tiny")
+    hubert = root / "hubert_tiny"
+    hubert.mkdir()
+    for name in ("config.json", "preprocessor_config.json"):
+        shutil.copy(v2_tiny / "hubert_tiny" / name, hubert / name)
+    unpack_xz(v2_tiny / "hubert_tiny" / "pytorch_model.bin.xz", hubert / "pytorch_model.bin")
+    return {
+        "gpt": v2_tiny / "s1_tiny_v2.ckpt",
+        "sovits": unpack_xz(v2_tiny / "s2_tiny_v2.pth.xz", root / "s2_tiny_v2.pth"),
+        "hubert": hubert,
+        "bert": v2_tiny / "bert_tiny",
+        "ref_wav": v2_tiny / "ref_32k.wav",
+    }
