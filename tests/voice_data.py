@@ -1,0 +1,72 @@
+"""Helpers that lay out a wyoming-gsv data dir (voices, models) for the server/voices tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile
+import yaml
+
+
+def write_tone(path: Path, seconds: float = 3.5, rate: int = 32000, amplitude: float = 0.3) -> Path:
+    """A vowel-like harmonic tone (speech-shaped enough for reference checks)."""
+    t = np.arange(int(seconds * rate)) / rate
+    wave = sum(np.sin(2 * np.pi * 140.0 * k * t) / k for k in range(1, 6))
+    wave = amplitude * wave / np.max(np.abs(wave))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(str(path), wave.astype(np.float32), rate, subtype="PCM_16")
+    return path
+
+
+def fake_model_files(data_dir: Path) -> None:
+    """Non-empty placeholder base models, enough for voice scanning (not for synthesis)."""
+    models = data_dir / "models"
+    (models / "chinese-hubert-base").mkdir(parents=True, exist_ok=True)
+    (models / "chinese-hubert-base" / "config.json").write_text("{}")
+    (models / "chinese-roberta-wwm-ext-large").mkdir(parents=True, exist_ok=True)
+    (models / "chinese-roberta-wwm-ext-large" / "config.json").write_text("{}")
+    (models / "gpt.ckpt").write_bytes(b"PK-gpt")
+    (models / "sovits.pth").write_bytes(b"PK-sovits")
+
+
+def link_tiny_models(data_dir: Path, unpacked: dict[str, Path]) -> None:
+    """The tiny fixture checkpoints placed where a user would put the real ones."""
+    models = data_dir / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    links = {
+        "chinese-hubert-base": unpacked["hubert"],
+        "chinese-roberta-wwm-ext-large": unpacked["bert"],
+        "gpt.ckpt": unpacked["gpt"],
+        "sovits.pth": unpacked["sovits"],
+    }
+    for name, target in links.items():
+        link = models / name
+        if not link.exists():
+            os.symlink(target, link)
+
+
+def make_voice(
+    data_dir: Path,
+    voice_id: str,
+    *,
+    transcript: str | None = "This is a reference voice.",
+    config: dict[str, Any] | None = None,
+    reference: Path | None = None,
+    seconds: float = 3.5,
+    rate: int = 32000,
+) -> Path:
+    folder = data_dir / "voices" / voice_id
+    folder.mkdir(parents=True, exist_ok=True)
+    if reference is not None:
+        shutil.copy(reference, folder / ("ref" + reference.suffix))
+    else:
+        write_tone(folder / "ref.wav", seconds=seconds, rate=rate)
+    if transcript is not None:
+        (folder / "ref.txt").write_text(transcript, encoding="utf-8")
+    if config is not None:
+        (folder / "voice.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    return folder

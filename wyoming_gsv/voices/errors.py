@@ -1,0 +1,15 @@
+"""The exception for a voice folder that cannot be used."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class VoiceError(Exception):
+    """A voice is unusable; names the voice, the file or field, and what is wrong."""
+
+    def __init__(self, voice_id: str, path: str | Path, problem: str) -> None:
+        self.voice_id = voice_id
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"voice {voice_id!r}: {self.path}: {problem}")

@@ -1,0 +1,79 @@
+"""Where the base model files live: `DIR/models/...` unless overridden on the command line."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+HUBERT_FOLDER = "chinese-hubert-base"
+BERT_FOLDER = "chinese-roberta-wwm-ext-large"
+# The official v2 pretrained files, as `wyoming-gsv download` lays them out.
+DEFAULT_GPT_NAMES = (
+    "gsv-v2final-pretrained/s1bert25hz-5kh-longer-epoch=12-step=369668.ckpt",
+    "s1v2.ckpt",
+    "gpt.ckpt",
+)
+DEFAULT_SOVITS_NAMES = (
+    "gsv-v2final-pretrained/s2G2333k.pth",
+    "s2v2.pth",
+    "sovits.pth",
+)
+
+
+@dataclass(frozen=True)
+class ModelPaths:
+    """Base models shared by every voice; gpt/sovits are defaults a voice.yaml may replace."""
+
+    data_dir: Path
+    hubert: Path
+    bert: Path
+    gpt: Path | None
+    sovits: Path | None
+
+    @classmethod
+    def resolve(
+        cls,
+        data_dir: Path,
+        *,
+        hubert: Path | None = None,
+        bert: Path | None = None,
+        gpt: Path | None = None,
+        sovits: Path | None = None,
+    ) -> "ModelPaths":
+        models = data_dir / "models"
+        return cls(
+            data_dir=data_dir,
+            hubert=hubert or models / HUBERT_FOLDER,
+            bert=bert or models / BERT_FOLDER,
+            gpt=gpt or _first_existing(models, DEFAULT_GPT_NAMES, "*.ckpt"),
+            sovits=sovits or _first_existing(models, DEFAULT_SOVITS_NAMES, "*.pth"),
+        )
+
+
+def _first_existing(folder: Path, names: tuple[str, ...], pattern: str) -> Path | None:
+    for name in names:
+        if (folder / name).is_file():
+            return folder / name
+    # A single loose file of the right kind is unambiguous.
+    loose = sorted(folder.glob(pattern)) if folder.is_dir() else []
+    return loose[0] if len(loose) == 1 else None
+
+
+def file_identity(path: Path) -> str:
+    """A cheap identity of a model file or folder: resolved path, sizes and mtimes.
+
+    Hashing multi-hundred-MB weights on every start is too slow; any replacement of the
+    file changes its size or mtime.
+    """
+    path = path.resolve()
+    digest = hashlib.sha256(str(path).encode())
+    entries = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for entry in entries:
+        try:
+            stat = entry.stat()
+        except OSError:
+            digest.update(f"{entry}:missing".encode())
+            continue
+        digest.update(f"{entry.relative_to(path.parent)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()

@@ -1,0 +1,44 @@
+"""Sampling and decoding settings: voice defaults, overridable per request or on the command line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class VoiceParams:
+    """How a voice is sampled (t2s) and decoded (SoVITS). Defaults follow the official api_v2."""
+
+    top_k: int = 15
+    top_p: float = 1.0
+    temperature: float = 1.0
+    repetition_penalty: float = 1.35
+    speed: float = 1.0
+    noise_scale: float = 0.5
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.top_k < 1:
+            problems.append("top_k must be >= 1")
+        if not 0.0 < self.top_p <= 1.0:
+            problems.append("top_p must be in (0, 1]")
+        if self.temperature <= 0.0:
+            problems.append("temperature must be > 0")
+        if self.repetition_penalty <= 0.0:
+            problems.append("repetition_penalty must be > 0")
+        if not 0.25 <= self.speed <= 4.0:
+            problems.append("speed must be in [0.25, 4]")
+        if self.noise_scale < 0.0:
+            problems.append("noise_scale must be >= 0")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def with_overrides(self, **overrides: Any) -> "VoiceParams":
+        """A copy with every override that is not None applied."""
+        changes = {name: value for name, value in overrides.items() if value is not None}
+        return replace(self, **changes) if changes else self
+
+
+PARAM_NAMES: tuple[str, ...] = tuple(f.name for f in fields(VoiceParams))

@@ -1,0 +1,107 @@
+"""All voices under `DIR/voices/`, rescanned cheaply (by file stats) whenever asked."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import VoiceError
+from .models import ModelPaths
+from .voice import Voice, load_voice
+
+_LOGGER = logging.getLogger(__name__)
+
+Signature = tuple[tuple[str, int, int], ...]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    signature: Signature
+    voice: Voice | None
+    problem: str | None
+    model_files: tuple[Path, ...] = ()
+
+
+class VoiceRegistry:
+    """Voice folders -> Voice objects. A folder is re-read only when its files change.
+
+    A bad voice is left out with one log line (logged again only if it changes); the
+    engine can mark a voice broken (e.g. its weights failed to load) until its files change.
+    """
+
+    def __init__(self, models: ModelPaths, voices_dir: Path | None = None) -> None:
+        self.models = models
+        self.voices_dir = voices_dir or models.data_dir / "voices"
+        self._entries: dict[str, _Entry] = {}
+        self._lock = threading.Lock()
+
+    def scan(self) -> list[Voice]:
+        """Every usable voice, sorted by id."""
+        folders = sorted(p for p in self.voices_dir.iterdir() if p.is_dir()) if self.voices_dir.is_dir() else []
+        present = {folder.name for folder in folders if not folder.name.startswith(".")}
+        voices = [v for folder in folders if folder.name in present if (v := self._load(folder)) is not None]
+        with self._lock:
+            for gone in set(self._entries) - present:
+                _LOGGER.info("Voice %r removed", gone)
+                del self._entries[gone]
+        return voices
+
+    def get(self, voice_id: str) -> Voice | None:
+        """One voice by id (re-read if its files changed), or None if absent or bad."""
+        folder = self.voices_dir / voice_id
+        if not voice_id or "/" in voice_id or voice_id.startswith(".") or not folder.is_dir():
+            return None
+        return self._load(folder)
+
+    def problems(self) -> dict[str, str]:
+        """Voice id -> why it is left out, for every bad voice seen in the last scan."""
+        with self._lock:
+            return {vid: e.problem for vid, e in self._entries.items() if e.problem is not None}
+
+    def mark_broken(self, voice_id: str, problem: str) -> None:
+        """Leave a voice out until its files change (called when its models fail to load)."""
+        with self._lock:
+            entry = self._entries.get(voice_id)
+            if entry is None or entry.problem == problem:
+                return
+            _LOGGER.error("Voice %r left out: %s", voice_id, problem)
+            self._entries[voice_id] = _Entry(entry.signature, None, problem, entry.model_files)
+
+    def _load(self, folder: Path) -> Voice | None:
+        voice_id = folder.name
+        folder_signature = self._folder_signature(folder)
+        with self._lock:
+            entry = self._entries.get(voice_id)
+        if entry is not None and entry.signature == folder_signature + _stats(entry.model_files):
+            return entry.voice
+        try:
+            voice = load_voice(folder, self.models)
+            problem = None
+            _LOGGER.info("Voice %r loaded (%s, %.1f s reference)", voice_id, voice.language, voice.reference.seconds)
+        except VoiceError as err:
+            voice, problem = None, str(err)
+            if entry is None or entry.problem != problem:
+                _LOGGER.error("Voice left out: %s", problem)
+        model_files = (voice.gpt, voice.sovits) if voice is not None else ()
+        with self._lock:
+            self._entries[voice_id] = _Entry(folder_signature + _stats(model_files), voice, problem, model_files)
+        return voice
+
+    def _folder_signature(self, folder: Path) -> Signature:
+        """Stats of the folder's files and of the default model files."""
+        paths = [p for p in sorted(folder.iterdir()) if p.is_file()] if folder.is_dir() else []
+        paths += [p for p in (self.models.gpt, self.models.sovits) if p is not None]
+        return _stats(paths)
+
+
+def _stats(paths: "list[Path] | tuple[Path, ...]") -> Signature:
+    stats = []
+    for path in paths:
+        try:
+            stat = path.stat()
+            stats.append((str(path), stat.st_size, stat.st_mtime_ns))
+        except OSError:
+            stats.append((str(path), -1, -1))
+    return tuple(stats)

@@ -1,0 +1,161 @@
+"""A voice folder (`DIR/voices/<id>/`: ref audio, ref.txt, optional voice.yaml) -> Voice."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import VoiceError
+from .languages import LANGUAGE_MODES, advertised_languages
+from .models import ModelPaths
+from .params import PARAM_NAMES, VoiceParams
+from .reference import ReferenceInfo, ReferenceProblem, check_reference, find_reference
+
+VOICE_YAML = "voice.yaml"
+TRANSCRIPT = "ref.txt"
+DEFAULT_LANGUAGE = "auto"
+VOICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+_YAML_KEYS = frozenset(
+    {"description", "language", "prompt_language", "languages", "gpt", "sovits", "aux_refs", *PARAM_NAMES}
+)
+
+
+@dataclass(frozen=True)
+class Voice:
+    """Everything needed to speak with one voice; paths are absolute."""
+
+    id: str
+    folder: Path
+    description: str
+    language: str  # text language mode of what it speaks, e.g. "en", "zh", "auto"
+    prompt_language: str  # language mode of the transcript
+    reference: ReferenceInfo
+    transcript: str
+    aux_references: tuple[ReferenceInfo, ...]
+    gpt: Path
+    sovits: Path
+    params: VoiceParams
+    languages: tuple[str, ...]  # codes advertised to Home Assistant
+
+
+def load_voice(folder: Path, models: ModelPaths) -> Voice:
+    """Read and check one voice folder; raises VoiceError naming the file and the problem."""
+    voice_id = folder.name
+    if not VOICE_ID_PATTERN.match(voice_id):
+        raise VoiceError(voice_id, folder, "folder name must be letters, digits, '_', '-', '.'")
+
+    config = _read_yaml(voice_id, folder / VOICE_YAML)
+    language = _language(voice_id, folder / VOICE_YAML, config, "language", DEFAULT_LANGUAGE)
+    prompt_language = _language(voice_id, folder / VOICE_YAML, config, "prompt_language", language)
+
+    reference_path = find_reference(folder)
+    if reference_path is None:
+        raise VoiceError(voice_id, folder / "ref.wav", "reference clip is missing (ref.wav/.flac/.mp3/.ogg)")
+    reference = _checked_reference(voice_id, reference_path)
+
+    transcript_path = folder / TRANSCRIPT
+    if not transcript_path.is_file():
+        raise VoiceError(voice_id, transcript_path, "transcript is missing")
+    try:
+        transcript = transcript_path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as err:
+        raise VoiceError(voice_id, transcript_path, f"cannot read transcript ({err})") from err
+    if not transcript:
+        raise VoiceError(voice_id, transcript_path, "transcript is empty")
+
+    aux_entries = config.get("aux_refs") or []
+    if not isinstance(aux_entries, list) or not all(isinstance(x, str) for x in aux_entries):
+        raise VoiceError(voice_id, folder / VOICE_YAML, "aux_refs must be a list of file names")
+    aux = tuple(_checked_reference(voice_id, folder / name) for name in aux_entries)
+
+    gpt = _model_file(voice_id, folder, config, "gpt", models.gpt, models.data_dir)
+    sovits = _model_file(voice_id, folder, config, "sovits", models.sovits, models.data_dir)
+
+    try:
+        params = VoiceParams().with_overrides(**{k: config.get(k) for k in PARAM_NAMES})
+    except (TypeError, ValueError) as err:
+        raise VoiceError(voice_id, folder / VOICE_YAML, f"bad sampling setting: {err}") from err
+
+    languages = config.get("languages")
+    if languages is None:
+        languages = advertised_languages(language)
+    elif not isinstance(languages, list) or not languages or not all(isinstance(x, str) for x in languages):
+        raise VoiceError(voice_id, folder / VOICE_YAML, "languages must be a non-empty list of codes")
+
+    description = config.get("description") or voice_id
+    return Voice(
+        id=voice_id,
+        folder=folder,
+        description=str(description),
+        language=language,
+        prompt_language=prompt_language,
+        reference=reference,
+        transcript=transcript,
+        aux_references=aux,
+        gpt=gpt,
+        sovits=sovits,
+        params=params,
+        languages=tuple(languages),
+    )
+
+
+def _read_yaml(voice_id: str, path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise VoiceError(voice_id, path, f"cannot parse ({err})") from err
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise VoiceError(voice_id, path, "must be a mapping of settings")
+    unknown = sorted(set(config) - _YAML_KEYS)
+    if unknown:
+        # A typo (e.g. "temprature") silently ignored would be worse than a clear refusal.
+        raise VoiceError(voice_id, path, f"unknown setting(s) {', '.join(unknown)}")
+    return config
+
+
+def _language(voice_id: str, path: Path, config: dict[str, Any], key: str, default: str) -> str:
+    value = config.get(key, default)
+    if not isinstance(value, str) or value not in LANGUAGE_MODES:
+        raise VoiceError(
+            voice_id, path, f"{key} {value!r} is not one of {', '.join(sorted(LANGUAGE_MODES))}"
+        )
+    return value
+
+
+def _checked_reference(voice_id: str, path: Path) -> ReferenceInfo:
+    if not path.is_file():
+        raise VoiceError(voice_id, path, "reference clip is missing")
+    try:
+        return check_reference(path)
+    except ReferenceProblem as err:
+        raise VoiceError(voice_id, path, str(err)) from err
+
+
+def _model_file(
+    voice_id: str, folder: Path, config: dict[str, Any], key: str, default: Path | None, data_dir: Path
+) -> Path:
+    value = config.get(key)
+    if value is None:
+        if default is None:
+            raise VoiceError(
+                voice_id, data_dir / "models", f"no {key} weights: set {key} in voice.yaml or install the base models"
+            )
+        path = default
+    elif isinstance(value, str) and value:
+        path = Path(value) if Path(value).is_absolute() else data_dir / value
+    else:
+        raise VoiceError(voice_id, folder / VOICE_YAML, f"{key} must be a file path relative to the data dir")
+    if not path.is_file():
+        raise VoiceError(voice_id, path, f"{key} weights file not found")
+    if path.stat().st_size == 0:
+        raise VoiceError(voice_id, path, f"{key} weights file is empty")
+    return path.resolve()
