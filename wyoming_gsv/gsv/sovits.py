@@ -1,0 +1,374 @@
+"""SoVITS (GPT-SoVITS "s2") decoder for v1/v2: semantic codes + phones + reference -> 32 kHz audio.
+
+Only the inference path of the official `SynthesizerTrn`: quantizer decode, text encoder with
+MRTE, reference encoder, flow reverse and the HiFi-GAN generator. Parameter names match the
+checkpoint keys so official state dicts load unchanged (weight norm folded at load time).
+
+Versions that add to this model (v2Pro, v2ProPlus) subclass `SovitsModel` and override
+`embed_reference` (per-reference global embedding) and `mrte_condition` (what MRTE adds).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from .errors import ModelFileError
+from .vits_modules import (
+    MRTE,
+    AttentionEncoder,
+    Generator,
+    MelStyleEncoder,
+    ResidualCouplingBlock,
+    fold_weight_norm,
+)
+
+if TYPE_CHECKING:
+    from .checkpoints import SovitsCheckpoint
+
+SSL_DIM = 768  # HuBERT feature size; fixed by the architecture
+CODEBOOK_SIZE = 1024
+V2_REF_BINS = 704  # v2+ reference encoder reads only the lowest 704 of 1025 bins
+SYMBOL_COUNTS = {"v1": 322, "v2": 732}
+CODEBOOK_PREFIX = "quantizer.vq.layers.0._codebook."
+
+
+def reference_spectrogram(
+    audio: Tensor, n_fft: int = 2048, hop_length: int = 640, win_length: int = 2048
+) -> Tensor:
+    """Linear magnitude spectrogram of a reference clip, as the official `spectrogram_torch`.
+
+    audio: [T] float at the model rate. Returns [1, n_fft // 2 + 1, frames] float32
+    (reflect pad (n_fft - hop) / 2 each side, periodic Hann, no centering, sqrt(|X|^2 + 1e-8)).
+    """
+    audio = audio.reshape(1, 1, -1).float()
+    pad = (n_fft - hop_length) // 2
+    audio = F.pad(audio, (pad, pad), mode="reflect").reshape(1, -1)
+    window = torch.hann_window(win_length, device=audio.device)
+    stft = torch.stft(
+        audio, n_fft, hop_length=hop_length, win_length=win_length, window=window, center=False, return_complex=True
+    )
+    return torch.sqrt(stft.real.pow(2) + stft.imag.pow(2) + 1e-8)
+
+
+@dataclass
+class SovitsConfig:
+    """Hyper-parameters of the s2 model (the checkpoint's `hps`, flattened)."""
+
+    version: str = "v2"
+    n_symbols: int = 732
+    sampling_rate: int = 32000
+    filter_length: int = 2048
+    hop_length: int = 640
+    win_length: int = 2048
+    inter_channels: int = 192
+    hidden_channels: int = 192
+    filter_channels: int = 768
+    n_heads: int = 2
+    n_layers: int = 6
+    kernel_size: int = 3
+    resblock: str = "1"
+    resblock_kernel_sizes: list[int] = field(default_factory=lambda: [3, 7, 11])
+    resblock_dilation_sizes: list[list[int]] = field(default_factory=lambda: [[1, 3, 5]] * 3)
+    upsample_rates: list[int] = field(default_factory=lambda: [10, 8, 2, 2, 2])
+    upsample_initial_channel: int = 512
+    upsample_kernel_sizes: list[int] = field(default_factory=lambda: [16, 16, 8, 2, 2])
+    gin_channels: int = 512
+    semantic_frame_rate: str = "25hz"
+    conv_post_bias: bool = False
+
+    @property
+    def spec_channels(self) -> int:
+        return self.filter_length // 2 + 1
+
+    @property
+    def ref_bins(self) -> int:
+        """Spectrogram bins the reference encoder reads (v1: all)."""
+        return self.spec_channels if self.version == "v1" else V2_REF_BINS
+
+    @property
+    def frames_per_code(self) -> int:
+        return 2 if self.semantic_frame_rate == "25hz" else 1
+
+    @classmethod
+    def from_hparams(cls, hps: dict[str, Any], version: str, path: str = "<config>") -> SovitsConfig:
+        """Build from the checkpoint's nested `hps` dict; names the missing field if any."""
+        if version not in SYMBOL_COUNTS:
+            raise ModelFileError(path, f"SoVITS version {version!r} is not supported by this model class")
+        values: dict[str, Any] = {"version": version, "n_symbols": SYMBOL_COUNTS[version]}
+        sections = {"data": ("sampling_rate", "filter_length", "hop_length", "win_length")}
+        model_fields = [
+            f.name
+            for f in fields(cls)
+            if f.name not in {"version", "n_symbols", "conv_post_bias", *sections["data"]}
+        ]
+        sections["model"] = tuple(model_fields)
+        for section, names in sections.items():
+            block = hps.get(section) if isinstance(hps, dict) else None
+            if not isinstance(block, dict):
+                raise ModelFileError(path, f"config has no '{section}' section")
+            for name in names:
+                if name not in block:
+                    raise ModelFileError(path, f"config lacks {section}.{name}")
+                values[name] = block[name]
+        try:
+            config = cls(**values)
+            config.resblock = str(config.resblock)
+            config._check()
+        except (TypeError, ValueError) as exc:
+            raise ModelFileError(path, f"config does not describe a usable SoVITS model: {exc}") from exc
+        return config
+
+    def _check(self) -> None:
+        ints = ("sampling_rate", "filter_length", "hop_length", "win_length", "inter_channels", "hidden_channels",
+                "filter_channels", "n_heads", "n_layers", "kernel_size", "upsample_initial_channel", "gin_channels")
+        for name in ints:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.semantic_frame_rate not in ("25hz", "50hz"):
+            raise ValueError(f"semantic_frame_rate must be '25hz' or '50hz', got {self.semantic_frame_rate!r}")
+        if len(self.upsample_rates) != len(self.upsample_kernel_sizes):
+            raise ValueError("upsample_rates and upsample_kernel_sizes differ in length")
+        if len(self.resblock_kernel_sizes) != len(self.resblock_dilation_sizes):
+            raise ValueError("resblock_kernel_sizes and resblock_dilation_sizes differ in length")
+        if math.prod(self.upsample_rates) != self.hop_length:
+            raise ValueError(f"upsample_rates multiply to {math.prod(self.upsample_rates)}, not hop {self.hop_length}")
+        if self.hidden_channels % self.n_heads or self.inter_channels % 2:
+            raise ValueError("hidden_channels must divide by n_heads and inter_channels must be even")
+
+
+class SemanticCodebook(nn.Module):
+    """The single-layer VQ of `quantizer`: HuBERT-space vectors <-> semantic token ids."""
+
+    def __init__(self, dim: int = SSL_DIM, size: int = CODEBOOK_SIZE) -> None:
+        super().__init__()
+        self.register_buffer("embed", torch.zeros(size, dim))
+
+    def encode(self, x: Tensor) -> Tensor:
+        """x [B, D, T] -> ids [B, T]: nearest entry by squared distance, as upstream computes it."""
+        flat = x.transpose(1, 2).reshape(-1, x.shape[1]).float()
+        embed = self.embed.float()
+        dist = -(flat.pow(2).sum(1, keepdim=True) - 2 * flat @ embed.t() + embed.pow(2).sum(1)[None, :])
+        return dist.argmax(dim=-1).view(x.shape[0], x.shape[2])
+
+    def decode(self, ids: Tensor) -> Tensor:
+        """ids [B, T] -> [B, D, T]."""
+        return F.embedding(ids, self.embed).transpose(1, 2)
+
+
+class TextEncoder(nn.Module):
+    """`enc_p`: semantic content + target phones (+ global embedding via MRTE) -> prior stats."""
+
+    def __init__(self, config: SovitsConfig) -> None:
+        super().__init__()
+        c = config
+        self.inter_channels = c.inter_channels
+        self.ssl_proj = nn.Conv1d(SSL_DIM, c.hidden_channels, 1)
+        self.encoder_ssl = AttentionEncoder(c.hidden_channels, c.filter_channels, c.n_heads, c.n_layers // 2, c.kernel_size)
+        self.encoder_text = AttentionEncoder(c.hidden_channels, c.filter_channels, c.n_heads, c.n_layers, c.kernel_size)
+        self.text_embedding = nn.Embedding(c.n_symbols, c.hidden_channels)
+        self.mrte = MRTE(c.hidden_channels)
+        self.encoder2 = AttentionEncoder(c.hidden_channels, c.filter_channels, c.n_heads, c.n_layers // 2, c.kernel_size)
+        self.proj = nn.Conv1d(c.hidden_channels, 2 * c.inter_channels, 1)
+
+    def forward(self, content: Tensor, phones: Tensor, ge: Tensor, speed: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
+        """content [1, 768, T50], phones [1, Tp], ge [1, 512, 1] -> (x, m_p, logs_p), each [1, C, T']."""
+        y = self.encoder_ssl(self.ssl_proj(content))
+        text = self.encoder_text(self.text_embedding(phones).transpose(1, 2))
+        y = self.encoder2(self.mrte(y, text, ge))
+        if speed != 1:
+            # Speed changes the number of frames the prior covers (not a resampling of audio).
+            y = F.interpolate(y, size=int(y.shape[-1] / speed) + 1, mode="linear")
+        m_p, logs_p = self.proj(y).split(self.inter_channels, dim=1)
+        return y, m_p, logs_p
+
+
+class SovitsModel(nn.Module):
+    """GPT-SoVITS v1/v2 `SynthesizerTrn`, inference only."""
+
+    supported_versions: tuple[str, ...] = ("v1", "v2")
+
+    def __init__(self, config: SovitsConfig) -> None:
+        super().__init__()
+        c = config
+        self.config = config
+        self.enc_p = TextEncoder(c)
+        self.dec = Generator(
+            c.inter_channels,
+            c.resblock,
+            c.resblock_kernel_sizes,
+            c.resblock_dilation_sizes,
+            c.upsample_rates,
+            c.upsample_initial_channel,
+            c.upsample_kernel_sizes,
+            c.gin_channels,
+            post_bias=c.conv_post_bias,
+        )
+        self.flow = ResidualCouplingBlock(c.inter_channels, c.hidden_channels, 5, 1, 4, c.gin_channels)
+        self.ref_enc = MelStyleEncoder(c.ref_bins, c.gin_channels)
+        if c.semantic_frame_rate == "25hz":
+            self.ssl_proj = nn.Conv1d(SSL_DIM, SSL_DIM, 2, stride=2)
+        else:
+            self.ssl_proj = nn.Conv1d(SSL_DIM, SSL_DIM, 1)
+        self.quantizer = SemanticCodebook()
+        self.eval().requires_grad_(False)  # inference only
+
+    # ----------------------------------------------------------------------------- loading
+    @classmethod
+    def from_checkpoint(
+        cls, ckpt: SovitsCheckpoint, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    ) -> SovitsModel:
+        """Build from a loaded s2 checkpoint; ModelFileError if config and weights do not fit."""
+        if ckpt.version not in cls.supported_versions:
+            raise ModelFileError(ckpt.path, f"SoVITS {ckpt.version} files are not supported yet")
+        config = SovitsConfig.from_hparams(ckpt.config, ckpt.version, str(ckpt.path))
+        config.conv_post_bias = "dec.conv_post.bias" in ckpt.weights
+        try:
+            model = cls(config)
+        except (ValueError, RuntimeError, TypeError) as exc:
+            raise ModelFileError(ckpt.path, f"config does not describe a usable SoVITS model: {exc}") from exc
+        model.load_weights(ckpt.weights, ckpt.path)
+        return model.to(device=device, dtype=dtype)
+
+    def load_weights(self, weights: dict[str, Tensor], path: Any = "<weights>") -> None:
+        """Load an official state dict (weight norm folded, codebook renamed, extras ignored)."""
+        folded = fold_weight_norm(weights)
+        state = {
+            (name.replace(CODEBOOK_PREFIX, "quantizer.") if name.startswith(CODEBOOK_PREFIX) else name): value
+            for name, value in folded.items()
+        }
+        expected = self.state_dict()
+        missing = [name for name in expected if name not in state]
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
+            raise ModelFileError(path, f"SoVITS weights are missing {len(missing)} tensors: {shown}")
+        for name, tensor in expected.items():
+            if tuple(state[name].shape) != tuple(tensor.shape):
+                raise ModelFileError(
+                    path,
+                    f"weight {name} has shape {tuple(state[name].shape)} but the config implies {tuple(tensor.shape)}",
+                )
+        self.load_state_dict({name: state[name] for name in expected}, strict=True)
+
+    # ---------------------------------------------------------------------------- properties
+    @property
+    def version(self) -> str:
+        return self.config.version
+
+    @property
+    def sampling_rate(self) -> int:
+        return self.config.sampling_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.config.hop_length
+
+    @property
+    def samples_per_code(self) -> int:
+        """Output samples per semantic token (1280 for 25 Hz codes at 32 kHz)."""
+        return self.config.frames_per_code * self.config.hop_length
+
+    @property
+    def device(self) -> torch.device:
+        return self.quantizer.embed.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.quantizer.embed.dtype
+
+    # ----------------------------------------------------------------------- reference side
+    def spectrogram(self, audio: Tensor) -> Tensor:
+        """Reference spectrogram with this model's STFT settings: [1, bins, frames] float32."""
+        c = self.config
+        return reference_spectrogram(audio, c.filter_length, c.hop_length, c.win_length)
+
+    def embed_reference(self, spec: Tensor) -> Tensor:
+        """One reference's global embedding ge [1, gin, 1] (override point for v2Pro)."""
+        spec = spec.to(device=self.device, dtype=self.dtype)
+        return self.ref_enc(spec[:, : self.config.ref_bins])
+
+    @torch.inference_mode()
+    def global_embedding(self, specs: Sequence[Tensor]) -> Tensor:
+        """ge [1, gin, 1] averaged over one or several reference spectrograms."""
+        if not specs:
+            raise ValueError("global_embedding needs at least one reference spectrogram")
+        return torch.stack([self.embed_reference(spec) for spec in specs]).mean(0)
+
+    def mrte_condition(self, ge: Tensor) -> Tensor:
+        """What MRTE adds to the content (v2: ge itself; v2Pro projects it to 512)."""
+        return ge
+
+    @torch.inference_mode()
+    def extract_prompt_codes(self, hubert_features: Tensor) -> Tensor:
+        """HuBERT features [1, 768, T50] -> prompt semantic ids [T25] (int64)."""
+        x = self.ssl_proj(hubert_features.to(device=self.device, dtype=self.dtype))
+        return self.quantizer.encode(x)[0]
+
+    # --------------------------------------------------------------------------- synthesis
+    @torch.inference_mode()
+    def encode(self, codes: Tensor, phone_ids: Tensor, ge: Tensor, speed: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
+        """Codes [T25] + target phones [Tp] -> (x, m_p, logs_p) at the 50 Hz frame rate."""
+        codes = codes.to(self.device).reshape(1, -1)
+        phones = phone_ids.to(self.device).reshape(1, -1)
+        content = self.quantizer.decode(codes)
+        if self.config.frames_per_code > 1:
+            content = content.repeat_interleave(self.config.frames_per_code, dim=-1)
+        ge = ge.to(device=self.device, dtype=self.dtype)
+        return self.enc_p(content, phones, self.mrte_condition(ge), speed)
+
+    @torch.inference_mode()
+    def decode(
+        self,
+        codes: Tensor,
+        phone_ids: Tensor,
+        ge: Tensor,
+        *,
+        speed: float = 1.0,
+        noise_scale: float = 0.5,
+        generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
+    ) -> Tensor:
+        """Semantic codes [T25] + target phone ids [Tp] + ge -> float32 waveform [frames * hop].
+
+        `noise` (same shape as m_p, [inter, frames] or [1, inter, frames]) replaces the
+        Gaussian draw; otherwise it comes from `generator` (or the global RNG).
+        """
+        if codes.numel() == 0:
+            raise ValueError("decode needs at least one semantic code")
+        if phone_ids.numel() == 0:
+            raise ValueError("decode needs at least one phone id")
+        _, m_p, logs_p = self.encode(codes, phone_ids, ge, speed)
+        if noise is None:
+            noise = torch.randn(m_p.shape, generator=generator, device=self.device, dtype=self.dtype)
+        else:
+            noise = noise.to(device=self.device, dtype=self.dtype).reshape(m_p.shape)
+        z_p = m_p + noise * torch.exp(logs_p) * noise_scale
+        ge = ge.to(device=self.device, dtype=self.dtype)
+        z = self.flow.reverse(z_p, ge)
+        return self.dec(z, ge).reshape(-1).float()
+
+    @torch.inference_mode()
+    def decode_concatenated(
+        self,
+        sentences: Sequence[tuple[Tensor, Tensor]],
+        ge: Tensor,
+        *,
+        noise_scale: float = 0.5,
+        generator: torch.Generator | None = None,
+    ) -> list[Tensor]:
+        """Decode several (codes, phones) sentences in one call and cut the audio back apart.
+
+        This is what the official TTS does at speed 1: one pass over the concatenation, then
+        `samples_per_code * len(codes_i)` samples per sentence.
+        """
+        codes = torch.cat([c.reshape(-1) for c, _ in sentences])
+        phones = torch.cat([p.reshape(-1) for _, p in sentences])
+        audio = self.decode(codes, phones, ge, noise_scale=noise_scale, generator=generator)
+        lengths = [c.numel() * self.samples_per_code for c, _ in sentences]
+        return list(audio.split(lengths))
