@@ -103,6 +103,20 @@ def _describe(record: dict, frontend: TextFrontend, fields: list[str]) -> str:
 
 
 @pytest.mark.parametrize("file", FILES)
+def test_language_split(file: str, text_v2: Path, frontend: TextFrontend) -> None:
+    """The (text, lang) segments alone: needs only the splitter, not the language modules."""
+    records = load_records(text_v2, f"{file}.jsonl")
+    wrong = []
+    for record in records:
+        golden = record["get_phones_and_bert"]
+        spans = frontend.split_languages(golden["final_input"], record["mode"])
+        if [(s.text, s.lang) for s in spans] != [(s["text"], s["lang"]) for s in golden["segments"]]:
+            wrong.append(record["id"])
+    print(f"\nlanguage split {file}: {len(records) - len(wrong)}/{len(records)} exact")
+    assert not wrong
+
+
+@pytest.mark.parametrize("file", FILES)
 def test_parity(file: str, text_v2: Path, frontend: TextFrontend, summary: dict) -> None:
     records = load_records(text_v2, f"{file}.jsonl")
     assert records, f"{file}.jsonl has no records"

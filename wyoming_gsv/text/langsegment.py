@@ -30,9 +30,10 @@ _LANG_MAP = {
     "en": "en",
 }
 
-# Text that is English (or language-neutral) as far as GPT-SoVITS is concerned: ASCII, general
-# punctuation, CJK punctuation and full-width forms.
-_FULL_EN = re.compile(r"^[A-Za-z0-9\s\u0020-\u007E\u2000-\u206F\u3000-\u303F\uFF00-\uFFEF]+$")
+# Text that GPT-SoVITS reads as English: at least one Latin letter, otherwise only ASCII, general
+# punctuation, CJK punctuation and full-width forms. (Letter-less runs such as "/" keep the
+# detector's label, so "1/3" stays inside a Chinese segment.)
+_FULL_EN = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9\s\u0020-\u007E\u2000-\u206F\u3000-\u303F\uFF00-\uFFEF]+$")
 _CJK_RANGES = (
     (0x4E00, 0x9FFF),
     (0x3400, 0x4DB5),
