@@ -35,4 +35,7 @@ def import_extra(module: str, *, language: str, extra: str) -> ModuleType:
 
 def has_module(module: str) -> bool:
     """Whether ``module`` can be found, without importing it."""
-    return importlib.util.find_spec(module) is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent is missing, or the module is blocked in sys.modules
+        return False
