@@ -185,18 +185,17 @@ class TextFrontend:
         Raises ``ValueError`` for an unknown mode and ``EmptyTextError`` when nothing speakable
         is left even after the retry.
         """
-        text = re.sub(r" {2,}", " ", text)
         result = self._phonemize_once(text, mode, version)
         if len(result.phones) < MIN_PHONES:
-            retried = self._phonemize_once("." + text, mode, version)
-            retried.retried_with_dot = True
-            result = retried
+            result = self._phonemize_once("." + _collapse_runs_of_spaces(text), mode, version)
+            result.retried_with_dot = True
         if not result.phones:
             raise EmptyTextError()
         return result
 
     def _phonemize_once(self, text: str, mode: str, version: str) -> PhonemizedText:
-        segments = [self.clean_text(span.text, span.lang, version) for span in self.split_languages(text, mode)]
+        spans = self.split_languages(_collapse_runs_of_spaces(text), mode)
+        segments = [self.clean_text(span.text, span.lang, version) for span in spans]
         word2ph: list[int] | None = []
         for segment in segments:
             if segment.word2ph is None or word2ph is None:
@@ -217,6 +216,10 @@ class TextFrontend:
         """The chunks the official non-streaming path synthesizes one by one
         (``replace_consecutive_punctuation`` then ``pre_seg_text``)."""
         return pre_seg_text(replace_consecutive_punctuation(text), mode, cut)
+
+
+def _collapse_runs_of_spaces(text: str) -> str:
+    return re.sub(r" {2,}", " ", text)
 
 
 def _collapse_spaces(text: str) -> str:
