@@ -121,7 +121,7 @@ def hub(online: None):
     servers = [ThreadingHTTPServer((host, 0), _handler(fake)) for host in ("127.0.0.1", "127.0.0.2")]
     fake.url, fake.cdn_url = (f"http://{s.server_address[0]}:{s.server_address[1]}" for s in servers)
     for server in servers:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     yield fake
     for server in servers:
         server.shutdown()
