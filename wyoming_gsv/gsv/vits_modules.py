@@ -17,41 +17,43 @@ from torch.nn import functional as F
 LRELU_SLOPE = 0.1
 
 
+WEIGHT_NORM_NAMES = (
+    ("weight_g", "weight_v"),  # legacy torch.nn.utils.weight_norm (official checkpoints)
+    ("parametrizations.weight.original0", "parametrizations.weight.original1"),
+)
+
+
+def _module_prefix(key: str, name: str) -> str | None:
+    """"a.b." for key "a.b.<name>", "" for key "<name>", None when the key is not that name."""
+    if key == name:
+        return ""
+    if key.endswith("." + name):
+        return key[: -len(name)]
+    return None
+
+
 def fold_weight_norm(weights: dict[str, Tensor]) -> dict[str, Tensor]:
     """Replace weight-norm pairs by the effective weight W = g * v / ||v||.
 
-    Handles the legacy `X.weight_g`/`X.weight_v` names and the newer
-    `X.parametrizations.weight.original0/1` names. The norm runs over every dim but 0, which
-    `g`'s shape already encodes (for ConvTranspose1d dim 0 is the input channel, and `g` is
-    stored that way), so one rule fits all layers. The result is float32 (as the official
-    fp32 model computes it from fp16 files); the caller casts to the model dtype.
+    The norm runs over every dim but 0, which `g`'s shape already encodes (for
+    ConvTranspose1d dim 0 is the input channel, and `g` is stored that way), so one rule fits
+    all layers. The result is float32 (as the official fp32 model computes it from fp16
+    files); the caller casts to the model dtype.
     """
-    pairs = {
-        ".weight_g": (".weight_g", ".weight_v"),
-        ".parametrizations.weight.original0": (
-            ".parametrizations.weight.original0",
-            ".parametrizations.weight.original1",
-        ),
-    }
     folded: dict[str, Tensor] = {}
+    consumed: set[str] = set()
     for key, value in weights.items():
-        for g_suffix, (g_name, v_name) in pairs.items():
-            if key.endswith(v_name):
-                break  # consumed together with its g
-            if key.endswith(g_suffix):
-                prefix = key[: -len(g_name)]
-                v = weights.get(prefix + v_name)
-                if v is None:
-                    folded[key] = value
-                    break
-                v32 = v.float()
-                dims = list(range(1, v32.dim()))
-                norm = v32.norm(dim=dims, keepdim=True)
-                folded[prefix + ".weight"] = v32 * (value.float() / norm)
+        for g_name, v_name in WEIGHT_NORM_NAMES:
+            prefix = _module_prefix(key, g_name)
+            if prefix is not None and prefix + v_name in weights:
+                v = weights[prefix + v_name].float()
+                norm = v.norm(dim=list(range(1, v.dim())), keepdim=True)
+                folded[prefix + "weight"] = v * (value.float() / norm)
+                consumed.add(prefix + v_name)
                 break
         else:
             folded[key] = value
-    return folded
+    return {key: value for key, value in folded.items() if key not in consumed}
 
 
 class ChannelLayerNorm(nn.Module):
