@@ -129,7 +129,8 @@ def find_dictionary(dict_dir: str | os.PathLike[str] | None = None) -> Path:
     raise FileNotFoundError(
         f"Open JTalk dictionary not found at {path} (from {source}): the folder must hold sys.dic. "
         f"Set {DICT_DIR_ENV} to a dictionary folder (Debian/Ubuntu: apt install open-jtalk-mecab-naist-jdic, "
-        "then /var/lib/mecab/dic/open-jtalk/naist-jdic), or fetch one with `wyoming-gsv download`."
+        "then /var/lib/mecab/dic/open-jtalk/naist-jdic), or, where a network exists and the variable is unset, "
+        "let pyopenjtalk fetch its own once: python -c \"import pyopenjtalk; pyopenjtalk.g2p('あ')\"."
     )
 
 
