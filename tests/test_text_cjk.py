@@ -108,6 +108,12 @@ def test_japanese_normalize_collapses_repeated_punctuation(ja_g2p: japanese.Japa
     assert ja_g2p.normalize("いいえ。。。") == "いいえ。。。"  # full-width marks are not collapsed
 
 
+def test_japanese_runs_without_phones(ja_g2p: japanese.JapaneseG2P) -> None:
+    # Open JTalk makes no phones for a lone long-vowel mark; upstream then yields nothing for it.
+    assert ja_g2p.g2p("ー")[0] == []
+    assert ja_g2p.g2p("ー。")[0] == ["."]
+
+
 def test_japanese_missing_dictionary_is_named(tmp_path: Path) -> None:
     frontend = japanese.JapaneseG2P(dict_dir=tmp_path)
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
