@@ -96,9 +96,10 @@ class TextFrontend:
     Thread-safe; heavy state (dictionaries, taggers, detectors) loads on first use and once.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, languages: dict[str, LanguageG2P] | None = None) -> None:
+        """``languages`` replaces the built-in g2p object of some languages (tests, experiments)."""
         self.segmenter = LangSegmenter()
-        self._languages: dict[str, LanguageG2P] = {}
+        self._languages: dict[str, LanguageG2P] = dict(languages or {})
         self._lock = threading.Lock()
 
     # --- languages -------------------------------------------------------------------------
@@ -182,9 +183,11 @@ class TextFrontend:
     def phonemize(self, text: str, mode: str, version: str = "v2") -> PhonemizedText:
         """Segments, normalized text, phones, ids and word2ph of ``text`` read in ``mode``.
 
-        Raises ``ValueError`` for an unknown mode and ``EmptyTextError`` when nothing speakable
-        is left even after the retry.
+        Raises ``ValueError`` for an unknown mode and ``EmptyTextError`` for blank text (or when
+        no phones are left even after the retry).
         """
+        if not text.strip():
+            raise EmptyTextError()
         result = self._phonemize_once(text, mode, version)
         if len(result.phones) < MIN_PHONES:
             result = self._phonemize_once("." + _collapse_runs_of_spaces(text), mode, version)

@@ -165,6 +165,8 @@ class LangSegmenter:
     def split(self, text: str, default_lang: str = "") -> list[LangSpan]:
         """Spans of (language, text) in order. With ``default_lang`` every non-English span is
         labelled ``default_lang``; without, the detector's labels are kept and repaired."""
+        if not text.strip():
+            return []  # (split-lang fails on blank text)
         spans: list[LangSpan] = []
         have_digits = False
         for sub in self._get_splitter().split_by_lang(text=text):
