@@ -1,0 +1,276 @@
+"""The t2s GPT against the official goldens (t2s_golden.npz, sampler_golden.npz)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from wyoming_gsv.gsv.checkpoints import load_gpt_checkpoint
+from wyoming_gsv.gsv.t2s import (
+    MIN_TOKENS_BEFORE_EOS,
+    GenerationCancelled,
+    KVCache,
+    SamplingParams,
+    T2SConfig,
+    Text2Semantic,
+    logits_to_probs,
+    sample_from_probs,
+)
+
+ATOL = RTOL = 1e-4
+GREEDY = SamplingParams(top_k=1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def golden(v2_tiny: Path) -> dict[str, np.ndarray]:
+    return dict(np.load(v2_tiny / "t2s_golden.npz"))
+
+
+@pytest.fixture(scope="module")
+def sampler_golden(v2_tiny: Path) -> tuple[dict[str, np.ndarray], list[dict]]:
+    cases = json.loads((v2_tiny / "manifest.json").read_text())["sampler_golden.npz"]["cases"]
+    return dict(np.load(v2_tiny / "sampler_golden.npz")), cases
+
+
+@pytest.fixture(scope="module")
+def model(v2_tiny: Path) -> Text2Semantic:
+    return Text2Semantic.from_checkpoint(load_gpt_checkpoint(v2_tiny / "s1_tiny_v2.ckpt"))
+
+
+@pytest.fixture(scope="module")
+def inputs(golden: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return (torch.from_numpy(golden["all_phones"]), torch.from_numpy(golden["all_bert"]),
+            torch.from_numpy(golden["prompt_semantic"]))
+
+
+def _close(actual: torch.Tensor, expected: np.ndarray) -> None:
+    np.testing.assert_allclose(actual.detach().float().numpy(), expected, atol=ATOL, rtol=RTOL)
+
+
+def _tokens(actual: torch.Tensor, expected: np.ndarray) -> None:
+    assert actual.dtype == torch.long
+    np.testing.assert_array_equal(actual.numpy(), expected.astype(np.int64))
+
+
+# ------------------------------------------------------------------------------ model pieces
+
+
+def test_config_from_checkpoint(model: Text2Semantic, golden: dict[str, np.ndarray]) -> None:
+    assert model.config.early_stop_num == int(golden["early_stop_num"])
+    assert model.config.eos == model.config.vocab_size - 1
+
+
+def test_embeddings_and_positions(model: Text2Semantic, golden, inputs) -> None:
+    phones, bert, prompt = inputs
+    _close(model.ar_text_embedding(phones), golden["x_tok_emb"])
+    _close(model.bert_proj(bert.T), golden["x_bert_proj"])
+    _close(model.ar_text_position.table(len(phones), torch.device("cpu"), torch.float32)
+           / model.ar_text_position.alpha, golden["pe_text"])
+    _close(model.embed_text(phones, bert), golden["x_pos"])
+    _close(model.embed_audio(prompt), golden["y_pos"])
+
+
+def test_logits_of_first_steps(model: Text2Semantic, golden, inputs) -> None:
+    """Teacher-forced on the golden stream: prefill + decode steps give the official logits."""
+    phones, bert, prompt = inputs
+    cfg, steps = model.config, golden["naive_logits"].shape[0]
+    text_len, prompt_len = len(phones), len(prompt)
+    prefix = text_len + prompt_len
+    x = torch.cat([model.embed_text(phones, bert), model.embed_audio(prompt)])[None]
+    mask = torch.ones(prefix, prefix, dtype=torch.bool)
+    mask[:text_len, text_len:] = False
+    mask[text_len:, text_len:] = torch.ones(prompt_len, prompt_len, dtype=torch.bool).tril()
+    cache = KVCache.allocate(cfg, 1, prefix + steps, torch.device("cpu"), torch.float32)
+    generated = torch.from_numpy(golden["naive_y"][prompt_len:])
+    pe = model.ar_audio_position.table(prompt_len + steps, torch.device("cpu"), torch.float32)
+    with torch.inference_mode():
+        logits = [model.forward_cached(x, cache, 0, mask[None, None])]
+        for step in range(1, steps):
+            token = generated[step - 1 : step]
+            emb = model.ar_audio_embedding(token)[None] + pe[prompt_len + step - 1]
+            logits.append(model.forward_cached(emb, cache, prefix + step - 1, None))
+    _close(torch.cat(logits), golden["naive_logits"])
+    np.testing.assert_array_equal(golden["naive_logits"], golden["batch_logits"])
+
+
+def test_mute_similarity(model: Text2Semantic, golden) -> None:
+    _close(model.mute_similarity(), golden["mute_emb_sim"])
+
+
+# ------------------------------------------------------------------------------ token streams
+
+
+def test_batched_path_stream(model: Text2Semantic, golden, inputs) -> None:
+    phones, bert, prompt = inputs
+    idx = int(golden["batch_idx"])
+    out = model.generate(phones, bert, prompt, GREEDY)  # the default path is "batched"
+    _tokens(out, golden["batch_y"][-idx:])
+    _tokens(out, golden["batch_semantic"])
+
+
+def test_naive_path_stream(model: Text2Semantic, golden, inputs) -> None:
+    phones, bert, prompt = inputs
+    idx = int(golden["naive_idx"])
+    out = model.generate(phones, bert, prompt, GREEDY, path="naive")
+    _tokens(out, golden["naive_y"][-idx:])
+    _tokens(out, golden["naive_semantic"])
+
+
+def test_on_token_sees_every_generated_token(model: Text2Semantic, golden, inputs) -> None:
+    phones, bert, prompt = inputs
+    seen: list[int] = []
+    model.generate(phones, bert, prompt, GREEDY, on_token=seen.append)
+    np.testing.assert_array_equal(seen, golden["naive_y"][len(prompt):])
+
+
+def test_no_repetition_penalty_stream(model: Text2Semantic, golden, inputs) -> None:
+    phones, bert, prompt = inputs
+    idx = int(golden["norep_idx"])
+    params = SamplingParams(top_k=1, repetition_penalty=1.0)
+    _tokens(model.generate(phones, bert, prompt, params, path="naive"), golden["norep_y"][-idx:])
+
+
+def test_ref_free_stream(model: Text2Semantic, golden, inputs) -> None:
+    phones, bert, _ = inputs
+    n_prompt = len(golden["prompt_phones"])
+    assert int(golden["free_idx"]) == 0  # upstream keeps all of y (y[-0:])
+    for path in ("batched", "naive"):
+        out = model.generate(phones[n_prompt:], bert[:, n_prompt:], None, GREEDY, path=path)
+        _tokens(out, golden["free_y"])
+
+
+def test_early_stop_override_and_hard_cap(model: Text2Semantic, inputs) -> None:
+    phones, bert, prompt = inputs
+    seen: list[int] = []
+    params = SamplingParams(top_k=1, early_stop=20)
+    out = model.generate(phones, bert, prompt, params, on_token=seen.append)
+    assert len(seen) == 21 and out.tolist() == seen[:-1]
+    seen.clear()
+    capped = SamplingParams(top_k=1, max_tokens=30, early_stop=10_000)
+    out = model.generate(phones, bert, prompt, capped, on_token=seen.append, path="naive")
+    assert len(seen) == 30 and out.tolist() == seen[1:]
+
+
+# ------------------------------------------------------------------------------ EOS handling
+
+
+@pytest.fixture(scope="module")
+def eos_prone_model(v2_tiny: Path, golden) -> Text2Semantic:
+    """The tiny model with its EOS logit row made a scaled copy of a frequent token's row, so
+    that greedy decoding of different sentences ends by EOS at different steps."""
+    ckpt = load_gpt_checkpoint(v2_tiny / "s1_tiny_v2.ckpt")
+    weight = ckpt.weights["ar_predict_layer.weight"]
+    weight[-1] = 1.1 * weight[int(golden["naive_semantic"][0])]
+    return Text2Semantic.from_checkpoint(ckpt)
+
+
+def _sentences(golden) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+    phones = torch.from_numpy(golden["all_phones"])
+    bert = torch.from_numpy(golden["all_bert"])
+    cuts = (len(phones), len(phones) - 7, len(phones) - 13)
+    return ([phones[:n] for n in cuts], [bert[:, :n] for n in cuts],
+            torch.from_numpy(golden["prompt_semantic"]))
+
+
+def test_eos_not_before_min_tokens_and_dropped(eos_prone_model: Text2Semantic, golden) -> None:
+    phones, bert, prompt = _sentences(golden)
+    lengths = set()
+    for p, b in zip(phones, bert):
+        for path in ("batched", "naive"):
+            seen: list[int] = []
+            out = eos_prone_model.generate(p, b, prompt, GREEDY, on_token=seen.append, path=path)
+            assert len(out) >= MIN_TOKENS_BEFORE_EOS
+            assert len(out) < eos_prone_model.config.early_stop_num  # ended by EOS
+            assert out.tolist() == seen and eos_prone_model.config.eos not in seen
+            lengths.add(len(out))
+    assert len(lengths) > 1, "the EOS-prone model should end sentences at different steps"
+
+
+@pytest.mark.parametrize("which", ["golden", "eos_prone"])
+def test_batch_rows_match_single_runs(model, eos_prone_model, golden, which: str) -> None:
+    chosen = model if which == "golden" else eos_prone_model
+    phones, bert, prompt = _sentences(golden)
+    batch = chosen.generate_batch(phones, bert, prompt, GREEDY)
+    singles = [chosen.generate(p, b, prompt, GREEDY) for p, b in zip(phones, bert)]
+    assert [row.tolist() for row in batch] == [row.tolist() for row in singles]
+    ref_free = chosen.generate_batch(phones[:2], [b for b in bert[:2]], None, GREEDY)
+    assert [r.tolist() for r in ref_free] == [
+        chosen.generate(p, b, None, GREEDY).tolist() for p, b in zip(phones[:2], bert[:2])]
+
+
+# ------------------------------------------------------------------------------ sampling
+
+
+def test_sampler_matches_golden(sampler_golden) -> None:
+    data, cases = sampler_golden
+    for n, case in enumerate(cases):
+        logits = torch.from_numpy(data["logits"]).clone()
+        probs = logits_to_probs(logits, torch.from_numpy(data["previous_tokens"]),
+                                top_k=case["top_k"], top_p=case["top_p"],
+                                temperature=case["temperature"],
+                                repetition_penalty=case["repetition_penalty"])
+        _close(probs, data[f"case{n}_probs"])
+        _close(logits, data[f"case{n}_logits_after"])  # penalty applied in place
+        sample = sample_from_probs(probs, noise=torch.from_numpy(data[f"case{n}_q"]))
+        np.testing.assert_array_equal(sample.numpy(), data[f"case{n}_sample"][:, 0])
+
+
+def test_seed_reproducibility(model: Text2Semantic, inputs) -> None:
+    phones, bert, prompt = inputs
+    params = SamplingParams(top_k=15, temperature=1.0)
+
+    def run(seed: int) -> list[int]:
+        return model.generate(phones, bert, prompt, params,
+                              generator=torch.Generator().manual_seed(seed)).tolist()
+
+    assert run(1234) == run(1234)
+    assert run(1234) != run(4321)
+
+
+def test_cancellation_stops_generation(model: Text2Semantic, inputs) -> None:
+    phones, bert, prompt = inputs
+    seen: list[int] = []
+    with pytest.raises(GenerationCancelled):
+        model.generate(phones, bert, prompt, GREEDY, on_token=seen.append,
+                       should_stop=lambda: len(seen) >= 5)
+    assert len(seen) == 5
+
+
+def test_bad_inputs_raise(model: Text2Semantic, inputs) -> None:
+    phones, bert, prompt = inputs
+    with pytest.raises(ValueError, match="bert"):
+        model.generate(phones, bert[:, :-1], prompt)
+    with pytest.raises(ValueError, match="phone_ids"):
+        model.generate(phones + model.config.phoneme_vocab_size, bert, prompt)
+    with pytest.raises(ValueError, match="prompt"):
+        model.generate(phones, bert, torch.full((4,), model.config.eos))
+    with pytest.raises(ValueError):
+        SamplingParams(max_tokens=5000)
+
+
+def test_fp16_weights_run(v2_tiny: Path, inputs) -> None:
+    """fp16 storage can be used as is (bf16/fp16 decode on GPU); tokens come out well-formed."""
+    phones, bert, prompt = inputs
+    ckpt = load_gpt_checkpoint(v2_tiny / "s1_tiny_v2.ckpt", dtype=None)
+    half = Text2Semantic.from_checkpoint(ckpt, dtype=torch.bfloat16)
+    assert half.dtype == torch.bfloat16
+    out = half.generate(phones, bert, prompt, GREEDY)
+    assert out.dtype == torch.long and 0 < len(out) <= 51
+
+
+def test_config_without_max_sec() -> None:
+    config = T2SConfig.from_config({"model": {"embedding_dim": 8, "head": 2, "n_layer": 1,
+                                              "phoneme_vocab_size": 10, "vocab_size": 5, "EOS": 4}})
+    assert config.early_stop_num is None and config.head_dim == 4
