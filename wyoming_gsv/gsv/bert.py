@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from .errors import ModelFileError
-from .ssl import check_model_folder
+from .hf_folders import check_model_folder, load_pretrained
 
 # The official code takes the third-from-last hidden state (layer 22 of 24 in the real model).
 HIDDEN_STATE_INDEX = -3
@@ -34,12 +34,10 @@ class BertFeaturizer:
         check_model_folder(path, "BERT")
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        except (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError) as exc:
+        except Exception as exc:  # transformers raises many types for an unusable folder
             raise ModelFileError(path, f"cannot load BERT tokenizer ({exc})") from exc
-        try:
-            model = AutoModelForMaskedLM.from_pretrained(str(path), local_files_only=True, dtype=torch.float32)
-        except (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError) as exc:
-            raise ModelFileError(path, f"cannot load BERT model ({exc})") from exc
+        # Only the encoder is used (hidden states); the masked-LM head may be absent.
+        model = load_pretrained(AutoModelForMaskedLM.from_pretrained, path, "BERT", needed=lambda k: not k.startswith("cls."))
         model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
         return cls(tokenizer, model, torch.device(device), dtype)
 

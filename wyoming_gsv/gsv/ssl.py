@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,34 +10,14 @@ import torch
 from torch import Tensor
 
 from .audio import AudioFileError, load_audio
-from .errors import ModelFileError
+from .hf_folders import check_model_folder, load_pretrained
 
 if TYPE_CHECKING:
     from .sovits import SovitsModel
 
-_LOGGER = logging.getLogger(__name__)
-
 SSL_SAMPLE_RATE = 16000
 MIN_REFERENCE_SECONDS = 3
 MAX_REFERENCE_SECONDS = 10
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-
-
-def check_model_folder(path: Path, what: str) -> None:
-    """A transformers folder must exist and hold a readable config.json and weights."""
-    if not path.is_dir():
-        raise ModelFileError(path, f"{what} folder does not exist")
-    config = path / "config.json"
-    if not config.is_file():
-        raise ModelFileError(path, f"{what} folder has no config.json")
-    try:
-        parsed = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(config, f"{what} config.json is not valid JSON ({exc})") from exc
-    if not isinstance(parsed, dict):
-        raise ModelFileError(config, f"{what} config.json is not a JSON object")
-    if not any((path / name).is_file() for name in WEIGHT_FILES):
-        raise ModelFileError(path, f"{what} folder has no weights ({' or '.join(WEIGHT_FILES)})")
 
 
 def ssl_pad_samples(sovits_sampling_rate: int) -> int:
@@ -63,10 +41,8 @@ class HubertEncoder:
 
         path = Path(path)
         check_model_folder(path, "HuBERT")
-        try:
-            model = HubertModel.from_pretrained(str(path), local_files_only=True, dtype=torch.float32)
-        except (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError) as exc:
-            raise ModelFileError(path, f"cannot load HuBERT model ({exc})") from exc
+        # masked_spec_embed is only used for training-time masking.
+        model = load_pretrained(HubertModel.from_pretrained, path, "HuBERT", needed=lambda k: "masked_spec_embed" not in k)
         model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
         return cls(model, torch.device(device), dtype)
 
