@@ -35,7 +35,7 @@ _LETTER_NAMES = {
 _LETTER_FOLD_RELATIVES = {"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k"}
 _SPELL_LETTERS = str.maketrans(
     {
-        **{letter: name for letter, name in _LETTER_NAMES.items()},
+        **_LETTER_NAMES,
         **{letter.upper(): name for letter, name in _LETTER_NAMES.items()},
         **{char: _LETTER_NAMES[letter] for char, letter in _LETTER_FOLD_RELATIVES.items()},
     }
