@@ -12,6 +12,7 @@ is the one place where another package is patched (``_use_bundled_language_model
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from dataclasses import dataclass
@@ -143,6 +144,19 @@ class _BoundDetect:
         return self._bundled.detect(text, **kwargs)
 
 
+def _quietly(build: Any) -> Any:
+    """Run ``build`` so that split-lang's ``logging.basicConfig`` call (in LangSplitter's
+    constructor) cannot configure the application's root logger: basicConfig does nothing while
+    the root logger has a handler, so one is present for the duration of the call."""
+    root = logging.getLogger()
+    placeholder = logging.NullHandler()
+    root.addHandler(placeholder)
+    try:
+        return build()
+    finally:
+        root.removeHandler(placeholder)
+
+
 class LangSegmenter:
     """Official GPT-SoVITS language segmentation; owns one split-lang splitter (created lazily)."""
 
@@ -157,7 +171,7 @@ class LangSegmenter:
                     _use_bundled_language_model()
                     from split_lang import LangSplitter
 
-                    splitter = LangSplitter(lang_map=_LANG_MAP)
+                    splitter = _quietly(lambda: LangSplitter(lang_map=_LANG_MAP))
                     splitter.merge_across_digit = False  # digit runs are placed by our rules
                     self._splitter = splitter
         return self._splitter
