@@ -6,19 +6,13 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-HUBERT_FOLDER = "chinese-hubert-base"
-BERT_FOLDER = "chinese-roberta-wwm-ext-large"
-# The official v2 pretrained files, as `wyoming-gsv download` lays them out.
-DEFAULT_GPT_NAMES = (
-    "gsv-v2final-pretrained/s1bert25hz-5kh-longer-epoch=12-step=369668.ckpt",
-    "s1v2.ckpt",
-    "gpt.ckpt",
-)
-DEFAULT_SOVITS_NAMES = (
-    "gsv-v2final-pretrained/s2G2333k.pth",
-    "s2v2.pth",
-    "sovits.pth",
-)
+from ..download import BERT_DIR as BERT_FOLDER
+from ..download import DEFAULT_VERSION, PRETRAINED
+from ..download import HUBERT_DIR as HUBERT_FOLDER
+
+# The official pretrained files as `wyoming-gsv download` lays them out, then simple names.
+DEFAULT_GPT_NAMES = (PRETRAINED[DEFAULT_VERSION].gpt, "gpt.ckpt")
+DEFAULT_SOVITS_NAMES = (PRETRAINED[DEFAULT_VERSION].sovits, "sovits.pth")
 
 
 @dataclass(frozen=True)

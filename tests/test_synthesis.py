@@ -1,0 +1,180 @@
+"""Engine worker, sessions (ordering, streaming, cancellation, errors) and request text checks."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from wyoming_gsv.synthesis.engine import Engine, EngineJob
+from wyoming_gsv.synthesis.session import SpeechSession
+from wyoming_gsv.synthesis.speech import BadRequest, EngineBusy, Speech, SynthesisError, float_to_int16
+from wyoming_gsv.synthesis.text_checks import check_text
+from wyoming_gsv.text.sentences import SentenceSplitter
+
+
+class FakeSpeaker:
+    """Speaks each sentence as `len(text)` samples equal to its index, in `steps` decode steps."""
+
+    def __init__(self, steps: int = 1, step_seconds: float = 0.0, fail_on: str | None = None) -> None:
+        self.steps = steps
+        self.step_seconds = step_seconds
+        self.fail_on = fail_on
+        self.spoken: list[str] = []
+        self.steps_after_stop = 0
+        self.prepared = 0
+        self.started = threading.Event()
+
+    def prepare(self) -> None:
+        self.prepared += 1
+
+    def speak(self, text: str, should_stop) -> Speech | None:
+        self.started.set()
+        if self.fail_on and self.fail_on in text:
+            raise RuntimeError("model exploded")
+        for _ in range(self.steps):
+            if should_stop():
+                return None
+            time.sleep(self.step_seconds)
+        self.spoken.append(text)
+        return Speech(rate=16000, samples=np.full(len(text), len(self.spoken), dtype=np.int16))
+
+
+@pytest.fixture
+def engine():
+    engine = Engine(max_queue=2)
+    engine.start()
+    yield engine
+    engine.close()
+
+
+def _session(engine: Engine, speaker: FakeSpeaker, language: str = "en", max_chars: int = 500) -> SpeechSession:
+    return SpeechSession(engine, speaker, SentenceSplitter(), language=language, max_chars=max_chars)
+
+
+async def _collect(session: SpeechSession) -> list[Speech]:
+    return [speech async for speech in session.speeches()]
+
+
+async def test_session_speaks_sentences_in_order(engine: Engine) -> None:
+    speaker = FakeSpeaker()
+    session = _session(engine, speaker)
+    session.feed("First one. Second one! Third")
+    session.finish()
+    speeches = await _collect(session)
+    assert speaker.spoken == ["First one.", "Second one!", "Third"]
+    assert [int(s.samples[0]) for s in speeches] == [1, 2, 3]
+
+
+async def test_streamed_fragments_start_before_the_end(engine: Engine) -> None:
+    speaker = FakeSpeaker()
+    session = _session(engine, speaker)
+    iterator = session.speeches().__aiter__()
+    for fragment in ("Hello the", "re. How a", "re you"):
+        session.feed(fragment)
+    first = await asyncio.wait_for(iterator.__anext__(), 5)  # before finish(): the first sentence is out
+    assert speaker.spoken[0] == "Hello there."
+    assert first.samples.shape[0] == len("Hello there.")
+    session.feed("?")
+    session.finish()
+    rest = [s async for s in iterator]
+    assert len(rest) == 1 and speaker.spoken[1] == "How are you?"
+
+
+async def test_cancel_stops_within_one_step(engine: Engine) -> None:
+    speaker = FakeSpeaker(steps=1000, step_seconds=0.005)
+    session = _session(engine, speaker)
+    session.feed("A long sentence. Another one. And more.")
+    session.finish()
+    await asyncio.get_running_loop().run_in_executor(None, speaker.started.wait, 5)
+    started = time.monotonic()
+    session.cancel()
+    assert await asyncio.wait_for(_collect(session), 5) == []
+    assert time.monotonic() - started < 0.5
+    assert speaker.spoken == []
+
+
+async def test_failed_sentence_raises_and_worker_survives(engine: Engine) -> None:
+    broken = _session(engine, FakeSpeaker(fail_on="boom"))
+    broken.feed("Fine. Then boom. Never.")
+    broken.finish()
+    with pytest.raises(SynthesisError, match="model exploded"):
+        await _collect(broken)
+    healthy = FakeSpeaker()
+    session = _session(engine, healthy)
+    session.feed("Still alive.")
+    session.finish()
+    assert len(await _collect(session)) == 1
+
+
+async def test_queue_bound_counts_requests_not_sentences() -> None:
+    engine = Engine(max_queue=1)  # not started: nothing drains the queue
+    first = _session(engine, FakeSpeaker())
+    first.feed("One. Two. Three. Four.")  # many sentences, one queued job
+    with pytest.raises(EngineBusy):
+        second = _session(engine, FakeSpeaker())
+        second.feed("Other request.")
+        second.finish()
+
+
+async def test_session_limits_and_language(engine: Engine) -> None:
+    session = _session(engine, FakeSpeaker(), max_chars=20)
+    session.feed("short. ")
+    with pytest.raises(BadRequest) as info:
+        session.feed("this fragment pushes it over the limit")
+    assert info.value.code == "text-too-long"
+    with pytest.raises(BadRequest) as info:
+        _session(engine, FakeSpeaker()).feed("こんにちは")
+    assert info.value.code == "unsupported-language"
+    empty = _session(engine, FakeSpeaker())
+    empty.feed("   ")
+    with pytest.raises(BadRequest) as info:
+        empty.finish()
+    assert info.value.code == "empty-text"
+
+
+@pytest.mark.parametrize(
+    ("text", "mode", "code"),
+    [
+        ("", "en", "empty-text"),
+        ("  \n ", "auto", "empty-text"),
+        ("?!", "en", "empty-text"),
+        ("x" * 11, "en", "text-too-long"),
+        ("안녕", "zh", "unsupported-language"),
+        ("你好", "en", "unsupported-language"),
+        ("Привет", "auto", "unsupported-language"),
+    ],
+)
+def test_check_text_refuses(text: str, mode: str, code: str) -> None:
+    with pytest.raises(BadRequest) as info:
+        check_text(text, mode, max_chars=10)
+    assert info.value.code == code
+
+
+@pytest.mark.parametrize(
+    ("text", "mode"), [("Hi 3.5!", "en"), ("你好 hi", "zh"), ("日本語です", "ja"), ("안녕 你", "auto"), ("Café", "en")]
+)
+def test_check_text_accepts(text: str, mode: str) -> None:
+    assert check_text(f" {text} ", mode, max_chars=100) == text
+
+
+def test_float_to_int16_scales_only_when_clipping() -> None:
+    assert float_to_int16(np.array([0.5, -0.5]))[0] == round(0.5 * 32767)
+    loud = float_to_int16(np.array([2.0, -1.0]))
+    assert loud[0] == 32767 and loud[1] == round(-0.5 * 32767)
+
+
+def test_engine_job_cancel_skips_queued_sentences() -> None:
+    results: list[tuple[int, object]] = []
+    speaker = FakeSpeaker()
+    engine = Engine(max_queue=1)
+    job = EngineJob(speaker=speaker, on_result=lambda i, s, e: results.append((i, s)))
+    engine.submit(job, 0, "a")
+    engine.submit(job, 1, "b")
+    job.cancel()
+    engine.start()
+    engine.close()
+    assert results == [(0, None), (1, None)] and speaker.spoken == []

@@ -1,0 +1,272 @@
+"""Command line: `wyoming-gsv [serve] | synth | voices | phonemize | download`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import __version__
+
+_LOGGER = logging.getLogger("wyoming_gsv")
+
+COMMANDS = ("serve", "synth", "voices", "phonemize", "download")
+SAMPLING_FLAGS = ("top_k", "top_p", "temperature", "repetition_penalty", "speed", "noise_scale", "seed")
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    uri: str
+    streaming: bool
+    zeroconf_name: str | None
+    zeroconf_host: str | None
+    samples_per_chunk: int
+    warm_up: bool
+
+
+# ----------------------------------------------------------------------------- arguments
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wyoming-gsv", description="Wyoming TTS server for GPT-SoVITS")
+    parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(dest="command")
+    _add_serve_arguments(commands.add_parser("serve", help="run the Wyoming server (default)"))
+    _add_synth_arguments(commands.add_parser("synth", help="speak TEXT with a voice into a WAV file"))
+    _add_voices_arguments(commands.add_parser("voices", help="list voices and build their caches"))
+    _add_phonemize_arguments(commands.add_parser("phonemize", help="print the phones of TEXT as JSON"))
+    _add_download_command(commands.add_parser("download", help="fetch the official pretrained files"))
+    return parser
+
+
+def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", required=True, type=Path, help="holds voices/, models/ and cache/")
+    parser.add_argument("--hubert", type=Path, help="HuBERT folder (default DATA_DIR/models/chinese-hubert-base)")
+    parser.add_argument("--bert", type=Path, help="BERT folder (default DATA_DIR/models/chinese-roberta-wwm-ext-large)")
+    parser.add_argument("--gpt", type=Path, help="default GPT weights for voices that name none")
+    parser.add_argument("--sovits", type=Path, help="default SoVITS weights for voices that name none")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto")
+    parser.add_argument("--threads", type=int, help="CPU threads for inference (default: all cores)")
+    parser.add_argument("--no-fallback", action="store_true", help="never offer the piper fallback voice")
+    parser.add_argument("--debug", action="store_true", help="log DEBUG messages")
+
+
+def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_common_arguments(parser)
+    parser.add_argument("--uri", default="tcp://0.0.0.0:10200", help="unix:// or tcp:// (default: %(default)s)")
+    parser.add_argument("--zeroconf", nargs="?", const="gsv", help="advertise over mDNS as NAME (default name: gsv)")
+    parser.add_argument("--zeroconf-host", help="IP address to advertise (default: detected)")
+    parser.add_argument("--no-streaming", action="store_true", help="do not advertise streaming synthesis")
+    parser.add_argument("--voice", help="voice used when a request names none (default: the first)")
+    parser.add_argument("--max-chars", type=int, default=2000, help="longest text per request (default: %(default)s)")
+    parser.add_argument("--max-queue", type=int, default=8, help="requests waiting for the engine (default: %(default)s)")
+    parser.add_argument("--samples-per-chunk", type=int, default=2048, help="audio samples per chunk event")
+    parser.add_argument("--no-warm-up", action="store_true", help="listen before the models are loaded")
+
+
+def _add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--top-k", type=int)
+    parser.add_argument("--top-p", type=float)
+    parser.add_argument("--temperature", type=float)
+    parser.add_argument("--repetition-penalty", type=float)
+    parser.add_argument("--speed", type=float)
+    parser.add_argument("--noise-scale", type=float)
+    parser.add_argument("--seed", type=int)
+
+
+def _add_synth_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_common_arguments(parser)
+    parser.add_argument("--voice", required=True, help="voice id (folder name under DATA_DIR/voices/)")
+    parser.add_argument("--language", help="text language code, for voices that speak several")
+    parser.add_argument("--max-chars", type=int, default=20000, help="longest text (default: %(default)s)")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="WAV file to write")
+    _add_sampling_arguments(parser)
+    parser.add_argument("text", help="text to speak ('-' reads standard input)")
+
+
+def _add_voices_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_common_arguments(parser)
+    parser.add_argument("--no-build", action="store_true", help="only list; do not build missing bundles")
+
+
+def _add_phonemize_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--language", default="auto", help="language mode (zh, en, ja, ko, yue, auto, ...)")
+    parser.add_argument("--text-version", default="v2", choices=("v1", "v2"))
+    parser.add_argument("text")
+
+
+def _add_download_command(parser: argparse.ArgumentParser) -> None:
+    from .download import add_download_arguments
+
+    add_download_arguments(parser)
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """`serve` is the default command: `wyoming-gsv --uri ... --data-dir ...` works as piper's does."""
+    argv = list(argv)
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version")):
+        argv.insert(0, "serve")
+    return build_parser().parse_args(argv)
+
+
+def runtime_settings(args: argparse.Namespace) -> Any:
+    from .synthesis.runtime import RuntimeSettings
+
+    overrides = {name: getattr(args, name, None) for name in SAMPLING_FLAGS}
+    return RuntimeSettings(
+        data_dir=args.data_dir,
+        hubert=args.hubert,
+        bert=args.bert,
+        gpt=args.gpt,
+        sovits=args.sovits,
+        device=args.device,
+        precision=args.precision,
+        threads=args.threads or os.cpu_count(),
+        max_queue=getattr(args, "max_queue", 8),
+        max_chars=args.max_chars if hasattr(args, "max_chars") else 2000,
+        default_voice=getattr(args, "voice", None),
+        param_overrides={k: v for k, v in overrides.items() if v is not None},
+        use_fallback=not args.no_fallback,
+    )
+
+
+def serve_settings(args: argparse.Namespace) -> ServeSettings:
+    return ServeSettings(
+        uri=args.uri,
+        streaming=not args.no_streaming,
+        zeroconf_name=args.zeroconf,
+        zeroconf_host=args.zeroconf_host,
+        samples_per_chunk=args.samples_per_chunk,
+        warm_up=not args.no_warm_up,
+    )
+
+
+# ----------------------------------------------------------------------------- commands
+def run_serve(args: argparse.Namespace) -> int:
+    from .server.handler import HandlerSettings
+    from .server.info import ProgramSettings
+    from .server.run import ZeroconfSettings, serve
+    from .synthesis.runtime import Runtime
+
+    settings = serve_settings(args)
+    runtime = Runtime(runtime_settings(args))
+    if settings.warm_up:
+        runtime.warm_up()  # load models once, before listening
+    runtime.start()
+    handler = HandlerSettings(
+        program=ProgramSettings(streaming=settings.streaming), samples_per_chunk=settings.samples_per_chunk
+    )
+    zeroconf = (
+        ZeroconfSettings(name=settings.zeroconf_name, host=settings.zeroconf_host) if settings.zeroconf_name else None
+    )
+    try:
+        asyncio.run(serve(settings.uri, runtime.service, handler, zeroconf))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runtime.close()
+    return 0
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    from .synthesis.runtime import Runtime
+    from .synthesis.speech import SynthesisError
+
+    text = sys.stdin.read() if args.text == "-" else args.text
+    runtime = Runtime(runtime_settings(args))
+    if runtime.registry.get(args.voice) is None:
+        problem = runtime.registry.problems().get(args.voice, "no such voice folder")
+        print(f"wyoming-gsv synth: voice {args.voice!r} is not usable: {problem}", file=sys.stderr)
+        return 2
+    runtime.start()
+    try:
+        rate, pcm = asyncio.run(_synthesize(runtime, args.voice, args.language, text))
+    except SynthesisError as err:
+        print(f"wyoming-gsv synth: {err} ({err.code})", file=sys.stderr)
+        return 1
+    finally:
+        runtime.close()
+    with wave.open(str(args.output), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(pcm)
+    print(f"Wrote {args.output} ({len(pcm) / 2 / rate:.2f} s at {rate} Hz)")
+    return 0
+
+
+async def _synthesize(runtime: Any, voice: str, language: str | None, text: str) -> tuple[int, bytes]:
+    """The server's path: a session on the engine, sentences in order."""
+    session = runtime.service.open_session(voice, language)
+    session.feed(text)
+    session.finish()
+    rate, parts = 0, []
+    async for speech in session.speeches():
+        rate = rate or speech.rate
+        parts.append(speech.samples.tobytes())
+    return rate, b"".join(parts)
+
+
+def run_voices(args: argparse.Namespace) -> int:
+    from .synthesis.runtime import Runtime
+    from .synthesis.speech import SynthesisError
+
+    runtime = Runtime(runtime_settings(args))
+    voices = runtime.registry.scan()
+    failures = 0
+    for voice in voices:
+        status = "ok"
+        if not args.no_build:
+            try:
+                runtime.backend.prepare(voice)
+                status = "ready (bundle cached)"
+            except SynthesisError as err:
+                status, failures = f"UNUSABLE: {err}", failures + 1
+        print(f"{voice.id}\t{voice.language}\t{voice.description}\t{status}")
+    for voice_id, problem in sorted(runtime.registry.problems().items()):
+        if voice_id not in {v.id for v in voices}:
+            print(f"{voice_id}\t-\t-\tLEFT OUT: {problem}")
+            failures += 1
+    if not voices and not runtime.registry.problems():
+        print(f"No voices in {runtime.registry.voices_dir}")
+    return 1 if failures else 0
+
+
+def run_phonemize(args: argparse.Namespace) -> int:
+    from .text.frontend import TextFrontend
+
+    result = TextFrontend().phonemize(args.text, args.language, args.text_version)
+    print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+    return 0
+
+
+def run_download(args: argparse.Namespace) -> int:
+    from .download import run_download as download
+
+    return download(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(
+        level=logging.DEBUG if getattr(args, "debug", False) else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    runners = {
+        "serve": run_serve,
+        "synth": run_synth,
+        "voices": run_voices,
+        "phonemize": run_phonemize,
+        "download": run_download,
+    }
+    return runners[args.command](args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,182 @@
+"""One handler per Wyoming connection: describe, ping, synthesize (plain and streamed)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from wyoming.audio import AudioChunk, AudioChunkConverter, AudioStart, AudioStop
+from wyoming.error import Error
+from wyoming.event import Event
+from wyoming.info import Describe
+from wyoming.ping import Ping, Pong
+from wyoming.server import AsyncEventHandler
+from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped
+
+from ..synthesis.service import TtsService
+from ..synthesis.session import SpeechSession
+from ..synthesis.speech import BadRequest, SynthesisError
+from .info import ProgramSettings, build_info
+
+_LOGGER = logging.getLogger(__name__)
+
+SAMPLE_WIDTH = 2  # 16-bit
+CHANNELS = 1
+
+
+@dataclass(frozen=True)
+class HandlerSettings:
+    program: ProgramSettings = ProgramSettings()
+    samples_per_chunk: int = 2048
+
+
+class GsvEventHandler(AsyncEventHandler):
+    """Reads events while audio is written by a separate task, so a disconnect is seen at once
+    and cancels the running synthesis."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        service: TtsService,
+        settings: HandlerSettings,
+    ) -> None:
+        super().__init__(reader, writer)
+        self.service = service
+        self.settings = settings
+        self._session: SpeechSession | None = None
+        self._streaming = False
+        self._sender: asyncio.Task[None] | None = None
+        self._rate: int | None = None  # one audio format per connection: fixed by the first audio-start
+
+    async def handle_event(self, event: Event) -> bool:
+        try:
+            return await self._dispatch(event)
+        except SynthesisError as err:
+            await self._send_error(err)
+            return False
+
+    async def _dispatch(self, event: Event) -> bool:
+        data: dict[str, Any] = event.data if isinstance(event.data, dict) else {}
+        if Describe.is_type(event.type):
+            info = await asyncio.get_running_loop().run_in_executor(None, self._info_event)
+            await self.write_event(info)
+        elif Ping.is_type(event.type):
+            await self.write_event(Pong(text=data.get("text")).event())
+        elif SynthesizeStart.is_type(event.type):
+            await self._launch(await self._open(data), streaming=True)
+        elif SynthesizeChunk.is_type(event.type):
+            self._chunk(data)
+        elif Synthesize.is_type(event.type):
+            if self._streaming:
+                _LOGGER.debug("Ignoring synthesize inside a stream (sent for compatibility)")
+            else:
+                text = _required_text(data, "synthesize")
+                session = await self._open(data)
+                session.feed(text)
+                session.finish()
+                await self._launch(session, streaming=False)
+        elif SynthesizeStop.is_type(event.type):
+            if self._streaming and self._session is not None:
+                self._streaming = False
+                self._session.finish()
+            else:
+                await self.write_event(SynthesizeStopped().event())
+        else:
+            _LOGGER.debug("Ignoring event %s", event.type)
+        return True
+
+    def _info_event(self) -> Event:
+        # Rescans voice folders (file stats), so it runs off the event loop.
+        return build_info(self.settings.program, self.service.voices()).event()
+
+    async def _open(self, data: dict[str, Any]) -> SpeechSession:
+        if self._sender is not None and not self._sender.done():
+            await self._sender  # one request at a time per connection, in order
+        voice_name, language = _voice_request(data.get("voice"))
+        self._session = self.service.open_session(voice_name, language)
+        return self._session
+
+    async def _launch(self, session: SpeechSession, *, streaming: bool) -> None:
+        self._streaming = streaming
+        self._sender = asyncio.create_task(self._send_audio(session, streaming=streaming))
+
+    def _chunk(self, data: dict[str, Any]) -> None:
+        text = _required_text(data, "synthesize-chunk")
+        if not self._streaming or self._session is None:
+            _LOGGER.warning("Ignoring synthesize-chunk outside a stream")
+            return
+        self._session.feed(text)
+
+    async def _send_audio(self, session: SpeechSession, *, streaming: bool) -> None:
+        """Streaming: audio-start/chunks/audio-stop per sentence, then synthesize-stopped.
+        Plain synthesize: a single audio-start ... audio-stop (HA reads up to the first stop)."""
+        started = False
+        try:
+            async for speech in session.speeches():
+                rate = self._rate or speech.rate
+                if not started or streaming:
+                    self._rate = rate
+                    await self.write_event(AudioStart(rate=rate, width=SAMPLE_WIDTH, channels=CHANNELS).event())
+                    started = True
+                await self._write_samples(speech.rate, speech.samples.tobytes())
+                if streaming:
+                    await self.write_event(AudioStop().event())
+            if not streaming:
+                if not started:
+                    self._rate = self._rate or 16000
+                    await self.write_event(AudioStart(rate=self._rate, width=SAMPLE_WIDTH, channels=CHANNELS).event())
+                await self.write_event(AudioStop().event())
+            else:
+                await self.write_event(SynthesizeStopped().event())
+        except SynthesisError as err:
+            await self._send_error(err)
+            await self.stop()
+        except (ConnectionError, RuntimeError) as err:
+            _LOGGER.debug("Client went away while audio was sent: %s", err)
+            session.cancel()
+
+    async def _write_samples(self, rate: int, pcm: bytes) -> None:
+        target = self._rate or rate
+        step = self.settings.samples_per_chunk * SAMPLE_WIDTH
+        converter = AudioChunkConverter(rate=target) if rate != target else None
+        for offset in range(0, len(pcm), step):
+            chunk = AudioChunk(rate=rate, width=SAMPLE_WIDTH, channels=CHANNELS, audio=pcm[offset : offset + step])
+            if converter is not None:
+                chunk = converter.convert(chunk)
+            await self.write_event(chunk.event())
+
+    async def _send_error(self, err: SynthesisError) -> None:
+        _LOGGER.warning("Request refused (%s): %s", err.code, err)
+        if self._session is not None:
+            self._session.cancel()
+        try:
+            await self.write_event(Error(text=str(err), code=err.code).event())
+        except (ConnectionError, RuntimeError):
+            pass
+
+    async def disconnect(self) -> None:
+        if self._session is not None:
+            self._session.cancel()
+        if self._sender is not None and not self._sender.done():
+            self._sender.cancel()
+
+
+def _required_text(data: dict[str, Any], event_type: str) -> str:
+    text = data.get("text")
+    if not isinstance(text, str):
+        raise BadRequest(f"{event_type} event has no text", code="missing-data")
+    return text
+
+
+def _voice_request(voice: Any) -> tuple[str | None, str | None]:
+    """(name, language) from a voice field; tolerant of None and of a bare string."""
+    if isinstance(voice, str):
+        return voice or None, None
+    if isinstance(voice, dict):
+        name, language = voice.get("name"), voice.get("language")
+        return (name if isinstance(name, str) and name else None, language if isinstance(language, str) else None)
+    return None, None

@@ -1,0 +1,59 @@
+"""Start the Wyoming server (and zeroconf) for a ready TtsService."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import partial
+
+from wyoming.server import AsyncServer, AsyncTcpServer
+
+from ..synthesis.service import TtsService
+from .handler import GsvEventHandler, HandlerSettings
+from .zeroconf import ZeroconfAdvertiser, advertise_address
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ZeroconfSettings:
+    name: str = "gsv"
+    host: str | None = None  # advertised IP; default: detected, never 0.0.0.0
+    interfaces: tuple[str, ...] | None = None  # None: every interface (tests pass loopback)
+
+
+def handler_factory(service: TtsService, settings: HandlerSettings) -> partial[GsvEventHandler]:
+    return partial(GsvEventHandler, service=service, settings=settings)
+
+
+async def serve(
+    uri: str,
+    service: TtsService,
+    settings: HandlerSettings,
+    zeroconf: ZeroconfSettings | None = None,
+) -> None:
+    """Listen until cancelled or SIGTERM."""
+    server = AsyncServer.from_uri(uri)
+    advertiser = None
+    if zeroconf is not None:
+        if not isinstance(server, AsyncTcpServer):
+            raise ValueError("--zeroconf needs a tcp:// URI")
+        advertiser = ZeroconfAdvertiser(
+            name=zeroconf.name,
+            port=server.port,
+            address=advertise_address(server.host, zeroconf.host),
+            interfaces=list(zeroconf.interfaces) if zeroconf.interfaces is not None else None,
+        )
+        await advertiser.start()
+    _LOGGER.info("Ready: listening on %s", uri)
+    try:
+        await server.run(handler_factory(service, settings))
+    finally:
+        if advertiser is not None:
+            await advertiser.stop()
+
+
+def bound_port(server: AsyncTcpServer) -> int:
+    """The port a started server listens on (for port 0)."""
+    assert server._server is not None and server._server.sockets
+    return int(server._server.sockets[0].getsockname()[1])

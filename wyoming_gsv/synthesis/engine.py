@@ -1,0 +1,101 @@
+"""One engine per device: a worker thread runs sentences of every session, in order, off the event loop."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .speech import EngineBusy, Speaker, Speech
+
+_LOGGER = logging.getLogger(__name__)
+
+# Called on the worker thread once per sentence: (sentence index, speech or None, error or None).
+ResultCallback = Callable[[int, "Speech | None", "BaseException | None"], None]
+
+
+@dataclass(eq=False)
+class EngineJob:
+    """The sentences of one session. At most one entry per job sits in the engine's queue, so the
+    bound counts waiting requests, not sentences; a running job hands the worker back whenever
+    its sentences run out (a stream waiting for more text never blocks others)."""
+
+    speaker: Speaker
+    on_result: ResultCallback
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    _sentences: deque[tuple[int, str]] = field(default_factory=deque)
+    _scheduled: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+
+class Engine:
+    """Owns the worker thread; jobs queue with a bound and run one sentence at a time."""
+
+    def __init__(self, max_queue: int = 8, name: str = "gsv-engine") -> None:
+        self._queue: queue.Queue[EngineJob | None] = queue.Queue(maxsize=max_queue)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._started = False
+        self._closed = False
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            self._thread.start()
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        if self._started and not self._closed:
+            self._closed = True
+            self._queue.put(None)
+            self._thread.join(timeout)
+
+    def submit(self, job: EngineJob, index: int, sentence: str) -> None:
+        """Queue one sentence of a job; raises EngineBusy when too many requests are waiting."""
+        if self._closed:
+            raise EngineBusy("the engine is shutting down")
+        with job._lock:
+            job._sentences.append((index, sentence))
+            if job._scheduled:
+                return
+            try:
+                self._queue.put_nowait(job)
+            except queue.Full:
+                job._sentences.pop()
+                raise EngineBusy(f"too many requests waiting (limit {self._queue.maxsize})") from None
+            job._scheduled = True
+
+    def run_now(self, job: EngineJob, index: int, sentence: str) -> None:
+        """Run a sentence on the calling thread (CLI use, no worker)."""
+        job._sentences.append((index, sentence))
+        self._run_job(job)
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            self._run_job(job)
+
+    def _run_job(self, job: EngineJob) -> None:
+        while True:
+            with job._lock:
+                if not job._sentences:
+                    job._scheduled = False
+                    return
+                index, sentence = job._sentences.popleft()
+            if job.cancelled.is_set():
+                job.on_result(index, None, None)
+                continue
+            try:
+                job.speaker.prepare()
+                speech = job.speaker.speak(sentence, job.cancelled.is_set)
+                error = None
+            except Exception as err:  # reported to the session, the worker keeps serving others
+                _LOGGER.exception("Synthesis failed for sentence %d", index)
+                speech, error = None, err
+            job.on_result(index, None if job.cancelled.is_set() else speech, error)

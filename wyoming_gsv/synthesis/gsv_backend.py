@@ -1,0 +1,248 @@
+"""The GPT-SoVITS backend: models loaded once per process, voice bundles, one sentence at a time.
+
+Runs on the engine's worker thread only (models are not shared across threads).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..gsv.audio import AudioFileError, load_audio
+from ..gsv.bert import BertFeaturizer
+from ..gsv.checkpoints import load_gpt_checkpoint, load_sovits_checkpoint
+from ..gsv.errors import ModelFileError
+from ..gsv.sovits import SovitsModel
+from ..gsv.ssl import SSL_SAMPLE_RATE, HubertEncoder, ssl_pad_samples
+from ..gsv.t2s import BERT_DIM, GenerationCancelled, SamplingParams, Text2Semantic
+from ..text.frontend import TextFrontend
+from ..text.segmentation import EmptyTextError
+from ..voices import BundleCache, ModelPaths, Voice, VoiceBundle, VoiceParams, bundle_key
+from .speech import ShouldStop, Speech, SynthesisError, float_to_int16
+
+_LOGGER = logging.getLogger(__name__)
+
+# Silence after each sentence (upstream's fragment_interval), so sentences do not run together.
+SENTENCE_GAP_SECONDS = 0.3
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    device: str = "cpu"
+    dtype: torch.dtype = torch.float32
+    max_model_pairs: int = 2  # GPT/SoVITS pairs kept loaded (voices may bring their own weights)
+    sentence_gap: float = SENTENCE_GAP_SECONDS
+
+
+@dataclass
+class ModelPair:
+    """One voice's GPT and SoVITS, plus the symbol-table version its text needs."""
+
+    t2s: Text2Semantic
+    sovits: SovitsModel
+    text_version: str
+
+
+@dataclass
+class TextFeatures:
+    phone_ids: torch.Tensor  # int64 [P]
+    bert: torch.Tensor  # float [1024, P]
+
+
+class GsvBackend:
+    """SpeakerFactory for GPT-SoVITS voices."""
+
+    def __init__(
+        self,
+        models: ModelPaths,
+        cache: BundleCache,
+        settings: BackendSettings | None = None,
+        frontend: TextFrontend | None = None,
+        on_broken: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.models = models
+        self.cache = cache
+        self.settings = settings or BackendSettings()
+        self.frontend = frontend or TextFrontend()
+        self.on_broken = on_broken
+        self._hubert: HubertEncoder | None = None
+        self._bert: BertFeaturizer | None = None
+        self._pairs: OrderedDict[tuple[Path, Path], ModelPair] = OrderedDict()
+        self._bundles: dict[str, tuple[Voice, str, VoiceBundle]] = {}
+        self._lock = threading.RLock()  # the CLI and warm-up may call from another thread
+
+    # ------------------------------------------------------------------ SpeakerFactory
+    def speaker(self, voice: Voice, params: VoiceParams, mode: str) -> "GsvSpeaker":
+        return GsvSpeaker(self, voice, params, mode)
+
+    # ------------------------------------------------------------------ models
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.settings.device)
+
+    def hubert(self) -> HubertEncoder:
+        with self._lock:
+            if self._hubert is None:
+                _LOGGER.info("Loading HuBERT from %s", self.models.hubert)
+                self._hubert = HubertEncoder.from_folder(self.models.hubert, self.device, self.settings.dtype)
+            return self._hubert
+
+    def bert(self) -> BertFeaturizer:
+        with self._lock:
+            if self._bert is None:
+                _LOGGER.info("Loading BERT from %s", self.models.bert)
+                self._bert = BertFeaturizer.from_folder(self.models.bert, self.device, self.settings.dtype)
+            return self._bert
+
+    def model_pair(self, gpt: Path, sovits: Path) -> ModelPair:
+        key = (gpt, sovits)
+        with self._lock:
+            pair = self._pairs.get(key)
+            if pair is not None:
+                self._pairs.move_to_end(key)
+                return pair
+            _LOGGER.info("Loading GPT %s and SoVITS %s", gpt, sovits)
+            gpt_ckpt = load_gpt_checkpoint(gpt)
+            sovits_ckpt = load_sovits_checkpoint(sovits)
+            pair = ModelPair(
+                t2s=Text2Semantic.from_checkpoint(gpt_ckpt, self.device, self.settings.dtype),
+                sovits=SovitsModel.from_checkpoint(sovits_ckpt, self.device, self.settings.dtype),
+                text_version=gpt_ckpt.version,
+            )
+            self._pairs[key] = pair
+            while len(self._pairs) > self.settings.max_model_pairs:
+                self._pairs.popitem(last=False)
+            return pair
+
+    # ------------------------------------------------------------------ voice bundles
+    def bundle(self, voice: Voice) -> VoiceBundle:
+        """The voice's precomputed reference side: memory, else disk cache, else built now."""
+        with self._lock:
+            known = self._bundles.get(voice.id)
+            if known is not None and known[0] is voice:
+                return known[2]
+            key = bundle_key(voice, self.models, {"dtype": str(self.settings.dtype)})
+            if known is not None and known[1] == key:
+                self._bundles[voice.id] = (voice, key, known[2])
+                return known[2]
+            bundle = self.cache.load(voice.id, key)
+            if bundle is None:
+                _LOGGER.info("Building voice bundle for %r", voice.id)
+                bundle = self.build_bundle(voice)
+                self.cache.save(voice.id, key, bundle)
+            bundle = bundle.to(self.device, self.settings.dtype)
+            self._bundles[voice.id] = (voice, key, bundle)
+            return bundle
+
+    def build_bundle(self, voice: Voice) -> VoiceBundle:
+        pair = self.model_pair(voice.gpt, voice.sovits)
+        sovits = pair.sovits
+        wav16k = load_audio(voice.reference.path, SSL_SAMPLE_RATE)
+        features = self.hubert().features(wav16k, ssl_pad_samples(sovits.sampling_rate))
+        prompt_codes = sovits.extract_prompt_codes(features).reshape(-1).to("cpu", torch.int64)
+        specs = [
+            sovits.spectrogram(torch.from_numpy(load_audio(ref.path, sovits.sampling_rate, normalize_peak=True)))
+            for ref in (voice.reference, *voice.aux_references)
+        ]
+        ge = sovits.global_embedding(specs)
+        prompt = self.text_features(voice.transcript, voice.prompt_language, pair.text_version)
+        return VoiceBundle(
+            prompt_codes=prompt_codes,
+            prompt_phones=prompt.phone_ids,
+            prompt_bert=prompt.bert.float().cpu(),
+            ge=ge.float().cpu(),
+        )
+
+    def prepare(self, voice: Voice) -> tuple[ModelPair, VoiceBundle]:
+        """Models and bundle for a voice; a broken file marks the voice broken and is reported."""
+        try:
+            return self.model_pair(voice.gpt, voice.sovits), self.bundle(voice)
+        except (ModelFileError, AudioFileError) as err:
+            if self.on_broken is not None:
+                self.on_broken(voice.id, str(err))
+            raise SynthesisError(f"voice {voice.id!r} cannot be used: {err}", code="voice-unusable") from err
+
+    # ------------------------------------------------------------------ text
+    def text_features(self, text: str, mode: str, version: str) -> TextFeatures:
+        """Phone ids and BERT features (BERT only for Chinese segments, zeros elsewhere)."""
+        phonemized = self.frontend.phonemize(text, mode, version)
+        parts = []
+        for segment in phonemized.segments:
+            if not segment.phone_ids:
+                continue
+            if segment.lang == "zh" and segment.word2ph:
+                parts.append(self.bert().features(segment.norm_text, segment.word2ph).float().cpu())
+            else:
+                parts.append(torch.zeros(BERT_DIM, len(segment.phone_ids)))
+        return TextFeatures(
+            phone_ids=torch.tensor(phonemized.phone_ids, dtype=torch.int64),
+            bert=torch.cat(parts, dim=1) if parts else torch.zeros(BERT_DIM, 0),
+        )
+
+    # ------------------------------------------------------------------ synthesis
+    def speak_features(
+        self,
+        pair: ModelPair,
+        bundle: VoiceBundle,
+        target: TextFeatures,
+        params: VoiceParams,
+        should_stop: ShouldStop,
+        generator: torch.Generator | None,
+    ) -> Speech | None:
+        device, dtype = self.device, self.settings.dtype
+        phones = torch.cat([bundle.prompt_phones, target.phone_ids.to(device)])
+        bert = torch.cat([bundle.prompt_bert, target.bert.to(device, dtype)], dim=1)
+        sampling = SamplingParams(
+            top_k=params.top_k,
+            top_p=params.top_p,
+            temperature=params.temperature,
+            repetition_penalty=params.repetition_penalty,
+        )
+        try:
+            codes = pair.t2s.generate(phones, bert, bundle.prompt_codes, sampling, generator=generator, should_stop=should_stop)
+        except GenerationCancelled:
+            return None
+        if codes.numel() == 0 or should_stop():
+            return None
+        audio = pair.sovits.decode(
+            codes,
+            target.phone_ids.to(device),
+            bundle.ge,
+            speed=params.speed,
+            noise_scale=params.noise_scale,
+            generator=generator,
+        )
+        samples = float_to_int16(audio.cpu().numpy())
+        gap = np.zeros(int(self.settings.sentence_gap * pair.sovits.sampling_rate), dtype=np.int16)
+        return Speech(rate=pair.sovits.sampling_rate, samples=np.concatenate([samples, gap]))
+
+
+class GsvSpeaker:
+    """A voice with its settings for one request; the seed (if any) drives one generator."""
+
+    def __init__(self, backend: GsvBackend, voice: Voice, params: VoiceParams, mode: str) -> None:
+        self.backend = backend
+        self.voice = voice
+        self.params = params
+        self.mode = mode  # text language mode of this request
+        self._generator: torch.Generator | None = None
+        if params.seed is not None:
+            self._generator = torch.Generator(backend.device).manual_seed(params.seed)
+
+    def prepare(self) -> None:
+        self.backend.prepare(self.voice)
+
+    def speak(self, text: str, should_stop: ShouldStop) -> Speech | None:
+        pair, bundle = self.backend.prepare(self.voice)
+        try:
+            target = self.backend.text_features(text, self.mode, pair.text_version)
+        except EmptyTextError:
+            return None
+        return self.backend.speak_features(pair, bundle, target, self.params, should_stop, self._generator)

@@ -1,0 +1,93 @@
+"""Everything a process needs to speak, built once: registry, models, engine, service."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..text.sentences import SentenceSplitter
+from ..voices import BundleCache, ModelPaths, VoiceRegistry
+from .engine import Engine
+from .fallback import PiperFallback
+from .gsv_backend import BackendSettings, GsvBackend
+from .service import ServiceSettings, TtsService
+
+_LOGGER = logging.getLogger(__name__)
+
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# Longest sentence handed to the model at once; longer ones are cut at a comma or space.
+MAX_SENTENCE_CHARS = 200
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    data_dir: Path
+    hubert: Path | None = None
+    bert: Path | None = None
+    gpt: Path | None = None
+    sovits: Path | None = None
+    device: str = "cpu"
+    precision: str = "auto"  # auto: fp16 on CUDA, fp32 on CPU
+    threads: int | None = None
+    max_queue: int = 8
+    max_chars: int = 2000
+    default_voice: str | None = None
+    param_overrides: dict[str, Any] = field(default_factory=dict)
+    use_fallback: bool = True
+
+    @property
+    def dtype(self) -> torch.dtype:
+        if self.precision == "auto":
+            return torch.float16 if self.device.startswith("cuda") else torch.float32
+        return _DTYPES[self.precision]
+
+
+class Runtime:
+    """Owns the engine thread; `close()` stops it."""
+
+    def __init__(self, settings: RuntimeSettings) -> None:
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        self.settings = settings
+        self.models = ModelPaths.resolve(
+            settings.data_dir, hubert=settings.hubert, bert=settings.bert, gpt=settings.gpt, sovits=settings.sovits
+        )
+        self.registry = VoiceRegistry(self.models)
+        self.backend = GsvBackend(
+            self.models,
+            BundleCache(settings.data_dir / "cache"),
+            BackendSettings(device=settings.device, dtype=settings.dtype),
+            on_broken=self.registry.mark_broken,
+        )
+        self.engine = Engine(max_queue=settings.max_queue, name=f"gsv-engine-{settings.device}")
+        self.service = TtsService(
+            self.registry,
+            self.backend,
+            self.engine,
+            splitter_factory=lambda _mode: SentenceSplitter(MAX_SENTENCE_CHARS),
+            settings=ServiceSettings(
+                max_chars=settings.max_chars,
+                default_voice=settings.default_voice,
+                param_overrides=dict(settings.param_overrides),
+            ),
+            fallback=PiperFallback() if settings.use_fallback else None,
+        )
+
+    def start(self) -> None:
+        self.engine.start()
+
+    def warm_up(self) -> None:
+        """Load the models and build (or load) every voice's bundle before serving."""
+        for voice in self.registry.scan():
+            try:
+                self.backend.prepare(voice)
+                _LOGGER.info("Voice %r ready", voice.id)
+            except Exception as err:  # one bad voice must not stop the others
+                _LOGGER.error("Voice %r left out: %s", voice.id, err)
+
+    def close(self) -> None:
+        self.engine.close()

@@ -1,0 +1,148 @@
+"""The product: voices to list, and requests (voice + text stream) turned into speech sessions."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from ..voices import Voice, VoiceParams, VoiceRegistry, mode_for_language_code
+from .engine import Engine
+from .session import SentenceSplitter, SpeechSession
+from .speech import BadRequest, Speaker, Speech, ShouldStop
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class SpeakerFactory(Protocol):
+    """Binds a voice and its settings to the models (the GPT-SoVITS backend implements this)."""
+
+    def speaker(self, voice: Voice, params: VoiceParams, mode: str) -> Speaker: ...
+
+
+class FallbackVoice(Protocol):
+    """The piper voice spoken when no GPT-SoVITS voice exists (synthesis/fallback.py)."""
+
+    def available(self) -> bool: ...
+
+    def voice_info(self) -> Any: ...  # .name, .description, .languages, .sample_rate, .attribution_*
+
+    def synthesize(self, text: str, sample_rate: int | None = None) -> tuple[int, Any]: ...
+
+
+@dataclass(frozen=True)
+class VoiceListing:
+    """One voice as the server advertises it."""
+
+    name: str
+    description: str
+    languages: tuple[str, ...]
+    attribution_name: str = "GPT-SoVITS voice clone"
+    attribution_url: str = "https://github.com/RVC-Boss/GPT-SoVITS"
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    max_chars: int = 2000  # per request (a stream counts all its chunks)
+    default_voice: str | None = None  # voice used when a request names none
+    param_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. from CLI flags
+
+
+class TtsService:
+    """Resolves voices, checks requests, and opens sessions on the engine."""
+
+    def __init__(
+        self,
+        registry: VoiceRegistry,
+        speakers: SpeakerFactory,
+        engine: Engine,
+        splitter_factory: Callable[[str], SentenceSplitter],
+        settings: ServiceSettings | None = None,
+        fallback: FallbackVoice | None = None,
+    ) -> None:
+        self.registry = registry
+        self.speakers = speakers
+        self.engine = engine
+        self.splitter_factory = splitter_factory
+        self.settings = settings or ServiceSettings()
+        self.fallback = fallback
+
+    def voices(self) -> list[VoiceListing]:
+        """Installed voices, rescanned now; the fallback voice only when there is no other."""
+        listings = [VoiceListing(v.id, v.description, v.languages) for v in self.registry.scan()]
+        if not listings and self.fallback is not None and self.fallback.available():
+            info = self.fallback.voice_info()
+            listings.append(
+                VoiceListing(info.name, info.description, tuple(info.languages), info.attribution_name, info.attribution_url)
+            )
+        return listings
+
+    def open_session(self, voice_name: str | None = None, language: str | None = None) -> SpeechSession:
+        """A session for this voice; raises BadRequest (unknown voice, language it cannot speak)."""
+        speaker, mode = self._resolve(voice_name, language)
+        return SpeechSession(
+            self.engine,
+            speaker,
+            self.splitter_factory(mode),
+            language=mode,
+            max_chars=self.settings.max_chars,
+        )
+
+    def _resolve(self, voice_name: str | None, language: str | None) -> tuple[Speaker, str]:
+        name = voice_name or self.settings.default_voice
+        voice = self.registry.get(name) if name else self._first_voice()
+        if voice is None:
+            fallback = self._fallback_for(name)
+            if fallback is not None:
+                return fallback, _language_mode(language, "en", ("en", "en_US"))
+            if name:
+                raise BadRequest(f"unknown voice {name!r}", code="unknown-voice")
+            raise BadRequest("no voice is installed", code="no-voice")
+        mode = _language_mode(language, voice.language, voice.languages)
+        params = voice.params.with_overrides(**self.settings.param_overrides)
+        return self.speakers.speaker(voice, params, mode), mode
+
+    def _first_voice(self) -> Voice | None:
+        voices = self.registry.scan()
+        return voices[0] if voices else None
+
+    def _fallback_for(self, name: str | None) -> Speaker | None:
+        if self.fallback is None or not self.fallback.available():
+            return None
+        info = self.fallback.voice_info()
+        if name not in (None, info.name) or (name is None and self.registry.scan()):
+            return None
+        return FallbackSpeaker(self.fallback)
+
+
+def _language_mode(requested: str | None, voice_mode: str, advertised: tuple[str, ...]) -> str:
+    """HA never sends a language; other clients may. It must be one the voice speaks."""
+    if not requested:
+        return voice_mode
+    mode = mode_for_language_code(requested)
+    if mode is None:
+        raise BadRequest(f"language {requested!r} is not supported", code="unsupported-language")
+    if voice_mode.startswith("auto"):
+        return mode
+    advertised_bases = {mode_for_language_code(code) for code in advertised}
+    if mode not in advertised_bases and mode != voice_mode:
+        raise BadRequest(
+            f"this voice speaks {', '.join(advertised)}, not {requested!r}", code="unsupported-language"
+        )
+    return voice_mode
+
+
+class FallbackSpeaker:
+    """Adapts the piper fallback voice to the engine's Speaker interface."""
+
+    def __init__(self, fallback: FallbackVoice) -> None:
+        self.fallback = fallback
+
+    def prepare(self) -> None:
+        pass
+
+    def speak(self, text: str, should_stop: ShouldStop) -> Speech | None:
+        if should_stop():
+            return None
+        rate, samples = self.fallback.synthesize(text)
+        return Speech(rate=rate, samples=samples)

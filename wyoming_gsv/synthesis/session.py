@@ -1,0 +1,114 @@
+"""One request: a text stream -> sentences -> engine jobs -> Speech, in order, cancellable."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import AsyncIterator, Protocol
+
+from .engine import Engine, EngineJob
+from .speech import BadRequest, Speaker, Speech, SynthesisError
+from .text_checks import check_script
+
+
+class SentenceSplitter(Protocol):
+    """Incremental splitter: complete sentences as soon as they are known."""
+
+    def feed(self, fragment: str) -> list[str]: ...
+
+    def flush(self) -> list[str]: ...
+
+
+_FINISHED = object()
+
+
+class SpeechSession:
+    """Feed text (all at once or in fragments), then iterate `speeches()` for audio in order.
+
+    Sentences go to the engine as soon as they complete, so the first sentence is spoken while
+    later text is still arriving. `cancel()` (e.g. on disconnect) stops the job within one
+    decode step.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        speaker: Speaker,
+        splitter: SentenceSplitter,
+        *,
+        language: str,
+        max_chars: int,
+    ) -> None:
+        self._engine = engine
+        self._splitter = splitter
+        self._language = language
+        self._max_chars = max_chars
+        self._loop = asyncio.get_running_loop()
+        self._results: asyncio.Queue[object] = asyncio.Queue()
+        self._job = EngineJob(speaker=speaker, on_result=self._on_result)
+        self._chars = 0
+        self._submitted = 0
+        self._finished = False
+
+    @property
+    def cancelled(self) -> bool:
+        return self._job.cancelled.is_set()
+
+    def feed(self, fragment: str) -> None:
+        """Add text; raises BadRequest if the request grows past the limit or the language is wrong."""
+        if self._finished:
+            return
+        self._chars += len(fragment)
+        if self._chars > self._max_chars:
+            raise BadRequest(f"text is over the limit of {self._max_chars} characters", code="text-too-long")
+        check_script(fragment, self._language)
+        self._submit(self._splitter.feed(fragment))
+
+    def finish(self) -> None:
+        """No more text: the rest of the buffer becomes the last sentence(s)."""
+        if self._finished:
+            return
+        self._submit(self._splitter.flush())
+        self._finished = True
+        if self._submitted == 0:
+            raise BadRequest("text is empty (nothing to speak)", code="empty-text")
+        self._results.put_nowait(_FINISHED)
+
+    def cancel(self) -> None:
+        self._job.cancel()
+
+    async def speeches(self) -> AsyncIterator[Speech]:
+        """Each sentence's audio in order; raises SynthesisError if a sentence fails."""
+        pending: dict[int, tuple[Speech | None, BaseException | None]] = {}
+        next_index = 0
+        finished = False
+        while not (finished and next_index >= self._submitted):
+            item = await self._results.get()
+            if item is _FINISHED:
+                finished = True
+                continue
+            index, speech, error = item  # type: ignore[misc]
+            pending[index] = (speech, error)
+            while next_index in pending:
+                speech, error = pending.pop(next_index)
+                next_index += 1
+                if error is not None:
+                    self.cancel()
+                    if isinstance(error, SynthesisError):
+                        raise error
+                    raise SynthesisError(f"synthesis failed: {error}") from error
+                if speech is not None and not self.cancelled:
+                    yield speech
+
+    def _submit(self, sentences: list[str]) -> None:
+        for sentence in sentences:
+            if not any(char.isalnum() for char in sentence):
+                continue  # punctuation-only leftovers have nothing to say
+            self._engine.submit(self._job, self._submitted, sentence)
+            self._submitted += 1
+
+    def _on_result(self, index: int, speech: Speech | None, error: BaseException | None) -> None:
+        """Worker thread -> event loop."""
+        try:
+            self._loop.call_soon_threadsafe(self._results.put_nowait, (index, speech, error))
+        except RuntimeError:
+            pass  # the loop is gone (server shutting down); nobody is listening

@@ -1,0 +1,60 @@
+"""What the engine runs: a Speaker turns one sentence into audio; errors a client can be told."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import numpy as np
+
+ShouldStop = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class Speech:
+    """One sentence of audio: mono int16 samples at `rate` Hz."""
+
+    rate: int
+    samples: np.ndarray
+
+    @property
+    def seconds(self) -> float:
+        return self.samples.shape[0] / float(self.rate)
+
+
+class Speaker(Protocol):
+    """A voice bound to its models and settings, run on the engine's worker thread."""
+
+    def prepare(self) -> None:
+        """Load models and the voice bundle (idempotent; may raise)."""
+
+    def speak(self, text: str, should_stop: ShouldStop) -> Speech | None:
+        """Audio for one sentence, or None if stopped or nothing to say."""
+
+
+class SynthesisError(Exception):
+    """A request that cannot be served; `code` goes into the Wyoming `error` event."""
+
+    code = "synthesis-failed"
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class EngineBusy(SynthesisError):
+    code = "busy"
+
+
+class BadRequest(SynthesisError):
+    code = "bad-request"
+
+
+def float_to_int16(audio: np.ndarray) -> np.ndarray:
+    """Float waveform -> int16, scaled down only if it would clip (as upstream does)."""
+    audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    if peak > 1.0:
+        audio = audio / peak
+    return np.clip(np.round(audio * 32767.0), -32768, 32767).astype(np.int16)
