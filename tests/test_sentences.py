@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 
@@ -61,6 +62,28 @@ def test_any_fragmentation_gives_the_same_sentences(seed: int) -> None:
     rng = random.Random(seed)
     max_chars = rng.choice([25, 40, 200])
     assert _stream(_fragments(MIXED, rng), max_chars) == split_sentences(MIXED, max_chars)
+
+
+_ATOMS = ["Dr", ". ", "3.5", "e.g.", " ", "word", "。", "」", "「", "好", "!", "?", "\n", ",", "7:30", "…", "'", "1. ", "Mr. X"]
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_random_texts_any_fragmentation(seed: int) -> None:
+    rng = random.Random(1000 + seed)
+    text = "".join(rng.choice(_ATOMS) for _ in range(rng.randint(1, 80)))
+    max_chars = rng.choice([5, 12, 30, 200])
+    whole = split_sentences(text, max_chars)
+    assert _stream(_fragments(text, rng), max_chars) == whole
+    assert all(len(s) <= max_chars for s in whole)
+    # sentences appear in order and only whitespace or punctuation-only pieces are dropped
+    compact = re.sub(r"\s", "", text)
+    position = 0
+    for sentence in whole:
+        found = compact.find(re.sub(r"\s", "", sentence), position)
+        assert found >= 0, sentence
+        assert not re.search(r"\w", compact[position:found])
+        position = found + len(re.sub(r"\s", "", sentence))
+    assert not re.search(r"\w", compact[position:])
 
 
 def test_character_by_character_equals_whole() -> None:

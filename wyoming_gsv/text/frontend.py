@@ -135,7 +135,8 @@ class TextFrontend:
         phones = list(phones)
         if lang_used in ("zh", "yue"):
             if word2ph is None or len(phones) != sum(word2ph) or len(norm_text) != len(word2ph):
-                raise AssertionError(f"{lang_used} g2p gave inconsistent word2ph for {norm_text!r}")
+                # a bug in the language module, not bad input
+                raise RuntimeError(f"{lang_used} g2p gave inconsistent word2ph for {norm_text!r}")
         else:
             word2ph = None
         if silence is not None:
