@@ -1,0 +1,157 @@
+"""The Docker build recipes (add-on CPU image, GPU image, compose example), checked by parsing them.
+
+There is no Docker engine here; these tests check what a build would rely on: the files it copies
+exist and pass .dockerignore, torch is pinned the same everywhere and installed before the package,
+the offline data paths are set, the health check exists, and every command line parses with the
+real `wyoming-gsv` parser.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from shipping import ROOT, dockerfile_instructions, parse_cli
+from wyoming_gsv.download import NLTK_PACKAGES
+
+DOCKERFILES = ("Dockerfile", "Dockerfile.gpu")
+JDIC = "/var/lib/mecab/dic/open-jtalk/naist-jdic"
+
+
+def _args(instructions: list[tuple[str, str]]) -> dict[str, str]:
+    """ARG defaults (the last one wins, as in a build)."""
+    defaults = {}
+    for keyword, rest in instructions:
+        if keyword == "ARG":
+            name, _, default = rest.partition("=")
+            defaults[name] = default
+    return defaults
+
+
+def _runs(instructions: list[tuple[str, str]]) -> list[str]:
+    return [rest for keyword, rest in instructions if keyword == "RUN"]
+
+
+def _env(instructions: list[tuple[str, str]]) -> dict[str, str]:
+    env = {}
+    for keyword, rest in instructions:
+        if keyword == "ENV":
+            env.update(dict(re.findall(r"(\w+)=(\S+)", rest)))
+    return env
+
+
+def _dockerignored(path: str) -> bool:
+    """Docker's rule: the last matching pattern decides; `!` re-includes."""
+    ignored = False
+    for pattern in (ROOT / ".dockerignore").read_text().splitlines():
+        pattern = pattern.strip()
+        if not pattern or pattern.startswith("#"):
+            continue
+        negate = pattern.startswith("!")
+        pattern = pattern.lstrip("!").rstrip("/")
+        candidates = [path, *(str(Path(*Path(path).parts[: i + 1])) for i in range(len(Path(path).parts)))]
+        if any(fnmatch.fnmatch(c, pattern) or fnmatch.fnmatch(c, pattern.removeprefix("**/")) for c in candidates):
+            ignored = not negate
+    return ignored
+
+
+@pytest.fixture(scope="module", params=DOCKERFILES)
+def dockerfile(request) -> tuple[str, list[tuple[str, str]]]:
+    return request.param, dockerfile_instructions(ROOT / request.param)
+
+
+def test_copied_files_exist_and_reach_the_build(dockerfile) -> None:
+    name, instructions = dockerfile
+    copies = [rest.split()[:-1] for keyword, rest in instructions if keyword == "COPY"]
+    assert copies, name
+    for sources in copies:
+        for source in sources:
+            assert (ROOT / source).exists(), f"{name}: COPY {source} does not exist"
+            assert not _dockerignored(source), f"{name}: COPY {source} is excluded by .dockerignore"
+
+
+def test_torch_is_pinned_and_installed_first_in_its_own_call(dockerfile) -> None:
+    name, instructions = dockerfile
+    runs = _runs(instructions)
+    torch_runs = [i for i, run in enumerate(runs) if re.search(r"pip install \"torch==", run)]
+    package_runs = [i for i, run in enumerate(runs) if 'pip install ".[all]"' in run]
+    assert torch_runs and package_runs, name
+    assert torch_runs[0] < package_runs[0], f"{name}: torch must be installed before the package"
+    torch_call = re.search(r"pip install \"torch==[^&]*", runs[torch_runs[0]]).group(0)
+    assert ".[" not in torch_call, f"{name}: torch needs its own pip call"
+    setup_pin = re.search(r"torch==([\d.]+)", (ROOT / "script" / "setup").read_text()).group(1)
+    assert _args(instructions)["TORCH_VERSION"] == setup_pin, f"{name}: torch pin differs from script/setup"
+
+
+def test_offline_data_is_baked_in(dockerfile) -> None:
+    name, instructions = dockerfile
+    env = _env(instructions)
+    assert env["OPEN_JTALK_DICT_DIR"] == JDIC
+    runs = " ".join(_runs(instructions))
+    assert "open-jtalk-mecab-naist-jdic" in runs
+    assert env.get("NLTK_DATA")
+    fetched = re.search(r"nltk\.downloader -d \S+ ([\w ]+)", runs).group(1).split()
+    assert sorted(fetched) == sorted(package for package, _ in NLTK_PACKAGES)
+
+
+def test_healthcheck_is_a_describe_round_trip(dockerfile) -> None:
+    name, instructions = dockerfile
+    checks = [rest for keyword, rest in instructions if keyword == "HEALTHCHECK"]
+    assert len(checks) == 1, name
+    assert "CMD wyoming-gsv-healthcheck --port 10200" in checks[0]
+    assert (ROOT / "addon/rootfs/usr/local/bin/wyoming-gsv-healthcheck").is_file()
+    assert _env(instructions)["PATH"].startswith("/usr/src/.venv/bin:")  # the check's python has wyoming
+
+
+def test_addon_image_builds_from_build_yaml_on_cpu_torch() -> None:
+    instructions = dockerfile_instructions(ROOT / "Dockerfile")
+    build = yaml.safe_load((ROOT / "build.yaml").read_text())
+    args = _args(instructions)
+    assert instructions[0][0] == "ARG" and ("FROM", "${BUILD_FROM}") in instructions
+    assert args["BUILD_FROM"] == build["build_from"]["amd64"]
+    assert args["TORCH_VERSION"] == build["args"]["TORCH_VERSION"]
+    assert args["TORCH_INDEX_URL"] == build["args"]["TORCH_INDEX_URL"]
+    assert args["TORCH_INDEX_URL"].endswith("/cpu")
+    # Debian bookworm ships Python 3.11, which pyproject accepts and every dependency has wheels for.
+    assert all(image.endswith(":bookworm") for image in build["build_from"].values())
+    assert ("COPY", "addon/rootfs /") in instructions
+
+
+def test_gpu_image_runs_the_server_on_cuda() -> None:
+    instructions = dockerfile_instructions(ROOT / "Dockerfile.gpu")
+    base = next(rest for keyword, rest in instructions if keyword == "FROM")
+    assert re.fullmatch(r"python:3\.11[\w.-]*", base)
+    assert "/cpu" not in _args(instructions).get("TORCH_INDEX_URL", "")
+    entrypoint = json.loads(next(rest for keyword, rest in instructions if keyword == "ENTRYPOINT"))
+    command = json.loads(next(rest for keyword, rest in instructions if keyword == "CMD"))
+    assert entrypoint == ["wyoming-gsv"]
+    args = parse_cli(command)
+    assert args.command == "serve" and args.device == "cuda" and args.zeroconf
+    assert args.uri == "tcp://0.0.0.0:10200" and str(args.data_dir) == "/data"
+    assert ("VOLUME", "/data") in instructions
+    # The documented one-off download through the same entrypoint.
+    assert parse_cli(["download", "--data-dir", "/data"]).command == "download"
+
+
+def test_compose_example_uses_host_network_and_the_gpu() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.example.yml").read_text())
+    (service,) = compose["services"].values()
+    assert (ROOT / service["build"]["context"] / service["build"]["dockerfile"]).is_file()
+    assert service["network_mode"] == "host"  # zeroconf must reach the LAN
+    (device,) = service["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    args = parse_cli(service["command"])
+    _, container_dir = service["volumes"][0].split(":")[:2]
+    assert str(args.data_dir) == container_dir and args.device == "cuda" and args.zeroconf
+
+
+def test_images_install_an_extra_that_exists() -> None:
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert "all" in extras
+    assert any("fallback" in item for item in extras["all"])  # the piper voice ships in the images
