@@ -157,7 +157,7 @@ class EnglishNormalizer:
         text = _DOLLARS_AFTER_RE.sub(lambda m: _money(m.group(1), "dollar", "dollars", "cent", "cents"), text)
         text = _DECIMAL_RE.sub(_decimal, text)
         text = _FRACTION_RE.sub(self._fraction, text)
-        text = _ORDINAL_RE.sub(lambda m: self._inflect.number_to_words(m.group(0)), text)
+        text = _ORDINAL_RE.sub(lambda m: self._say(m.group(0)), text)
         text = _NUMBER_RE.sub(lambda m: self._number(int(m.group(0))), text)
 
         text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
@@ -173,10 +173,10 @@ class EnglishNormalizer:
         period = "a.m." if hours < 12 else "p.m."
         if hours > 12:
             hours -= 12
-        hour_words = self._inflect.number_to_words(hours)
+        hour_words = self._say(hours)
         if minutes == 0:
             return f"{hour_words} o'clock {period}"
-        return f"{hour_words} {self._inflect.number_to_words(minutes)} {period}"
+        return f"{hour_words} {self._say(minutes)} {period}"
 
     @staticmethod
     def _measurement(m: re.Match[str]) -> str:
@@ -188,18 +188,26 @@ class EnglishNormalizer:
 
     def _fraction(self, m: re.Match[str]) -> str:
         numerator, denominator = map(int, m.group(0).split("/"))
-        numerator_words = self._inflect.number_to_words(numerator)
+        numerator_words = self._say(numerator)
         if denominator == 1:
             return numerator_words
         if denominator == 2:
             return f"{numerator_words} {'half' if numerator == 1 else 'halves'}"
-        denominator_words = self._inflect.ordinal(self._inflect.number_to_words(denominator))
+        denominator_words = self._inflect.ordinal(self._say(denominator))
         if numerator > 1:
             denominator_words += "s"
         return f"{numerator_words} {denominator_words}"
 
+    def _say(self, number: int | str, **options: Any) -> str:
+        """inflect's number_to_words; numbers too large for it are read digit by digit (upstream fails)."""
+        try:
+            return self._inflect.number_to_words(number, **options)
+        except inflect.NumOutOfRangeError:
+            digits = re.sub(r"\D", "", str(number))
+            return " ".join(self._inflect.number_to_words(digit) for digit in digits)
+
     def _number(self, number: int) -> str:
-        words = self._inflect.number_to_words
+        words = self._say
         if 1000 < number < 3000:  # read like a year
             if number == 2000:
                 return "two thousand"
@@ -213,8 +221,9 @@ class EnglishNormalizer:
 
 def _money(amount: str, unit: str, units: str, subunit: str, subunits: str) -> str:
     parts = amount.split(".")
-    if len(parts) > 2:
-        return amount + " " + units  # not a price ("1.2.3"): left as upstream leaves it
+    if len(parts) > 2 or not all(part.isdigit() for part in parts if part):
+        # Not a price ("1.2.3", ",5"): left as upstream leaves it (upstream fails on ",5").
+        return amount + " " + units
     whole = int(parts[0]) if parts[0] else 0
     cents = int(parts[1].ljust(2, "0")) if len(parts) > 1 and parts[1] else 0
     whole_text = f"{whole} {unit if whole == 1 else units}"
