@@ -259,3 +259,13 @@ def test_empty_inputs_raise(model: SovitsModel, golden) -> None:
         model.decode(t(golden["codes"]), torch.zeros(0, dtype=torch.long), ge)
     with pytest.raises(ValueError, match="reference"):
         model.global_embedding([])
+
+
+def test_bfloat16_generator_keeps_the_signal(checkpoint: SovitsCheckpoint, golden) -> None:
+    mixed = SovitsModel.from_checkpoint(checkpoint, generator_dtype=torch.bfloat16)
+    assert mixed.dtype == torch.float32 and mixed.generator_dtype == torch.bfloat16
+    audio = mixed.decode(t(golden["codes"]), t(golden["phones"]), batched(golden["ge"]), noise_scale=0.0)
+    reference = golden["audio_noise0"]
+    assert audio.dtype == torch.float32 and audio.shape == reference.shape
+    relative_rms = np.sqrt(np.mean((audio.numpy() - reference) ** 2) / np.mean(reference**2))
+    assert relative_rms < 0.05

@@ -222,9 +222,18 @@ class SovitsModel(nn.Module):
     # ----------------------------------------------------------------------------- loading
     @classmethod
     def from_checkpoint(
-        cls, ckpt: SovitsCheckpoint, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+        cls,
+        ckpt: SovitsCheckpoint,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        *,
+        generator_dtype: torch.dtype | None = None,
     ) -> SovitsModel:
-        """Build from a loaded s2 checkpoint; ModelFileError if config and weights do not fit."""
+        """Build from a loaded s2 checkpoint; ModelFileError if config and weights do not fit.
+
+        generator_dtype: run only the HiFi-GAN generator (over 90% of the compute) in another
+        dtype, e.g. bfloat16 on CPUs with AVX512-BF16 (about 2x faster, ~1% RMS deviation).
+        """
         if ckpt.version not in cls.supported_versions:
             raise ModelFileError(ckpt.path, f"SoVITS {ckpt.version} files are not supported yet")
         config = SovitsConfig.from_hparams(ckpt.config, ckpt.version, str(ckpt.path))
@@ -234,7 +243,14 @@ class SovitsModel(nn.Module):
         except (ValueError, RuntimeError, TypeError) as exc:
             raise ModelFileError(ckpt.path, f"config does not describe a usable SoVITS model: {exc}") from exc
         model.load_weights(ckpt.weights, ckpt.path)
-        return model.to(device=device, dtype=dtype)
+        model.to(device=device, dtype=dtype)
+        if generator_dtype is not None:
+            model.set_generator_dtype(generator_dtype)
+        return model
+
+    def set_generator_dtype(self, dtype: torch.dtype) -> None:
+        """Run the waveform generator (`dec`) in `dtype`; everything else keeps the model dtype."""
+        self.dec.to(dtype=dtype)
 
     def load_weights(self, weights: dict[str, Tensor], path: Any = "<weights>") -> None:
         """Load an official state dict (weight norm folded, codebook renamed, extras ignored)."""
@@ -281,6 +297,10 @@ class SovitsModel(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return self.quantizer.embed.dtype
+
+    @property
+    def generator_dtype(self) -> torch.dtype:
+        return self.dec.conv_pre.weight.dtype
 
     # ----------------------------------------------------------------------- reference side
     def spectrogram(self, audio: Tensor) -> Tensor:
@@ -351,7 +371,8 @@ class SovitsModel(nn.Module):
         z_p = m_p + noise * torch.exp(logs_p) * noise_scale
         ge = ge.to(device=self.device, dtype=self.dtype)
         z = self.flow.reverse(z_p, ge)
-        return self.dec(z, ge).reshape(-1).float()
+        gen = self.generator_dtype
+        return self.dec(z.to(gen), ge.to(gen)).reshape(-1).float()
 
     @torch.inference_mode()
     def decode_concatenated(
