@@ -76,7 +76,10 @@ def test_yuan_sign_turns_commas_into_sp2(frontend: TextFrontend) -> None:
 
 def test_unknown_language_reads_as_empty_english(frontend: TextFrontend) -> None:
     segment = frontend.clean_text("bonjour", "fr")
-    assert segment.lang == "en" and segment.phones == [","]
+    assert segment.lang == "fr" and segment.phones == [","] and segment.word2ph is None
+    # a punctuation-only text in auto mode: split-lang labels it "punctuation"
+    result = frontend.phonemize("。", "auto")
+    assert [s.lang for s in result.segments] == ["punctuation"] and result.retried_with_dot
 
 
 def test_retry_with_dot(frontend: TextFrontend) -> None:

@@ -58,7 +58,9 @@ class TextSegment:
     """
 
     text: str
-    lang: str  # zh, en, ja, ko or yue
+    # zh, en, ja, ko or yue; any other label the splitter gave (e.g. "punctuation") is kept as
+    # upstream records it, and such a segment is read as an empty English text
+    lang: str
     norm_text: str
     phones: list[str]
     phone_ids: list[int]
@@ -147,7 +149,7 @@ class TextFrontend:
         phones = [phone if phone in known else UNK for phone in phones]
         return TextSegment(
             text=text,
-            lang=lang_used,
+            lang=lang,
             norm_text=norm_text,
             phones=phones,
             phone_ids=cleaned_text_to_sequence(phones, version),
