@@ -55,7 +55,7 @@ def test_neural_model_matches_g2p_en(monkeypatch: pytest.MonkeyPatch, en: Englis
 
     reference = G2p()
     resources = en._loaded()
-    frequent_oov = [w for w, _ in sorted(resources.segmenter.unigrams.items(), key=lambda kv: -kv[1]) if w not in resources.words]
+    frequent_oov = [w for w, _ in sorted(resources.compounds.segmenter.unigrams.items(), key=lambda kv: -kv[1]) if w not in resources.words]
     rng = random.Random(1234)
     made_up = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz'-") for _ in range(rng.randint(1, 16))) for _ in range(60)]
     words = frequent_oov[:140] + made_up
@@ -70,7 +70,7 @@ def test_dictionary_data() -> None:
     assert all(word not in words for word in english.DROPPED_WORDS)
     assert words["chatgpt"] == english.HOT_WORDS["chatgpt"]
     assert not [w for w in words if "(" in w or w != w.lower()]
-    names = english.read_pronunciations(english.NAMEDICT_PATH)
+    names = english.load_names()
     assert len(names) > 10_000
 
 

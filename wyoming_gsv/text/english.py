@@ -27,6 +27,7 @@ import unicodedata
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import inflect
@@ -307,25 +308,47 @@ def _gru_cell(x: np.ndarray, h: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, 
 # --------------------------------------------------------------------------------------------
 
 
-def read_pronunciations(path: Path) -> dict[str, list[str]]:
-    """A ``word PHONE PHONE ...`` per line (gzip) -> {word: phones}."""
-    entries: dict[str, list[str]] = {}
+class Pronunciations(Mapping[str, list[str]]):
+    """word -> phones; phones stay one string until looked up (loading 126k lists is slow)."""
+
+    def __init__(self, entries: dict[str, str]) -> None:
+        self._entries = entries
+
+    def __getitem__(self, word: str) -> list[str]:
+        return self._entries[word].split(" ")
+
+    def __contains__(self, word: object) -> bool:
+        return word in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def read_pronunciations(path: Path) -> dict[str, str]:
+    """A ``word PHONE PHONE ...`` per line (gzip) -> {word: "PHONE PHONE ..."}."""
     with gzip.open(path, "rt", encoding="utf-8") as stream:
-        for line_no, line in enumerate(stream, start=1):
-            word, *phones = line.split()
-            if not phones:
-                raise ValueError(f"{path}:{line_no}: no phones for {word!r}")
-            entries[word] = phones
+        text = stream.read()
+    entries = dict(line.split(" ", 1) for line in text.splitlines() if line)
+    empty = [word for word, phones in entries.items() if not phones.strip()]
+    if empty:
+        raise ValueError(f"{path}: no phones for {empty[0]!r}")
     return entries
 
 
-def load_engdict(path: Path = ENGDICT_PATH) -> dict[str, list[str]]:
+def load_engdict(path: Path = ENGDICT_PATH) -> Pronunciations:
     """word -> phones, with upstream's hot words and removals applied."""
     entries = read_pronunciations(path)
-    entries.update(HOT_WORDS)
+    entries.update((word, " ".join(phones)) for word, phones in HOT_WORDS.items())
     for word in DROPPED_WORDS:
         entries.pop(word, None)
-    return entries
+    return Pronunciations(entries)
+
+
+def load_names(path: Path = NAMEDICT_PATH) -> Pronunciations:
+    return Pronunciations(read_pronunciations(path))
 
 
 def load_homographs(path: Path) -> dict[str, tuple[list[str], list[str], str]]:
@@ -340,15 +363,39 @@ def load_homographs(path: Path) -> dict[str, tuple[list[str], list[str], str]]:
     return homographs
 
 
+class CompoundSplitter:
+    """wordsegment's word-frequency model (splits "woodchuck" -> wood chuck); loads on the first
+    unknown word, since most text never needs it and loading takes about a second."""
+
+    def __init__(self) -> None:
+        self._segmenter: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def segmenter(self) -> Any:
+        if self._segmenter is None:
+            with self._lock:
+                if self._segmenter is None:
+                    import wordsegment
+
+                    segmenter = wordsegment.Segmenter()
+                    segmenter.load()
+                    self._segmenter = segmenter
+        return self._segmenter
+
+    def split(self, word: str) -> list[str]:
+        return self.segmenter.segment(word)
+
+
 @dataclass
 class _Resources:
     """Everything g2p loads once: dictionary, homographs, tagger, segmenter, neural model."""
 
-    words: dict[str, list[str]]
-    names: dict[str, list[str]]
+    words: Pronunciations
+    names: Pronunciations
     homographs: dict[str, tuple[list[str], list[str], str]]
     tagger: Any
-    segmenter: Any
+    compounds: CompoundSplitter
     neural: NeuralG2P
     tokenize: Any
 
@@ -357,19 +404,16 @@ def _load_resources() -> _Resources:
     missing = missing_nltk_packages()
     if missing:
         raise MissingNltkDataError(missing)
-    import wordsegment
     from nltk.tag.perceptron import PerceptronTagger
     from nltk.tokenize import TweetTokenizer
 
-    segmenter = wordsegment.Segmenter()
-    segmenter.load()
     g2p_en_dir = _g2p_en_dir()
     return _Resources(
         words=load_engdict(),
-        names=read_pronunciations(NAMEDICT_PATH),
+        names=load_names(),
         homographs=load_homographs(g2p_en_dir / "homographs.en"),
         tagger=PerceptronTagger(),
-        segmenter=segmenter,
+        compounds=CompoundSplitter(),
         neural=NeuralG2P(g2p_en_dir / "checkpoint20.npz"),
         tokenize=TweetTokenizer().tokenize,
     )
@@ -443,7 +487,7 @@ class EnglishG2P:
         if re.match(r"^([a-z]+)('s)$", word):
             stem = self._lookup(res, word[:-2])
             return stem + _possessive_ending(stem[-1] if stem else "")
-        parts = res.segmenter.segment(word)
+        parts = res.compounds.split(word)
         if len(parts) == 1:
             return res.neural(word)
         return [phone for part in parts for phone in self._lookup(res, part)]
