@@ -80,6 +80,10 @@ class PiperFallback:
             and _piper_importable()
         )
 
+    def warm_up(self) -> None:
+        """Load the ONNX model now (about a second), so the first request does not wait for it."""
+        self._load()
+
     def _load(self) -> PiperVoice:
         with self._lock:
             if self._voice is None:
