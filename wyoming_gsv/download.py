@@ -194,7 +194,7 @@ class Downloader:
         url = hf_hub_url(self.repo_id, rel, revision=self.revision, endpoint=self.endpoint)
         what = f"{self.repo_id}/{rel} (revision {self.revision}, {self.endpoint or 'public hub'})"
         try:
-            meta = _call_hub(lambda: get_hf_file_metadata(url, token=self.token), what, dest)
+            meta = _call_hub(lambda: get_hf_file_metadata(url, token=self.token), what, self.models_dir)
         except HubUnreachable as err:
             if not dest.is_file():
                 raise
@@ -232,7 +232,7 @@ class Downloader:
                     displayed_filename=rel,
                 ),
                 what,
-                dest,
+                self.models_dir,
             )
         problem = verify_file(partial, etag, size)
         if problem is not None:
@@ -257,7 +257,7 @@ def _is_network_error(err: BaseException) -> bool:
     return False
 
 
-def _call_hub(call: Callable, what: str, dest: Path):
+def _call_hub(call: Callable, what: str, models_dir: Path):
     """Run one hub call, turning its failures into a DownloadError that tells the user what to do."""
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
@@ -266,7 +266,7 @@ def _call_hub(call: Callable, what: str, dest: Path):
     except OfflineModeIsEnabled as err:
         raise HubUnreachable(
             "offline mode is on (HF_HUB_OFFLINE=1): unset it to download, or copy the files into "
-            f"{dest.parent} by hand"
+            f"{models_dir} by hand (README: Get the models)"
         ) from err
     except HfHubHTTPError as err:
         status = getattr(getattr(err, "response", None), "status_code", None)
@@ -278,7 +278,7 @@ def _call_hub(call: Callable, what: str, dest: Path):
         if _is_network_error(err):
             raise HubUnreachable(
                 f"cannot reach {what}: {err}. No network? Set HF_ENDPOINT to a reachable mirror, or copy the "
-                f"files by hand into {dest.parent}; a partial download resumes on the next run"
+                f"files by hand into {models_dir} (README: Get the models); a partial download resumes on the next run"
             ) from err
         raise
 
