@@ -6,11 +6,11 @@ Behaves like upstream ``GPT_SoVITS/text/english.py`` with ``en_normalization/exp
   Upstream's quirks are kept on purpose, e.g. "7:30 am" -> "seven thirty a.m. am", "80s" ->
   "eighty seconds", "$1,250.50" -> "twelve fifty dollars and fifty cents".
 - ``g2p`` tokenizes with nltk's TweetTokenizer, tags parts of speech with nltk's averaged
-  perceptron (homographs such as read/record/live), looks words up in CMUdict
-  0.7b + GitHub release, as upstream merges them: ``data/engdict.txt.gz``, see
-  ``data/build_engdict.py``), reads Title-case unknown words from upstream's name dictionary,
-  spells unknown words of <= 3 letters,
-  handles "'s", splits compounds with wordsegment and predicts the rest with g2p_en's neural model.
+  perceptron (homographs such as read/record/live), looks words up in upstream's dictionary
+  (CMUdict 0.7b, then the CMUdict GitHub release for words 0.7b lacks: ``data/engdict.txt.gz``,
+  built by ``data/build_engdict.py``), reads unknown Title-case words from upstream's name list,
+  spells unknown words of <= 3 letters, handles "'s", splits compounds with wordsegment and
+  predicts the rest with g2p_en's neural model.
 
 Offline by construction: g2p_en is never imported (its import calls ``nltk.download``); we read
 its bundled checkpoint and homograph list ourselves. The POS tagger comes from NLTK data
@@ -24,14 +24,16 @@ import importlib.util
 import re
 import threading
 import unicodedata
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from collections.abc import Iterator, Mapping
 from typing import Any
 
 import inflect
 import numpy as np
+
+from .symbols import symbol_to_id
 
 DATA_DIR = Path(__file__).with_name("data")
 ENGDICT_PATH = DATA_DIR / "engdict.txt.gz"
@@ -438,14 +440,12 @@ class EnglishG2P:
 
     def g2p(self, norm_text: str) -> tuple[list[str], None]:
         """ARPAbet phones and punctuation of normalized text (no word2ph for English)."""
-        from .symbols import symbols
-
         res = self._loaded()
         tokens = res.tokenize(norm_text)
         phones: list[str] = []
         for token, pos in res.tagger.tag(tokens):
             phones.extend(self._token_phones(res, token, pos))
-        known = set(symbols("v2"))
+        known = symbol_to_id("v2")
         result = []
         for phone in phones:
             if phone in _DROPPED_PHONES:
