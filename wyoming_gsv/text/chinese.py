@@ -103,6 +103,8 @@ class ChineseG2P:
         self._lock = threading.Lock()
         self._tagger: Any = None
         self._sandhi: ToneSandhi | None = None
+        # pypinyin is the slow part and sees the same words again and again.
+        self._cached_pinyin = functools.lru_cache(maxsize=1 << 16)(_word_pinyin)
 
     def normalize(self, text: str) -> str:
         """Upstream ``chinese2.text_normalize``: verbalize, map punctuation, drop the rest."""
@@ -132,7 +134,7 @@ class ChineseG2P:
 
                     tokenizer = jieba.Tokenizer()
                     self._tagger = jieba.posseg.POSTokenizer(tokenizer)
-                    self._sandhi = ToneSandhi(tokenizer.cut_for_search)
+                    self._sandhi = ToneSandhi(tokenizer.cut_for_search, self._finals)
         return self._tagger, self._sandhi
 
     def _syllables(self, sentence: str) -> list[tuple[str, str]]:
@@ -144,13 +146,16 @@ class ChineseG2P:
         for word, pos in sandhi.pre_merge_for_modify(words):
             if pos == "eng":
                 continue
-            word_initials = lazy_pinyin(word, neutral_tone_with_five=True, style=Style.INITIALS)
-            word_finals = lazy_pinyin(word, neutral_tone_with_five=True, style=Style.FINALS_TONE3)
-            word_finals = sandhi.modified_tone(word, pos, word_finals)
+            cached_initials, cached_finals = self._cached_pinyin(word)
+            word_initials = list(cached_initials)
+            word_finals = sandhi.modified_tone(word, pos, list(cached_finals))
             word_initials, word_finals = merge_erhua(word_initials, word_finals, word, pos)
             initials += word_initials
             finals += word_finals
         return list(zip(initials, finals))
+
+    def _finals(self, word: str) -> list[str]:
+        return list(self._cached_pinyin(word)[1])
 
     def _syllable_phones(self, initial: str, final: str, sentence: str) -> list[str]:
         if initial == final:  # punctuation passes through pypinyin unchanged
@@ -173,6 +178,13 @@ class ChineseG2P:
         if phone_pair is None:
             raise ValueError(f"Chinese g2p: pinyin {pinyin!r} has no phones (in {sentence!r})")
         return [phone_pair[0], phone_pair[1] + tone]
+
+
+def _word_pinyin(word: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """pypinyin initials and toned finals of a word (neutral tone as 5)."""
+    initials = lazy_pinyin(word, neutral_tone_with_five=True, style=Style.INITIALS)
+    finals = lazy_pinyin(word, neutral_tone_with_five=True, style=Style.FINALS_TONE3)
+    return tuple(initials), tuple(finals)
 
 
 @functools.cache

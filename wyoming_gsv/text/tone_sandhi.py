@@ -59,6 +59,7 @@ def _is_reduplication(word: str) -> bool:
 
 
 def word_finals(word: str) -> list[str]:
+    """pypinyin finals with tone digits, one per character ("你好" -> ["i3", "ao3"])."""
     return lazy_pinyin(word, neutral_tone_with_five=True, style=Style.FINALS_TONE3)
 
 
@@ -66,11 +67,17 @@ class ToneSandhi:
     """Merges jieba words the way the sandhi rules need and rewrites their tones.
 
     ``cut_for_search`` is jieba's search-mode cutter (a ``jieba.Tokenizer`` method); it splits a
-    word into sub-words for the rules that look at compound structure.
+    word into sub-words for the rules that look at compound structure.  ``finals_of`` gives a
+    word's finals (default: ``word_finals``; the Chinese frontend passes a memoized one).
     """
 
-    def __init__(self, cut_for_search: Callable[[str], object]) -> None:
+    def __init__(
+        self,
+        cut_for_search: Callable[[str], object],
+        finals_of: Callable[[str], list[str]] = word_finals,
+    ) -> None:
         self._cut_for_search = cut_for_search
+        self._finals_of = finals_of
 
     # --- tone rules -----------------------------------------------------------------------
 
@@ -237,9 +244,10 @@ class ToneSandhi:
                 merged.append([word, pos])
         return merged
 
-    @staticmethod
-    def _merge_third_tones(segments: list[Segment], joins: Callable[[list[str], list[str]], bool]) -> list[Segment]:
-        finals = [word_finals(word) for word, _pos in segments]
+    def _merge_third_tones(
+        self, segments: list[Segment], joins: Callable[[list[str], list[str]], bool]
+    ) -> list[Segment]:
+        finals = [self._finals_of(word) for word, _pos in segments]
         merged: list[Segment] = []
         merged_last = [False] * len(segments)
         for i, (word, pos) in enumerate(segments):
