@@ -70,3 +70,18 @@ def make_voice(
     if config is not None:
         (folder / "voice.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     return folder
+
+
+def tiny_voice_config(**overrides: Any) -> dict[str, Any]:
+    """An English voice on the tiny fixture models, deterministic unless overridden."""
+    config: dict[str, Any] = {"description": "Tiny test voice", "language": "en", "top_k": 1, "noise_scale": 0.0}
+    config.update(overrides)
+    return config
+
+
+def make_tiny_data_dir(root: Path, unpacked: dict[str, Path]) -> Path:
+    """A data dir with the tiny fixture models, one good voice ("tiny") and one bad ("broken")."""
+    link_tiny_models(root, unpacked)
+    make_voice(root, "tiny", reference=unpacked["ref_wav"], config=tiny_voice_config())
+    make_voice(root, "broken", transcript=None)
+    return root

@@ -1,0 +1,284 @@
+"""The Wyoming server over real TCP with the real engine on the tiny fixture models."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from wyoming.client import AsyncTcpClient
+from wyoming.error import Error
+from wyoming.event import Event
+from wyoming.info import Describe, Info
+from wyoming.ping import Ping, Pong
+from wyoming.server import AsyncTcpServer
+from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeVoice
+
+from server_client import describe, ha_stream, ha_synthesize, send_and_collect
+from voice_data import make_tiny_data_dir, make_voice, tiny_voice_config
+from wyoming_gsv.server.handler import HandlerSettings
+from wyoming_gsv.server.info import ProgramSettings
+from wyoming_gsv.server.run import bound_port, handler_factory
+from wyoming_gsv.synthesis.engine import EngineJob
+from wyoming_gsv.synthesis.gsv_backend import GsvBackend
+from wyoming_gsv.synthesis.runtime import Runtime, RuntimeSettings
+from wyoming_gsv.voices import BundleCache
+
+SENTENCES = ["Hello there.", "How are you today?", "This is the last one."]
+
+
+@pytest.fixture(scope="module")
+def runtime(unpacked_v2: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
+    torch.set_num_threads(1)
+    data_dir = make_tiny_data_dir(tmp_path_factory.mktemp("server-data"), unpacked_v2)
+    runtime = Runtime(RuntimeSettings(data_dir=data_dir, threads=1, max_chars=1000, use_fallback=False))
+    runtime.warm_up()
+    runtime.start()
+    yield runtime
+    runtime.close()
+
+
+class Spy:
+    """Counts calls of a method (and passes them through)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> None:
+        self.calls = 0
+        original = getattr(owner, name)
+
+        def wrapper(*args, **kwargs):
+            self.calls += 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, wrapper)
+
+
+async def _start(runtime: Runtime, *, streaming: bool = True) -> AsyncTcpServer:
+    server = AsyncTcpServer("127.0.0.1", 0)
+    settings = HandlerSettings(program=ProgramSettings(streaming=streaming), samples_per_chunk=1024)
+    await server.start(handler_factory(runtime.service, settings))
+    return server
+
+
+@pytest.fixture
+async def port(runtime: Runtime):
+    server = await _start(runtime)
+    yield bound_port(server)
+    await server.stop()
+
+
+async def test_describe_lists_voices_in_both_language_forms(port: int) -> None:
+    info = await describe(port)
+    assert len(info.tts) == 1
+    program = info.tts[0]
+    assert program.installed and program.supports_synthesize_streaming
+    assert "GPT-SoVITS" in program.attribution.name
+    assert program.version
+    voices = {voice.name: voice for voice in program.voices}
+    assert set(voices) == {"tiny"}  # "broken" (no transcript) is left out
+    assert voices["tiny"].description == "Tiny test voice"
+    assert voices["tiny"].languages == ["en", "en_US"]
+    assert voices["tiny"].installed
+
+
+async def test_no_streaming_flag_still_accepts_stream_events(runtime: Runtime) -> None:
+    server = await _start(runtime, streaming=False)
+    try:
+        port = bound_port(server)
+        assert not (await describe(port)).tts[0].supports_synthesize_streaming
+        result = await ha_stream(port, ["Hello there."], voice="tiny")
+        assert result.error is None and result.events[-1] == "synthesize-stopped" and result.audio
+    finally:
+        await server.stop()
+
+
+async def test_ha_non_streaming_reads_one_start_stop_cycle(port: int, runtime: Runtime, monkeypatch) -> None:
+    spoken = Spy(monkeypatch, runtime.backend, "speak_features")
+    result = await ha_synthesize(port, " ".join(SENTENCES), voice="tiny")
+    assert result.error is None
+    assert (result.rate, result.width, result.channels) == (32000, 2, 1)
+    assert result.events.count("audio-start") == 1 and result.events[0] == "audio-start"
+    assert result.events[-1] == "audio-stop"
+    assert spoken.calls == len(SENTENCES)
+    assert result.seconds > 0.3 * len(SENTENCES)  # at least the gap after each sentence
+
+
+async def test_voice_none_uses_default_voice(port: int) -> None:
+    result = await ha_synthesize(port, "Hello there.")
+    assert result.error is None and result.audio
+
+
+async def test_ha_stream_in_fragments_without_duplicates(port: int, runtime: Runtime, monkeypatch) -> None:
+    spoken = Spy(monkeypatch, runtime.backend, "speak_features")
+    text = " ".join(SENTENCES)
+    fragments = [text[i : i + 7] for i in range(0, len(text), 7)]  # not on word boundaries, like HA's LLM deltas
+    result = await ha_stream(port, fragments, voice="tiny")
+    assert result.error is None
+    assert (result.rate, result.width, result.channels) == (32000, 2, 1)
+    assert result.events[-1] == "synthesize-stopped"
+    assert result.events.count("audio-start") == result.events.count("audio-stop") == len(SENTENCES)
+    assert spoken.calls == len(SENTENCES)  # the compatibility synthesize was ignored
+
+
+async def test_same_audio_streaming_and_not(port: int) -> None:
+    plain = await ha_synthesize(port, " ".join(SENTENCES), voice="tiny")
+    streamed = await ha_stream(port, [" ".join(SENTENCES)], voice="tiny")
+    assert plain.audio == streamed.audio  # top_k=1, noise_scale=0: deterministic
+
+
+async def test_first_sentence_audio_before_stream_ends(port: int) -> None:
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        await client.write_event(SynthesizeStart(voice=SynthesizeVoice(name="tiny")).event())
+        await client.write_event(SynthesizeChunk(text="Hello there. How are").event())
+        event = await asyncio.wait_for(client.read_event(), 60)
+        assert event is not None and event.type == "audio-start"  # stream still open
+        await client.write_event(SynthesizeChunk(text=" you?").event())
+        await client.write_event(SynthesizeStop().event())
+        types = [event.type]
+        while types[-1] != "synthesize-stopped":
+            event = await asyncio.wait_for(client.read_event(), 60)
+            assert event is not None
+            types.append(event.type)
+    assert types.count("audio-start") == 2
+
+
+@pytest.mark.parametrize(
+    ("events", "code"),
+    [
+        ([Synthesize(text="Hello.", voice=SynthesizeVoice(name="nobody")).event()], "unknown-voice"),
+        ([Synthesize(text="Hello.", voice=SynthesizeVoice(name="broken")).event()], "unknown-voice"),
+        ([Synthesize(text="").event()], "empty-text"),
+        ([Synthesize(text="   \n").event()], "empty-text"),
+        ([Synthesize(text="こんにちは、元気ですか").event()], "unsupported-language"),
+        ([Synthesize(text="Hello there. " * 80).event()], "text-too-long"),
+        ([Event(type="synthesize", data={})], "missing-data"),
+        ([SynthesizeStart().event(), Event(type="synthesize-chunk")], "missing-data"),
+        ([SynthesizeStart().event(), SynthesizeChunk(text="   ").event(), SynthesizeStop().event()], "empty-text"),
+        # SynthesizeVoice.to_dict() drops the language when a name is set, so send it raw.
+        ([Event(type="synthesize-start", data={"voice": {"name": "tiny", "language": "ja"}})], "unsupported-language"),
+    ],
+)
+async def test_bad_requests_get_error_then_close(port: int, events: list[Event], code: str) -> None:
+    received = await send_and_collect(port, events)
+    assert [e.type for e in received] == ["error"]
+    error = Error.from_event(received[0])
+    assert error.code == code and error.text
+    # Other clients are unaffected.
+    assert (await ha_synthesize(port, "Still fine.", voice="tiny")).audio
+
+
+async def test_ping_pong_and_unknown_events(port: int) -> None:
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        await client.write_event(Event(type="made-up-event", data={"x": 1}))
+        await client.write_event(Event(type="synthesize-stop"))  # a stop with no stream: just acknowledged
+        await client.write_event(Ping(text="hi").event())
+        await client.write_event(Describe().event())
+        seen = []
+        while "info" not in seen:
+            event = await asyncio.wait_for(client.read_event(), 10)
+            assert event is not None
+            seen.append(event.type)
+            if Pong.is_type(event.type):
+                assert Pong.from_event(event).text == "hi"
+    assert seen == ["synthesize-stopped", "pong", "info"]
+
+
+async def test_voices_follow_the_disk_without_restart(port: int, runtime: Runtime, unpacked_v2) -> None:
+    data_dir = runtime.settings.data_dir
+    make_voice(data_dir, "added", reference=unpacked_v2["ref_wav"], config=tiny_voice_config(description="Added"))
+    try:
+        names = {v.name for v in (await describe(port)).tts[0].voices}
+        assert names == {"tiny", "added"}
+        result = await ha_synthesize(port, "Hello there.", voice="added")
+        assert result.error is None and result.audio
+    finally:
+        shutil.rmtree(data_dir / "voices" / "added")
+    assert {v.name for v in (await describe(port)).tts[0].voices} == {"tiny"}
+
+
+async def test_requests_never_recompute_the_bundle(port: int, runtime: Runtime, monkeypatch) -> None:
+    hubert = Spy(monkeypatch, runtime.backend.hubert(), "features")
+    built = Spy(monkeypatch, runtime.backend, "build_bundle")
+    for _ in range(2):
+        assert (await ha_synthesize(port, "Hello there.", voice="tiny")).audio
+    assert hubert.calls == 0 and built.calls == 0
+    # A fresh process (new backend, same data dir) loads the bundle from disk instead.
+    fresh = GsvBackend(runtime.models, BundleCache(runtime.settings.data_dir / "cache"))
+    fresh_built = Spy(monkeypatch, fresh, "build_bundle")
+    voice = runtime.registry.get("tiny")
+    bundle = fresh.bundle(voice)
+    assert fresh_built.calls == 0
+    assert torch.equal(bundle.prompt_codes, runtime.backend.bundle(voice).prompt_codes)
+
+
+async def test_describe_is_fast_while_another_connection_synthesizes(port: int) -> None:
+    long_text = " ".join(f"Number {i} here." for i in range(25))
+    synthesis = asyncio.create_task(ha_synthesize(port, long_text, voice="tiny"))
+    await asyncio.sleep(0.5)  # the engine is busy now
+    latencies = []
+    for _ in range(5):
+        started = time.monotonic()
+        await describe(port)
+        latencies.append(time.monotonic() - started)
+        await asyncio.sleep(0.1)
+    assert not synthesis.done(), "synthesis finished too early to prove anything"
+    assert max(latencies) < 0.1, latencies
+    assert (await synthesis).audio
+
+
+async def test_disconnect_cancels_within_one_decode_step(port: int, runtime: Runtime, monkeypatch) -> None:
+    """Once the client is gone and its job is cancelled, at most the decode step already under
+    way finishes: no later step and no later sentence starts."""
+    cancelled = threading.Event()
+    cancelled_jobs: list[threading.Event] = []
+    steps_after_cancel = 0
+    sentences_after_cancel = 0
+    original_cancel = EngineJob.cancel
+    original_speak = runtime.backend.speak_features
+
+    def cancel(job: EngineJob) -> None:
+        cancelled_jobs.append(job.cancelled)
+        original_cancel(job)
+        cancelled.set()
+
+    def speak_features(pair, bundle, target, params, should_stop, generator):
+        nonlocal sentences_after_cancel
+        job_cancelled = getattr(should_stop, "__self__", None)  # the job's cancel Event
+
+        def job_was_cancelled() -> bool:
+            return job_cancelled in cancelled_jobs and job_cancelled.is_set()
+
+        if job_was_cancelled():
+            sentences_after_cancel += 1
+        forward = pair.t2s.forward_cached
+
+        def counting_forward(*args, **kwargs):
+            nonlocal steps_after_cancel
+            if job_was_cancelled():
+                steps_after_cancel += 1
+            return forward(*args, **kwargs)
+
+        pair.t2s.forward_cached = counting_forward
+        try:
+            return original_speak(pair, bundle, target, params, should_stop, generator)
+        finally:
+            del pair.t2s.forward_cached
+
+    monkeypatch.setattr(EngineJob, "cancel", cancel)
+    monkeypatch.setattr(runtime.backend, "speak_features", speak_features)
+    long_text = " ".join(f"Number {i} here." for i in range(30))
+    client = AsyncTcpClient("127.0.0.1", port)
+    await client.connect()
+    await client.write_event(Synthesize(text=long_text, voice=SynthesizeVoice(name="tiny")).event())
+    first = await asyncio.wait_for(client.read_event(), 60)
+    assert first is not None and first.type == "audio-start"
+    await client.disconnect()
+    loop = asyncio.get_running_loop()
+    assert await loop.run_in_executor(None, cancelled.wait, 10)
+    # The engine is free again for others (this request queues behind whatever was running).
+    assert (await ha_synthesize(port, "Hello there.", voice="tiny")).audio
+    assert steps_after_cancel <= 1
+    assert sentences_after_cancel <= 1  # one may race the cancel; it stops before its first step
