@@ -133,6 +133,7 @@ class ChineseG2P:
                     import jieba.posseg
 
                     tokenizer = jieba.Tokenizer()
+                    tokenizer.initialize()  # the ~1 s dictionary load, here rather than mid-request
                     self._tagger = jieba.posseg.POSTokenizer(tokenizer)
                     self._sandhi = ToneSandhi(tokenizer.cut_for_search, self._finals)
         return self._tagger, self._sandhi
