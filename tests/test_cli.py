@@ -1,0 +1,78 @@
+"""The command line: argument parsing, `synth` (the server's code path) and `voices`."""
+
+from __future__ import annotations
+
+import json
+import wave
+from pathlib import Path
+
+import pytest
+
+from voice_data import make_tiny_data_dir, make_voice
+from wyoming_gsv.__main__ import main, parse_args, runtime_settings, serve_settings
+
+
+def test_serve_is_the_default_command() -> None:
+    args = parse_args(["--uri", "tcp://127.0.0.1:10300", "--data-dir", "/data", "--zeroconf", "--no-streaming"])
+    assert args.command == "serve"
+    serve = serve_settings(args)
+    assert serve.uri == "tcp://127.0.0.1:10300" and serve.zeroconf_name == "gsv" and not serve.streaming
+    named = serve_settings(parse_args(["--data-dir", "/d", "--zeroconf", "kitchen", "--zeroconf-host", "10.0.0.5"]))
+    assert named.zeroconf_name == "kitchen" and named.zeroconf_host == "10.0.0.5"
+    runtime = runtime_settings(parse_args(["serve", "--data-dir", "/d", "--device", "cuda", "--threads", "3"]))
+    assert runtime.data_dir == Path("/d") and runtime.threads == 3 and str(runtime.dtype) == "torch.float16"
+
+
+def test_synth_sampling_flags_become_overrides() -> None:
+    args = parse_args(["synth", "--data-dir", "/d", "--voice", "v", "--top-k", "1", "--noise-scale", "0", "hi", "-o", "x.wav"])
+    assert runtime_settings(args).param_overrides == {"top_k": 1, "noise_scale": 0.0}
+
+
+@pytest.fixture(scope="module")
+def data_dir(unpacked_v2: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = make_tiny_data_dir(tmp_path_factory.mktemp("cli-data"), unpacked_v2)
+    # Default sampling (top_k 15, noise 0.5): only the flags make it deterministic.
+    make_voice(root, "plain", reference=unpacked_v2["ref_wav"], config={"language": "en"})
+    return root
+
+
+def _read_wav(path: Path) -> tuple[int, bytes]:
+    with wave.open(str(path), "rb") as wav:
+        assert wav.getnchannels() == 1 and wav.getsampwidth() == 2
+        return wav.getframerate(), wav.readframes(wav.getnframes())
+
+
+def test_voices_lists_status_and_builds_bundles(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["voices", "--data-dir", str(data_dir), "--threads", "1", "--no-fallback"])
+    out = capsys.readouterr().out
+    assert code == 1  # one voice is left out
+    lines = {line.split("\t")[0]: line for line in out.splitlines() if "\t" in line}
+    assert "ready" in lines["tiny"] and "ready" in lines["plain"]
+    assert "LEFT OUT" in lines["broken"] and "transcript is missing" in lines["broken"]
+    assert len(list((data_dir / "cache").glob("tiny.*.safetensors"))) == 1
+
+
+def test_synth_is_deterministic_with_top_k_1_and_no_noise(data_dir: Path, tmp_path: Path) -> None:
+    outputs = []
+    for name in ("a.wav", "b.wav"):
+        out = tmp_path / name
+        argv = ["synth", "--data-dir", str(data_dir), "--voice", "plain", "--threads", "1", "--no-fallback",
+                "--top-k", "1", "--noise-scale", "0", "Hello there. How are you?", "-o", str(out)]
+        assert main(argv) == 0
+        outputs.append(_read_wav(out))
+    (rate_a, audio_a), (rate_b, audio_b) = outputs
+    assert rate_a == rate_b == 32000
+    assert len(audio_a) > 0 and audio_a == audio_b
+
+
+def test_synth_unknown_voice_fails_clearly(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["synth", "--data-dir", str(data_dir), "--voice", "broken", "--no-fallback", "hi", "-o", str(tmp_path / "x.wav")]
+    assert main(argv) == 2
+    assert "transcript is missing" in capsys.readouterr().err
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_phonemize_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["phonemize", "--language", "en", "Hello world."]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["phone_ids"] and result["segments"][0]["lang"] == "en"
