@@ -42,8 +42,13 @@ NAMEDICT_PATH = DATA_DIR / "namedict.txt.gz"
 # NLTK data the English frontend reads: package name -> resource path inside an NLTK data folder.
 NLTK_PACKAGES = {"averaged_perceptron_tagger_eng": "taggers/averaged_perceptron_tagger_eng/"}
 
-# Upstream engdict-hot.rep: pronunciations that override the dictionary.
-HOT_WORDS = {"chatgpt": ["CH", "AE1", "T", "JH", "IY1", "P", "IY1", "T", "IY1"]}
+# Upstream engdict-hot.rep: pronunciations that override the dictionary (the current file; its
+# first version had only "chatgpt").
+HOT_WORDS = {
+    "chatgpt": ["CH", "AE1", "T", "JH", "IY1", "P", "IY1", "T", "IY1"],
+    "json": ["JH", "EY1", "S", "AH0", "N"],
+    "conda": ["K", "AA1", "N", "D", "AH0"],
+}
 # Abbreviations upstream removes from the dictionary (spelled out instead of read as a word).
 DROPPED_WORDS = ("ae", "ai", "ar", "ios", "hud", "os")
 # Upstream corrects two of g2p_en's homographs: (reading for the POS, other reading, POS prefix).

@@ -10,7 +10,8 @@ The dictionary is what upstream ``english.get_dict()`` builds (``read_dict_new``
 wins), then ``cmudict-fast.rep`` (the CMUdict GitHub release, "WORD PHONES") for words not seen
 yet. Alternates ("WORD(1)") can never be looked up (normalization removes digits and parentheses),
 so they are left out; only the first pronunciation is kept, the only one upstream reads. The hot
-words (``engdict-hot.rep``) and the removed abbreviations are applied in ``english.py``.
+words (``engdict-hot.rep``: chatgpt, json, conda) and the removed abbreviations are applied in
+``english.py``.
 ``namedict.txt.gz`` is upstream's ``namedict_cache.pickle`` (names read only for Title-case words).
 CMUdict is BSD-licensed; GPT-SoVITS is MIT.
 """
