@@ -147,9 +147,10 @@ def test_fp16_model_runs(checkpoint: SovitsCheckpoint, golden) -> None:
     audio = half.decode(t(golden["codes"]), t(golden["phones"]), ge, noise_scale=0.0)
     assert audio.dtype == torch.float32 and audio.shape == golden["audio_noise0"].shape
     assert torch.isfinite(audio).all()
-    # Half precision is not bit-exact, but it must still be the same signal.
-    corr = np.corrcoef(audio.numpy(), golden["audio_noise0"])[0, 1]
-    assert corr > 0.9
+    # Half precision is not bit-exact, but it must still be the same signal (measured ~0.3%).
+    reference = golden["audio_noise0"]
+    relative_rms = np.sqrt(np.mean((audio.numpy() - reference) ** 2) / np.mean(reference**2))
+    assert relative_rms < 0.02
 
 
 def tiny_config(version: str) -> SovitsConfig:

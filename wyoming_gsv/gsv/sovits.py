@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 SSL_DIM = 768  # HuBERT feature size; fixed by the architecture
 CODEBOOK_SIZE = 1024
 V2_REF_BINS = 704  # v2+ reference encoder reads only the lowest 704 of 1025 bins
-SYMBOL_COUNTS = {"v1": 322, "v2": 732}
+V1_SYMBOLS, V2_SYMBOLS = 322, 732  # text_embedding rows (v2Pro/v2ProPlus use the v2 table)
 CODEBOOK_PREFIX = "quantizer.vq.layers.0._codebook."
 
 
@@ -98,9 +98,8 @@ class SovitsConfig:
     @classmethod
     def from_hparams(cls, hps: dict[str, Any], version: str, path: str = "<config>") -> SovitsConfig:
         """Build from the checkpoint's nested `hps` dict; names the missing field if any."""
-        if version not in SYMBOL_COUNTS:
-            raise ModelFileError(path, f"SoVITS version {version!r} is not supported by this model class")
-        values: dict[str, Any] = {"version": version, "n_symbols": SYMBOL_COUNTS[version]}
+        n_symbols = V1_SYMBOLS if version == "v1" else V2_SYMBOLS
+        values: dict[str, Any] = {"version": version, "n_symbols": n_symbols}
         sections = {"data": ("sampling_rate", "filter_length", "hop_length", "win_length")}
         model_fields = [
             f.name
