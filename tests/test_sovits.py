@@ -68,6 +68,8 @@ def test_reference_spectrogram(model: SovitsModel, golden, unpacked_v2) -> None:
     np.testing.assert_allclose(model.spectrogram(t(audio))[0].numpy(), golden["spec"], **ACT)
     expected_frames = (len(audio) + 2 * 704 - 2048) // 640 + 1
     assert spec.shape == (1, 1025, expected_frames)
+    from_file = model.load_reference_spectrogram(unpacked_v2["ref_wav"])
+    np.testing.assert_allclose(from_file[0].numpy(), golden["spec"], **ACT)
 
 
 def test_global_embedding(model: SovitsModel, golden) -> None:

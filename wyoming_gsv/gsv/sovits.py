@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .audio import load_audio
 from .errors import ModelFileError
 from .vits_modules import (
     MRTE,
@@ -306,6 +308,15 @@ class SovitsModel(nn.Module):
         """Reference spectrogram with this model's STFT settings: [1, bins, frames] float32."""
         c = self.config
         return reference_spectrogram(audio, c.filter_length, c.hop_length, c.win_length)
+
+    def load_reference_spectrogram(self, path: str | Path) -> Tensor:
+        """Reference file -> spectrogram, as the official `_get_ref_spec`: mono, model rate, peak <= 1.
+
+        Files at another rate are resampled with soxr (upstream uses torchaudio's sinc resampler,
+        so those differ slightly; files already at the model rate match exactly).
+        """
+        audio = load_audio(path, self.sampling_rate, normalize_peak=True)
+        return self.spectrogram(torch.from_numpy(audio))
 
     def embed_reference(self, spec: Tensor) -> Tensor:
         """One reference's global embedding ge [1, gin, 1] (override point for v2Pro)."""
