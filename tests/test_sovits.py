@@ -262,6 +262,10 @@ def test_empty_inputs_raise(model: SovitsModel, golden) -> None:
         model.decode(t(golden["codes"]), torch.zeros(0, dtype=torch.long), ge)
     with pytest.raises(ValueError, match="reference"):
         model.global_embedding([])
+    with pytest.raises(ValueError, match="speed"):
+        model.decode(t(golden["codes"]), t(golden["phones"]), ge, speed=0)
+    with pytest.raises(ValueError, match="noise"):
+        model.decode(t(golden["codes"]), t(golden["phones"]), ge, noise=torch.zeros(3, 5))
 
 
 def test_bfloat16_generator_keeps_the_signal(checkpoint: SovitsCheckpoint, golden) -> None:

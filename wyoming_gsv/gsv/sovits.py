@@ -58,6 +58,10 @@ def reference_spectrogram(
     return torch.sqrt(stft.real.pow(2) + stft.imag.pow(2) + 1e-8)
 
 
+_DATA_FIELDS = ("sampling_rate", "filter_length", "hop_length", "win_length")  # hps.data; the rest is hps.model
+_DERIVED_FIELDS = ("version", "n_symbols", "conv_post_bias")  # decided from the file, not its hps
+
+
 @dataclass
 class SovitsConfig:
     """Hyper-parameters of the s2 model (the checkpoint's `hps`, flattened)."""
@@ -102,14 +106,8 @@ class SovitsConfig:
         """Build from the checkpoint's nested `hps` dict; names the missing field if any."""
         n_symbols = V1_SYMBOLS if version == "v1" else V2_SYMBOLS
         values: dict[str, Any] = {"version": version, "n_symbols": n_symbols}
-        sections = {"data": ("sampling_rate", "filter_length", "hop_length", "win_length")}
-        model_fields = [
-            f.name
-            for f in fields(cls)
-            if f.name not in {"version", "n_symbols", "conv_post_bias", *sections["data"]}
-        ]
-        sections["model"] = tuple(model_fields)
-        for section, names in sections.items():
+        model_fields = [f.name for f in fields(cls) if f.name not in _DERIVED_FIELDS and f.name not in _DATA_FIELDS]
+        for section, names in (("data", _DATA_FIELDS), ("model", model_fields)):
             block = hps.get(section) if isinstance(hps, dict) else None
             if not isinstance(block, dict):
                 raise ModelFileError(path, f"config has no '{section}' section")
@@ -373,9 +371,13 @@ class SovitsModel(nn.Module):
             raise ValueError("decode needs at least one semantic code")
         if phone_ids.numel() == 0:
             raise ValueError("decode needs at least one phone id")
+        if not speed > 0:
+            raise ValueError(f"speed must be positive, got {speed}")
         _, m_p, logs_p = self.encode(codes, phone_ids, ge, speed)
         if noise is None:
             noise = torch.randn(m_p.shape, generator=generator, device=self.device, dtype=self.dtype)
+        elif noise.numel() != m_p.numel():
+            raise ValueError(f"noise has shape {tuple(noise.shape)}, decode needs {tuple(m_p.shape[1:])}")
         else:
             noise = noise.to(device=self.device, dtype=self.dtype).reshape(m_p.shape)
         z_p = m_p + noise * torch.exp(logs_p) * noise_scale
