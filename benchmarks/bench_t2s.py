@@ -1,0 +1,205 @@
+"""t2s (GPT) timings on the REAL v2 architecture with seeded random weights (no files needed).
+
+Measured per thread count: prefill at ~100 and ~300 positions; decode ms/token through
+`Text2Semantic.generate` (model step + sampler + bookkeeping) and the bare model step; and the
+"GEMV floor" of one step: only its weight matmuls (24 x in_proj, out_proj, linear1, linear2, plus
+the predict layer) on a [1, 512] vector, timed in the same run. Random weights cost exactly what
+real weights cost.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from wyoming_gsv.gsv.t2s import KVCache, SamplingParams, T2SConfig, Text2Semantic  # noqa: E402
+
+V2_CONFIG = T2SConfig(embedding_dim=512, num_heads=16, num_layers=24, phoneme_vocab_size=732,
+                      vocab_size=1025, eos=1024, early_stop_num=50 * 54)
+PREFILL_SHAPES = ((60, 40), (150, 150))  # (text phones, prompt tokens): ~100 and ~300 positions
+DECODE_STEPS = 50
+
+
+@dataclass
+class Row:
+    """One line of the benchmark table; `ratio` = value / baseline when there is one."""
+
+    part: str
+    measure: str
+    threads: int
+    value: float  # median wall time (or the part's own unit)
+    unit: str
+    baseline_name: str = ""
+    baseline: float | None = None
+    cpu: float | None = None  # median process CPU time, same unit: robust to a busy machine
+
+    @property
+    def ratio(self) -> float | None:
+        return None if self.baseline is None else self.value / self.baseline
+
+
+def now() -> tuple[float, float]:
+    """(wall, process CPU) seconds."""
+    return time.perf_counter(), time.process_time()
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """(wall, CPU) seconds of one call."""
+    wall, cpu = now()
+    fn()
+    wall_end, cpu_end = now()
+    return wall_end - wall, cpu_end - cpu
+
+
+def medians_ms(samples: list[tuple[float, float]]) -> tuple[float, float]:
+    return (1000 * statistics.median(s[0] for s in samples),
+            1000 * statistics.median(s[1] for s in samples))
+
+
+def build_v2_model(seed: int = 0) -> Text2Semantic:
+    torch.manual_seed(seed)
+    model = Text2Semantic(V2_CONFIG)
+    for layer in model.h.layers:  # nn.Parameter(torch.empty) needs explicit values
+        torch.nn.init.xavier_uniform_(layer.self_attn.in_proj_weight)
+        torch.nn.init.zeros_(layer.self_attn.in_proj_bias)
+    return model.eval().requires_grad_(False)
+
+
+def random_inputs(text_len: int, prompt_len: int, seed: int = 1):
+    gen = torch.Generator().manual_seed(seed)
+    phones = torch.randint(0, V2_CONFIG.phoneme_vocab_size, (text_len,), generator=gen)
+    bert = torch.randn(1024, text_len, generator=gen)
+    prompt = torch.randint(0, V2_CONFIG.eos, (prompt_len,), generator=gen)
+    return phones, bert, prompt
+
+
+def prefill_ms(model: Text2Semantic, text_len: int, prompt_len: int,
+               repeats: int) -> tuple[float, float]:
+    phones, bert, prompt = random_inputs(text_len, prompt_len)
+    prefix = text_len + prompt_len
+    mask = torch.ones(prefix, prefix, dtype=torch.bool)
+    mask[:text_len, text_len:] = False
+    mask[text_len:, text_len:] = torch.ones(prompt_len, prompt_len, dtype=torch.bool).tril()
+    cache = KVCache.allocate(V2_CONFIG, 1, prefix + 1, torch.device("cpu"), torch.float32)
+
+    @torch.inference_mode()
+    def run() -> None:
+        x = torch.cat([model.embed_text(phones, bert), model.embed_audio(prompt)])[None]
+        model.forward_cached(x, cache, 0, mask[None, None])
+
+    run()  # warm-up
+    return medians_ms([timed(run) for _ in range(repeats)])
+
+
+def _generate_gaps(model: Text2Semantic, text_len: int, prompt_len: int, tokens: int,
+                   seed: int) -> list[tuple[float, float]]:
+    """(wall, CPU) seconds between consecutive tokens of a real `generate` call."""
+    phones, bert, prompt = random_inputs(text_len, prompt_len)
+    stamps: list[tuple[float, float]] = []
+    params = SamplingParams(max_tokens=tokens + 1, early_stop=10_000)
+    model.generate(phones, bert, prompt, params, generator=torch.Generator().manual_seed(seed),
+                   on_token=lambda _token: stamps.append(now()))
+    return [(b[0] - a[0], b[1] - a[1]) for a, b in zip(stamps, stamps[1:])]
+
+
+def _model_step(model: Text2Semantic, kv_len: int) -> Callable[[], None]:
+    """The bare model step (embedding + all layers + logits) at a KV length of `kv_len`."""
+    cache = KVCache.allocate(V2_CONFIG, 1, kv_len + 1, torch.device("cpu"), torch.float32)
+    cache.k.normal_()
+    cache.v.normal_()
+    token = torch.tensor([7])
+    pe = model.ar_audio_position.table(kv_len + 1, torch.device("cpu"), torch.float32)
+
+    def step() -> None:
+        x = model.ar_audio_embedding(token)[:, None] + pe[kv_len]
+        model.forward_cached(x, cache, kv_len, None)
+
+    return step
+
+
+def _gemv_floor(model: Text2Semantic) -> Callable[[], None]:
+    """Only the weight matmuls of one decode step, on a [1, 512] vector."""
+    x = torch.randn(1, V2_CONFIG.embedding_dim)
+    hidden = torch.randn(1, 4 * V2_CONFIG.embedding_dim)
+    layers = list(model.h.layers)
+    head = model.ar_predict_layer.weight
+
+    def matmuls() -> None:
+        for layer in layers:
+            F.linear(x, layer.self_attn.in_proj_weight, layer.self_attn.in_proj_bias)
+            F.linear(x, layer.self_attn.out_proj.weight, layer.self_attn.out_proj.bias)
+            F.linear(x, layer.linear1.weight, layer.linear1.bias)
+            F.linear(hidden, layer.linear2.weight, layer.linear2.bias)
+        F.linear(x, head)
+
+    return matmuls
+
+
+def _timed_in(fn: Callable[[], None], context: Callable[[], object]) -> tuple[float, float]:
+    with context():
+        return timed(fn)
+
+
+def bench_t2s(threads: int, model: Text2Semantic | None = None, rounds: int = 5) -> list[Row]:
+    """Prefill rows, then decode rows measured in interleaved rounds (generate, model step,
+    model step under no_grad, GEMV floor) so that all of them see the same machine load."""
+    torch.set_num_threads(threads)
+    model = model or build_v2_model()
+    rows = []
+    for text_len, prompt_len in PREFILL_SHAPES:
+        wall, cpu = prefill_ms(model, text_len, prompt_len, repeats=3)
+        rows.append(Row("t2s", f"prefill {text_len + prompt_len} positions", threads, wall, "ms",
+                        cpu=cpu))
+
+    text_len, prompt_len = PREFILL_SHAPES[-1]
+    kv_len = text_len + prompt_len
+    step, floor = _model_step(model, kv_len), _gemv_floor(model)
+    per_round = DECODE_STEPS // rounds
+    samples: dict[str, list[tuple[float, float]]] = {
+        "generate": [], "step": [], "no_grad": [], "floor": []}
+    for _ in range(2):  # warm-up
+        _timed_in(step, torch.inference_mode), _timed_in(floor, torch.inference_mode)
+    for round_index in range(rounds):
+        samples["generate"] += _generate_gaps(model, text_len, prompt_len, per_round, round_index)
+        for _ in range(per_round):
+            samples["step"].append(_timed_in(step, torch.inference_mode))
+            samples["no_grad"].append(_timed_in(step, torch.no_grad))
+            samples["floor"].append(_timed_in(floor, torch.inference_mode))
+    ms = {name: medians_ms(values) for name, values in samples.items()}
+    floor_wall = ms["floor"][0]
+    rows += [
+        Row("t2s", "GEMV floor of one step", threads, floor_wall, "ms", cpu=ms["floor"][1]),
+        Row("t2s", f"model step, KV {kv_len}", threads, ms["step"][0], "ms/token",
+            "GEMV floor", floor_wall, ms["step"][1]),
+        Row("t2s", f"model step, KV {kv_len}, no_grad", threads, ms["no_grad"][0], "ms/token",
+            "inference_mode step", ms["step"][0], ms["no_grad"][1]),
+        Row("t2s", f"decode via generate, KV {kv_len}+", threads, ms["generate"][0], "ms/token",
+            "GEMV floor", floor_wall, ms["generate"][1]),
+    ]
+    return rows
+
+
+def print_table(rows: list[Row]) -> None:
+    header = (f"{'part':<8} {'measure':<50} {'thr':>3} {'value':>10} {'cpu':>10} {'unit':<9} "
+              f"{'ratio':>6}  baseline")
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        ratio = "" if row.ratio is None else f"{row.ratio:6.2f}"
+        cpu = "" if row.cpu is None else f"{row.cpu:10.2f}"
+        print(f"{row.part:<8} {row.measure:<50} {row.threads:>3} {row.value:>10.2f} {cpu:>10} "
+              f"{row.unit:<9} {ratio:>6}  {row.baseline_name}")
+
+
+if __name__ == "__main__":
+    print(f"torch {torch.__version__}")
+    print_table([row for threads in (1, 2) for row in bench_t2s(threads)])
