@@ -316,17 +316,26 @@ class SovitsModel(nn.Module):
         audio = load_audio(path, self.sampling_rate, normalize_peak=True)
         return self.spectrogram(torch.from_numpy(audio))
 
-    def embed_reference(self, spec: Tensor) -> Tensor:
-        """One reference's global embedding ge [1, gin, 1] (override point for v2Pro)."""
+    def embed_reference(self, spec: Tensor, speaker_embedding: Tensor | None = None) -> Tensor:
+        """One reference's global embedding ge [1, gin, 1].
+
+        Override point: v2Pro adds the reference's speaker-verification embedding here (v1/v2
+        have no use for one and ignore it).
+        """
         spec = spec.to(device=self.device, dtype=self.dtype)
         return self.ref_enc(spec[:, : self.config.ref_bins])
 
     @torch.inference_mode()
-    def global_embedding(self, specs: Sequence[Tensor]) -> Tensor:
-        """ge [1, gin, 1] averaged over one or several reference spectrograms."""
+    def global_embedding(
+        self, specs: Sequence[Tensor], speaker_embeddings: Sequence[Tensor] | None = None
+    ) -> Tensor:
+        """ge [1, gin, 1] averaged over one or several references (spectrograms [1, bins, frames])."""
         if not specs:
             raise ValueError("global_embedding needs at least one reference spectrogram")
-        return torch.stack([self.embed_reference(spec) for spec in specs]).mean(0)
+        if speaker_embeddings is not None and len(speaker_embeddings) != len(specs):
+            raise ValueError(f"{len(speaker_embeddings)} speaker embeddings for {len(specs)} references")
+        extras = speaker_embeddings if speaker_embeddings is not None else [None] * len(specs)
+        return torch.stack([self.embed_reference(spec, extra) for spec, extra in zip(specs, extras)]).mean(0)
 
     def mrte_condition(self, ge: Tensor) -> Tensor:
         """What MRTE adds to the content (v2: ge itself; v2Pro projects it to 512)."""
