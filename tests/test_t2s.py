@@ -18,6 +18,7 @@ from wyoming_gsv.gsv.t2s import (
     T2SConfig,
     Text2Semantic,
     logits_to_probs,
+    make_generator,
     sample_from_probs,
 )
 
@@ -144,10 +145,12 @@ def test_no_repetition_penalty_stream(model: Text2Semantic, golden, inputs) -> N
 
 def test_ref_free_stream(model: Text2Semantic, golden, inputs) -> None:
     phones, bert, _ = inputs
+    text = torch.from_numpy(golden["text_phones"])
     n_prompt = len(golden["prompt_phones"])
+    np.testing.assert_array_equal(phones[n_prompt:].numpy(), golden["text_phones"])
     assert int(golden["free_idx"]) == 0  # upstream keeps all of y (y[-0:])
     for path in ("batched", "naive"):
-        out = model.generate(phones[n_prompt:], bert[:, n_prompt:], None, GREEDY, path=path)
+        out = model.generate(text, bert[:, n_prompt:], None, GREEDY, path=path)
         _tokens(out, golden["free_y"])
 
 
@@ -231,12 +234,13 @@ def test_seed_reproducibility(model: Text2Semantic, inputs) -> None:
     phones, bert, prompt = inputs
     params = SamplingParams(top_k=15, temperature=1.0)
 
-    def run(seed: int) -> list[int]:
+    def run(seed: int | None) -> list[int]:
         return model.generate(phones, bert, prompt, params,
-                              generator=torch.Generator().manual_seed(seed)).tolist()
+                              generator=make_generator(seed)).tolist()
 
     assert run(1234) == run(1234)
     assert run(1234) != run(4321)
+    assert run(-1) != run(-1)  # upstream's seed -1: a fresh random seed each time
 
 
 def test_cancellation_stops_generation(model: Text2Semantic, inputs) -> None:

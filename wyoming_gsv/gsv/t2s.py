@@ -95,6 +95,16 @@ class SamplingParams:
             raise ValueError(f"top_p must be > 0, got {self.top_p}")
 
 
+def make_generator(seed: int | None, device: str | torch.device = "cpu") -> torch.Generator:
+    """A sampling generator on `device`; seed None or negative (upstream's -1) draws a fresh one."""
+    generator = torch.Generator(device=device)
+    if seed is None or seed < 0:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
+
+
 # --------------------------------------------------------------------------------------------
 # Sampler (upstream AR/models/utils.py semantics, batched over rows)
 
@@ -270,7 +280,10 @@ class Text2Semantic(nn.Module):
         config = T2SConfig.from_config(ckpt.config)
         with torch.device("meta"):
             model = cls(config)
-        missing, _unexpected = model.load_state_dict(ckpt.weights, strict=False, assign=True)
+        try:
+            missing, _unexpected = model.load_state_dict(ckpt.weights, strict=False, assign=True)
+        except RuntimeError as err:  # shape mismatches
+            raise ModelFileError(ckpt.path, f"GPT weights do not fit the config: {err}") from err
         if missing:
             raise ModelFileError(ckpt.path, f"GPT weights lack {missing[:5]}")
         return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
