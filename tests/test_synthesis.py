@@ -12,7 +12,7 @@ import pytest
 from wyoming_gsv.synthesis.engine import Engine, EngineJob
 from wyoming_gsv.synthesis.session import SpeechSession
 from wyoming_gsv.synthesis.speech import BadRequest, EngineBusy, Speech, SynthesisError, float_to_int16
-from wyoming_gsv.synthesis.text_checks import check_text
+from wyoming_gsv.synthesis.text_checks import check_script, has_speakable
 from wyoming_gsv.text.sentences import SentenceSplitter
 
 
@@ -136,29 +136,22 @@ async def test_session_limits_and_language(engine: Engine) -> None:
     assert info.value.code == "empty-text"
 
 
-@pytest.mark.parametrize(
-    ("text", "mode", "code"),
-    [
-        ("", "en", "empty-text"),
-        ("  \n ", "auto", "empty-text"),
-        ("?!", "en", "empty-text"),
-        ("x" * 11, "en", "text-too-long"),
-        ("안녕", "zh", "unsupported-language"),
-        ("你好", "en", "unsupported-language"),
-        ("Привет", "auto", "unsupported-language"),
-    ],
-)
-def test_check_text_refuses(text: str, mode: str, code: str) -> None:
+@pytest.mark.parametrize(("text", "mode"), [("안녕", "zh"), ("你好", "en"), ("こんにちは", "ko"), ("Привет", "auto")])
+def test_check_script_refuses(text: str, mode: str) -> None:
     with pytest.raises(BadRequest) as info:
-        check_text(text, mode, max_chars=10)
-    assert info.value.code == code
+        check_script(text, mode)
+    assert info.value.code == "unsupported-language"
 
 
 @pytest.mark.parametrize(
     ("text", "mode"), [("Hi 3.5!", "en"), ("你好 hi", "zh"), ("日本語です", "ja"), ("안녕 你", "auto"), ("Café", "en")]
 )
-def test_check_text_accepts(text: str, mode: str) -> None:
-    assert check_text(f" {text} ", mode, max_chars=100) == text
+def test_check_script_accepts(text: str, mode: str) -> None:
+    check_script(text, mode)
+
+
+def test_has_speakable() -> None:
+    assert not has_speakable(" ?! \n") and has_speakable("…3")
 
 
 def test_float_to_int16_scales_only_when_clipping() -> None:

@@ -69,11 +69,6 @@ class Engine:
                 raise EngineBusy(f"too many requests waiting (limit {self._queue.maxsize})") from None
             job._scheduled = True
 
-    def run_now(self, job: EngineJob, index: int, sentence: str) -> None:
-        """Run a sentence on the calling thread (CLI use, no worker)."""
-        job._sentences.append((index, sentence))
-        self._run_job(job)
-
     def _run(self) -> None:
         while True:
             job = self._queue.get()

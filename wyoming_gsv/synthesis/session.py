@@ -7,7 +7,7 @@ from typing import AsyncIterator, Protocol
 
 from .engine import Engine, EngineJob
 from .speech import BadRequest, Speaker, Speech, SynthesisError
-from .text_checks import check_script
+from .text_checks import check_script, has_speakable
 
 
 class SentenceSplitter(Protocol):
@@ -101,7 +101,7 @@ class SpeechSession:
 
     def _submit(self, sentences: list[str]) -> None:
         for sentence in sentences:
-            if not any(char.isalnum() for char in sentence):
+            if not has_speakable(sentence):
                 continue  # punctuation-only leftovers have nothing to say
             self._engine.submit(self._job, self._submitted, sentence)
             self._submitted += 1

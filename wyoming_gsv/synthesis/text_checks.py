@@ -1,4 +1,4 @@
-"""Request text checks done before any work is queued: empty, too long, wrong script for the voice."""
+"""Request text checks done before any work is queued: nothing to say, wrong script for the voice."""
 
 from __future__ import annotations
 
@@ -45,18 +45,13 @@ def char_script(char: str) -> str | None:
     return "other"
 
 
-def check_text(text: str, mode: str, max_chars: int) -> str:
-    """The text to speak (stripped); raises BadRequest with a code a client can act on."""
-    text = text.strip()
-    if not any(char.isalnum() for char in text):
-        raise BadRequest("text is empty (nothing to speak)", code="empty-text")
-    if len(text) > max_chars:
-        raise BadRequest(f"text is {len(text)} characters; the limit is {max_chars}", code="text-too-long")
-    check_script(text, mode)
-    return text
+def has_speakable(text: str) -> bool:
+    """At least one letter or digit (punctuation alone has nothing to say)."""
+    return any(char.isalnum() for char in text)
 
 
 def check_script(text: str, mode: str) -> None:
+    """Raise BadRequest if the text holds letters the language mode cannot pronounce."""
     allowed = _MODE_SCRIPTS.get(mode, _MODE_SCRIPTS["auto"])
     for char in text:
         script = char_script(char)
