@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -360,6 +360,41 @@ class SovitsModel(nn.Module):
         return self.enc_p(content, phones, self.mrte_condition(ge), speed)
 
     @torch.inference_mode()
+    def latent(
+        self,
+        codes: Tensor,
+        phone_ids: Tensor,
+        ge: Tensor,
+        *,
+        speed: float = 1.0,
+        noise_scale: float = 0.5,
+        generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
+    ) -> Tensor:
+        """Everything before the waveform generator: z [1, inter, frames] (a few % of decode's time)."""
+        if codes.numel() == 0:
+            raise ValueError("decode needs at least one semantic code")
+        if phone_ids.numel() == 0:
+            raise ValueError("decode needs at least one phone id")
+        if not speed > 0:
+            raise ValueError(f"speed must be positive, got {speed}")
+        _, m_p, logs_p = self.encode(codes, phone_ids, ge, speed)
+        if noise is None:
+            noise = torch.randn(m_p.shape, generator=generator, device=self.device, dtype=self.dtype)
+        elif noise.numel() != m_p.numel():
+            raise ValueError(f"noise has shape {tuple(noise.shape)}, decode needs {tuple(m_p.shape[1:])}")
+        else:
+            noise = noise.to(device=self.device, dtype=self.dtype).reshape(m_p.shape)
+        z_p = m_p + noise * torch.exp(logs_p) * noise_scale
+        return self.flow.reverse(z_p, ge.to(device=self.device, dtype=self.dtype))
+
+    @torch.inference_mode()
+    def vocode(self, z: Tensor, ge: Tensor) -> Tensor:
+        """Latent z [1, inter, frames] -> float32 waveform [frames * hop]."""
+        dtype = self.generator_dtype
+        return self.dec(z.to(dtype), ge.to(device=self.device, dtype=dtype)).reshape(-1).float()
+
+    @torch.inference_mode()
     def decode(
         self,
         codes: Tensor,
@@ -376,24 +411,48 @@ class SovitsModel(nn.Module):
         `noise` (same shape as m_p, [inter, frames] or [1, inter, frames]) replaces the
         Gaussian draw; otherwise it comes from `generator` (or the global RNG).
         """
-        if codes.numel() == 0:
-            raise ValueError("decode needs at least one semantic code")
-        if phone_ids.numel() == 0:
-            raise ValueError("decode needs at least one phone id")
-        if not speed > 0:
-            raise ValueError(f"speed must be positive, got {speed}")
-        _, m_p, logs_p = self.encode(codes, phone_ids, ge, speed)
-        if noise is None:
-            noise = torch.randn(m_p.shape, generator=generator, device=self.device, dtype=self.dtype)
-        elif noise.numel() != m_p.numel():
-            raise ValueError(f"noise has shape {tuple(noise.shape)}, decode needs {tuple(m_p.shape[1:])}")
-        else:
-            noise = noise.to(device=self.device, dtype=self.dtype).reshape(m_p.shape)
-        z_p = m_p + noise * torch.exp(logs_p) * noise_scale
-        ge = ge.to(device=self.device, dtype=self.dtype)
-        z = self.flow.reverse(z_p, ge)
-        gen = self.generator_dtype
-        return self.dec(z.to(gen), ge.to(gen)).reshape(-1).float()
+        z = self.latent(
+            codes, phone_ids, ge, speed=speed, noise_scale=noise_scale, generator=generator, noise=noise
+        )
+        return self.vocode(z, ge)
+
+    def decode_chunks(
+        self,
+        codes: Tensor,
+        phone_ids: Tensor,
+        ge: Tensor,
+        *,
+        chunk_frames: Sequence[int] = (25,),
+        speed: float = 1.0,
+        noise_scale: float = 0.5,
+        generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
+    ) -> Iterator[Tensor]:
+        """`decode`, yielded in pieces so the first audio is ready early; same samples.
+
+        chunk_frames: sizes (50 Hz frames) of the leading pieces; the rest comes as one last
+        piece. Each piece is vocoded with the generator's receptive field of context on both
+        sides and cropped, so the concatenation equals `decode` up to float rounding; the cost
+        is 2 * context frames of extra work per piece.
+        """
+        z = self.latent(
+            codes, phone_ids, ge, speed=speed, noise_scale=noise_scale, generator=generator, noise=noise
+        )
+        frames = z.shape[-1]
+        context = self.dec.context_frames()
+        hop = self.config.hop_length
+        bounds = [0]
+        for size in chunk_frames:
+            if size <= 0:
+                raise ValueError(f"chunk sizes must be positive, got {size}")
+            if bounds[-1] + size >= frames:
+                break
+            bounds.append(bounds[-1] + size)
+        bounds.append(frames)
+        for start, end in zip(bounds, bounds[1:]):
+            lo, hi = max(0, start - context), min(frames, end + context)
+            audio = self.vocode(z[..., lo:hi], ge)
+            yield audio[(start - lo) * hop : (end - lo) * hop]
 
     @torch.inference_mode()
     def decode_concatenated(

@@ -274,6 +274,11 @@ class ResBlock1(nn.Module):
             nn.Conv1d(channels, channels, kernel_size, padding=(kernel_size - 1) // 2) for _ in dilations
         )
 
+    @property
+    def radius(self) -> int:
+        """Samples on each side that reach one output sample."""
+        return sum(c.padding[0] for c in self.convs1) + sum(c.padding[0] for c in self.convs2)
+
     def forward(self, x: Tensor) -> Tensor:
         for c1, c2 in zip(self.convs1, self.convs2):
             xt = c2(F.leaky_relu(c1(F.leaky_relu(x, LRELU_SLOPE)), LRELU_SLOPE))
@@ -289,6 +294,11 @@ class ResBlock2(nn.Module):
         self.convs = nn.ModuleList(
             nn.Conv1d(channels, channels, kernel_size, dilation=d, padding=(kernel_size * d - d) // 2) for d in dilations
         )
+
+    @property
+    def radius(self) -> int:
+        """Samples on each side that reach one output sample."""
+        return sum(c.padding[0] for c in self.convs)
 
     def forward(self, x: Tensor) -> Tensor:
         for conv in self.convs:
@@ -325,6 +335,23 @@ class Generator(nn.Module):
                 self.resblocks.append(block(ch, k, tuple(d)))
         self.conv_post = nn.Conv1d(ch, 1, 7, padding=3, bias=post_bias)
         self.cond = nn.Conv1d(gin_channels, upsample_initial_channel, 1)
+
+    def context_frames(self) -> int:
+        """Input frames on each side that can reach an output sample (receptive-field radius).
+
+        Vocoding a window with this many extra frames on each side and cropping gives the same
+        samples as vocoding the whole latent (what `SovitsModel.decode_chunks` relies on).
+        """
+        radius = float(self.conv_pre.padding[0])
+        samples_per_frame = 1
+        for i, up in enumerate(self.ups):
+            kernel, rate = up.kernel_size[0], up.stride[0]
+            radius += math.ceil(kernel / rate) / samples_per_frame  # input taps per output sample
+            samples_per_frame *= rate
+            blocks = self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels]
+            radius += max(block.radius for block in blocks) / samples_per_frame
+        radius += self.conv_post.padding[0] / samples_per_frame
+        return math.ceil(radius) + 1
 
     def forward(self, x: Tensor, g: Tensor) -> Tensor:
         x = self.conv_pre(x) + self.cond(g)
