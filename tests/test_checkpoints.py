@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -271,3 +272,28 @@ def test_arbitrary_globals_refused(tmp_path: Path, loader) -> None:
     with pytest.raises(ModelFileError, match="system"):
         loader(tmp_path / "evil.ckpt")
     assert not marker.exists()
+
+
+def test_hparams_saved_from_repository_root(tmp_path: Path, unpacked_v2: dict[str, Path],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A config pickled as `GPT_SoVITS.utils.HParams` (saved from the repo root) loads too."""
+    import types
+
+    class HParams:
+        def __init__(self, **fields) -> None:
+            for key, value in fields.items():
+                setattr(self, key, HParams(**value) if isinstance(value, dict) else value)
+
+    package, module = types.ModuleType("GPT_SoVITS"), types.ModuleType("GPT_SoVITS.utils")
+    HParams.__module__, HParams.__qualname__ = module.__name__, "HParams"
+    module.HParams, package.utils = HParams, module
+    monkeypatch.setitem(sys.modules, package.__name__, package)
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    data = _small_sovits_dict(unpacked_v2["sovits"])
+    expected = data["config"]
+    data["config"] = HParams(**expected)
+    torch.save(data, tmp_path / "root.pth")
+    monkeypatch.delitem(sys.modules, module.__name__)  # loading must not need the class
+    monkeypatch.delitem(sys.modules, package.__name__)
+    ckpt = load_sovits_checkpoint(tmp_path / "root.pth")
+    assert ckpt.version == "v2" and ckpt.config == expected

@@ -152,7 +152,8 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
-    ("utils", "HParams"): HParamsShim,
+    ("utils", "HParams"): HParamsShim,  # upstream runs from GPT_SoVITS/, so the module is `utils`
+    ("GPT_SoVITS.utils", "HParams"): HParamsShim,  # the same class saved from the repository root
 }
 
 
@@ -383,8 +384,10 @@ def load_sovits_checkpoint(path: str | Path,
     if "lora_rank" in checkpoint:
         _refuse_unsupported(path, model_version, True)
 
-    config_obj = checkpoint.get("config")
-    config = config_obj.to_dict() if isinstance(config_obj, HParamsShim) else _plain(config_obj)
+    try:
+        config = _plain(checkpoint.get("config"))
+    except RecursionError as err:
+        raise ModelFileError(path, "SoVITS config is nested too deeply") from err
     if not isinstance(config, dict) or not isinstance(config.get("model"), dict) \
             or not isinstance(config.get("data"), dict):
         raise ModelFileError(path, "SoVITS file has no 'config' with 'model' and 'data' sections")
