@@ -282,3 +282,20 @@ async def test_disconnect_cancels_within_one_decode_step(port: int, runtime: Run
     assert (await ha_synthesize(port, "Hello there.", voice="tiny")).audio
     assert steps_after_cancel <= 1
     assert sentences_after_cancel <= 1  # one may race the cancel; it stops before its first step
+
+
+async def test_voice_with_broken_model_file_is_reported_and_left_out(port: int, runtime: Runtime, unpacked_v2) -> None:
+    data_dir = runtime.settings.data_dir
+    (data_dir / "models" / "garbage.pth").write_bytes(b"PK\x03\x04 this is not a real checkpoint" * 10)
+    make_voice(data_dir, "badmodel", reference=unpacked_v2["ref_wav"], config=tiny_voice_config(sovits="models/garbage.pth"))
+    try:
+        assert "badmodel" in {v.name for v in (await describe(port)).tts[0].voices}  # looks fine until loaded
+        result = await ha_synthesize(port, "Hello there.", voice="badmodel")
+        assert result.error is not None and result.error.code == "voice-unusable"
+        assert "garbage.pth" in result.error.text
+        assert {v.name for v in (await describe(port)).tts[0].voices} == {"tiny"}
+        assert "garbage.pth" in runtime.registry.problems()["badmodel"]
+        assert (await ha_synthesize(port, "Hello there.", voice="tiny")).audio  # others keep working
+    finally:
+        shutil.rmtree(data_dir / "voices" / "badmodel")
+        (data_dir / "models" / "garbage.pth").unlink()
