@@ -278,3 +278,22 @@ def test_config_without_max_sec() -> None:
     config = T2SConfig.from_config({"model": {"embedding_dim": 8, "head": 2, "n_layer": 1,
                                               "phoneme_vocab_size": 10, "vocab_size": 5, "EOS": 4}})
     assert config.early_stop_num is None and config.head_dim == 4
+
+
+def test_kv_cache_is_allocated_once_per_call(model: Text2Semantic, inputs,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    phones, bert, prompt = inputs
+    shapes: list[tuple[int, ...]] = []
+    allocate = KVCache.allocate.__func__
+
+    def counting(cls, config, batch, max_len, device, dtype):
+        cache = allocate(cls, config, batch, max_len, device, dtype)
+        shapes.append(tuple(cache.k.shape))
+        return cache
+
+    monkeypatch.setattr(KVCache, "allocate", classmethod(counting))
+    out = model.generate(phones, bert, prompt, GREEDY)
+    assert len(shapes) == 1 and len(out) > 1
+    cfg = model.config
+    assert shapes[0] == (cfg.num_layers, 1, cfg.num_heads,
+                         len(phones) + len(prompt) + GREEDY.max_tokens, cfg.head_dim)
