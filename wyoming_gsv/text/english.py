@@ -1,7 +1,8 @@
 """English frontend of GPT-SoVITS v2: text normalization and ARPAbet g2p.
 
 Behaves like upstream ``GPT_SoVITS/text/english.py`` with ``en_normalization/expend.py``:
-- ``normalize`` spells out numbers, times, money, units, fractions and ordinals (inflect), strips
+- ``normalize`` spells out numbers, times, money, units, fractions and ordinals (the inflect
+  forms upstream uses, see ``english_numbers``), strips
   accents and unsupported characters, and splits words at inner capitals ("iPhone" -> "i Phone").
   Upstream's quirks are kept on purpose, e.g. "7:30 am" -> "seven thirty a.m. am", "80s" ->
   "eighty seconds", "$1,250.50" -> "twelve fifty dollars and fifty cents".
@@ -24,15 +25,15 @@ import importlib.util
 import re
 import threading
 import unicodedata
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-import inflect
 import numpy as np
 
+from .english_numbers import NumberTooLarge, cardinal, ordinal_of_words, ordinal_suffix, spoken_ordinal, year
 from .symbols import symbol_to_id
 
 DATA_DIR = Path(__file__).with_name("data")
@@ -139,93 +140,93 @@ _FOR_EXAMPLE_RE = re.compile(r"(?i)e\.g\.")
 _INNER_CAPITAL_RE = re.compile(r"(?<!^)(?<![\s])([A-Z])")
 
 
-class EnglishNormalizer:
-    """Upstream's English text normalization; owns its inflect engine (cheap, made per instance)."""
+def normalize(text: str) -> str:
+    """Upstream ``english.text_normalize``: expand numbers and symbols, keep only the characters the
+    g2p reads, collapse runs of punctuation."""
+    text = _FULLWIDTH_RE.sub(lambda m: _FULLWIDTH_REPLACEMENTS[m.group()], text)
+    text = _expand(text)
+    # Runs of punctuation keep only their first mark (avoids reference leakage upstream).
+    return _REPEATED_PUNCTUATION_RE.sub(r"\1", text)
 
-    def __init__(self) -> None:
-        self._inflect = inflect.engine()
 
-    def __call__(self, text: str) -> str:
-        text = _FULLWIDTH_RE.sub(lambda m: _FULLWIDTH_REPLACEMENTS[m.group()], text)
-        text = self._expand(text)
-        # Runs of punctuation keep only their first mark (avoids reference leakage upstream).
-        return _REPEATED_PUNCTUATION_RE.sub(r"\1", text)
+def _expand(text: str) -> str:
+    text = _NUMBERED_LIST_RE.sub(lambda m: ordinal_suffix(m.group(1)) + ", ", text)
+    while _ARITHMETIC_RE.search(text):
+        text = _ARITHMETIC_RE.sub(lambda m: m.group(1) + _OPERATOR_WORDS[m.group(8)] + m.group(9), text)
+    text = _NEGATIVE_RE.sub(lambda m: f"negative {m.group(2)}", text)
 
-    def _expand(self, text: str) -> str:
-        text = _NUMBERED_LIST_RE.sub(lambda m: self._inflect.ordinal(m.group(1)) + ", ", text)
-        while _ARITHMETIC_RE.search(text):
-            text = _ARITHMETIC_RE.sub(lambda m: m.group(1) + _OPERATOR_WORDS[m.group(8)] + m.group(9), text)
-        text = _NEGATIVE_RE.sub(lambda m: f"negative {m.group(2)}", text)
+    text = _NUMBER_WITH_COMMAS_RE.sub(lambda m: m.group(1).replace(",", ""), text)
+    text = _TIME_RE.sub(_time, text)
+    text = _MEASUREMENT_RE.sub(_measurement, text)
+    text = _POUNDS_BEFORE_RE.sub(lambda m: _money(m.group(1), "pound", "pounds", "penny", "pence"), text)
+    text = _POUNDS_AFTER_RE.sub(lambda m: _money(m.group(1), "pound", "pounds", "penny", "pence"), text)
+    text = _DOLLARS_BEFORE_RE.sub(lambda m: _money(m.group(1), "dollar", "dollars", "cent", "cents"), text)
+    text = _DOLLARS_AFTER_RE.sub(lambda m: _money(m.group(1), "dollar", "dollars", "cent", "cents"), text)
+    text = _DECIMAL_RE.sub(_decimal, text)
+    text = _FRACTION_RE.sub(_fraction, text)
+    text = _ORDINAL_RE.sub(lambda m: _guarded(spoken_ordinal, m.group(0)), text)
+    text = _NUMBER_RE.sub(lambda m: _number(m.group(0)), text)
 
-        text = _NUMBER_WITH_COMMAS_RE.sub(lambda m: m.group(1).replace(",", ""), text)
-        text = _TIME_RE.sub(self._time, text)
-        text = _MEASUREMENT_RE.sub(self._measurement, text)
-        text = _POUNDS_BEFORE_RE.sub(lambda m: _money(m.group(1), "pound", "pounds", "penny", "pence"), text)
-        text = _POUNDS_AFTER_RE.sub(lambda m: _money(m.group(1), "pound", "pounds", "penny", "pence"), text)
-        text = _DOLLARS_BEFORE_RE.sub(lambda m: _money(m.group(1), "dollar", "dollars", "cent", "cents"), text)
-        text = _DOLLARS_AFTER_RE.sub(lambda m: _money(m.group(1), "dollar", "dollars", "cent", "cents"), text)
-        text = _DECIMAL_RE.sub(_decimal, text)
-        text = _FRACTION_RE.sub(self._fraction, text)
-        text = _ORDINAL_RE.sub(lambda m: self._say(m.group(0)), text)
-        text = _NUMBER_RE.sub(lambda m: self._number(int(m.group(0))), text)
+    text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
+    text = text.replace("%", " percent")
+    text = _UNSUPPORTED_CHARS_RE.sub("", text)
+    text = _THAT_IS_RE.sub("that is", text)
+    text = _FOR_EXAMPLE_RE.sub("for example", text)
+    return _INNER_CAPITAL_RE.sub(r" \1", text)
 
-        text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
-        text = text.replace("%", " percent")
-        text = _UNSUPPORTED_CHARS_RE.sub("", text)
-        text = _THAT_IS_RE.sub("that is", text)
-        text = _FOR_EXAMPLE_RE.sub("for example", text)
-        return _INNER_CAPITAL_RE.sub(r" \1", text)
 
-    def _time(self, m: re.Match[str]) -> str:
-        # Upstream reads any hour below 12 as a.m. (also "7:30 pm" -> "seven thirty a.m. pm").
-        hours, minutes = int(m.group(1)), int(m.group(2))
-        period = "a.m." if hours < 12 else "p.m."
-        if hours > 12:
-            hours -= 12
-        hour_words = self._say(hours)
-        if minutes == 0:
-            return f"{hour_words} o'clock {period}"
-        return f"{hour_words} {self._say(minutes)} {period}"
+def _guarded(say: Callable[[str], str], digits: str) -> str:
+    """Numbers beyond the scale words are read digit by digit (upstream fails on them)."""
+    try:
+        return say(digits)
+    except NumberTooLarge:
+        return " ".join(cardinal(digit) for digit in re.sub(r"\D", "", digits))
 
-    @staticmethod
-    def _measurement(m: re.Match[str]) -> str:
-        unit = m.group(3)
-        # Upstream drops the "." to get a count, so only a bare "1" takes the singular.
-        count = int(m.group(1).replace(unit, "").replace(".", ""))
-        singular = m.group(2) is None and count == 1
-        return m.group(1).replace(unit, " " + _UNITS[unit][0 if singular else 1])
 
-    def _fraction(self, m: re.Match[str]) -> str:
-        numerator, denominator = map(int, m.group(0).split("/"))
-        numerator_words = self._say(numerator)
-        if denominator == 1:
-            return numerator_words
-        if denominator == 2:
-            return f"{numerator_words} {'half' if numerator == 1 else 'halves'}"
-        denominator_words = self._inflect.ordinal(self._say(denominator))
-        if numerator > 1:
-            denominator_words += "s"
-        return f"{numerator_words} {denominator_words}"
+def _time(m: re.Match[str]) -> str:
+    # Upstream reads any hour below 12 as a.m. (also "7:30 pm" -> "seven thirty a.m. pm").
+    hours, minutes = int(m.group(1)), int(m.group(2))
+    period = "a.m." if hours < 12 else "p.m."
+    if hours > 12:
+        hours -= 12
+    if minutes == 0:
+        return f"{cardinal(hours)} o'clock {period}"
+    return f"{cardinal(hours)} {cardinal(minutes)} {period}"
 
-    def _say(self, number: int | str, **options: Any) -> str:
-        """inflect's number_to_words; numbers too large for it are read digit by digit (upstream fails)."""
-        try:
-            return self._inflect.number_to_words(number, **options)
-        except inflect.NumOutOfRangeError:
-            digits = re.sub(r"\D", "", str(number))
-            return " ".join(self._inflect.number_to_words(digit) for digit in digits)
 
-    def _number(self, number: int) -> str:
-        words = self._say
-        if 1000 < number < 3000:  # read like a year
-            if number == 2000:
-                return "two thousand"
-            if 2000 < number < 2010:
-                return "two thousand " + words(number % 100)
-            if number % 100 == 0:
-                return words(number // 100) + " hundred"
-            return words(number, andword="", zero="oh", group=2).replace(", ", " ")
-        return words(number, andword="")
+def _measurement(m: re.Match[str]) -> str:
+    unit = m.group(3)
+    # Upstream drops the "." to get a count, so only a bare "1" takes the singular.
+    count = int(m.group(1).replace(unit, "").replace(".", ""))
+    singular = m.group(2) is None and count == 1
+    return m.group(1).replace(unit, " " + _UNITS[unit][0 if singular else 1])
+
+
+def _fraction(m: re.Match[str]) -> str:
+    numerator_digits, denominator_digits = m.group(0).split("/")
+    numerator, denominator = int(numerator_digits), int(denominator_digits)
+    numerator_words = _guarded(cardinal, numerator_digits)
+    if denominator == 1:
+        return numerator_words
+    if denominator == 2:
+        return f"{numerator_words} {'half' if numerator == 1 else 'halves'}"
+    denominator_words = ordinal_of_words(_guarded(cardinal, denominator_digits))
+    if numerator > 1:
+        denominator_words += "s"
+    return f"{numerator_words} {denominator_words}"
+
+
+def _number(digits: str) -> str:
+    number = int(digits)
+    if 1000 < number < 3000:  # read like a year
+        if number == 2000:
+            return "two thousand"
+        if 2000 < number < 2010:
+            return "two thousand " + cardinal(number % 100)
+        if number % 100 == 0:
+            return cardinal(number // 100) + " hundred"
+        return year(number)
+    return _guarded(lambda d: cardinal(d, andword=""), digits)
 
 
 def _money(amount: str, unit: str, units: str, subunit: str, subunits: str) -> str:
@@ -444,7 +445,7 @@ class EnglishG2P:
         return self._resources
 
     def normalize(self, text: str) -> str:
-        return EnglishNormalizer()(text)
+        return normalize(text)
 
     def g2p(self, norm_text: str) -> tuple[list[str], None]:
         """ARPAbet phones and punctuation of normalized text (no word2ph for English)."""
@@ -525,10 +526,6 @@ def _possessive_ending(last_phone: str) -> list[str]:
 def default_g2p() -> EnglishG2P:
     """The process-wide instance behind the module-level functions (dictionary and models load once)."""
     return EnglishG2P()
-
-
-def normalize(text: str) -> str:
-    return EnglishNormalizer()(text)
 
 
 def g2p(norm_text: str) -> tuple[list[str], None]:
