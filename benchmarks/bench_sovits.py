@@ -7,7 +7,8 @@ seeded random weights in memory, then times `decode` (codes + phones + ge -> 32 
 for an utterance of `--seconds` seconds. The baseline, timed in the same run, is the same
 model run the way upstream runs it: weight norm recomputed from g and v on every call and
 autograd bookkeeping off with `no_grad` (not `inference_mode`). Medians over `--reps` runs,
-the variants interleaved so that load from other processes hits them alike.
+the variants interleaved so that load from other processes hits them alike. "first s" is the
+time until the first samples exist (chunked decoding yields 0.5 s of audio first).
 `measure_sovits()` returns the rows for other benchmark scripts.
 """
 
@@ -19,7 +20,7 @@ import statistics
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -34,6 +35,7 @@ class Row:
     variant: str
     threads: int
     median_s: float
+    first_audio_s: float  # until the first samples are ready (= median_s unless chunked)
     audio_s: float
     max_abs_diff: float  # against "ours fp32" at the same thread count
 
@@ -64,16 +66,32 @@ def upstream_style(model: SovitsModel) -> SovitsModel:
     return baseline
 
 
-def _timed_round_robin(fns: list[Callable[[], torch.Tensor]], reps: int) -> list[tuple[float, torch.Tensor]]:
-    """Median time of each function, interleaving them so load from others hits all alike."""
-    outputs = [fn() for fn in fns]  # warm-up (oneDNN primitive creation)
-    times: list[list[float]] = [[] for _ in fns]
+Variant = Callable[[], Iterator[torch.Tensor]]
+
+
+def _whole(fn: Callable[[], torch.Tensor]) -> Variant:
+    return lambda: iter([fn()])
+
+
+def _timed_round_robin(variants: list[Variant], reps: int) -> list[tuple[float, float, torch.Tensor]]:
+    """Median total and first-piece times of each variant, interleaved so load from others hits all alike."""
+    outputs = [torch.cat(list(fn())) for fn in variants]  # warm-up (oneDNN primitive creation)
+    totals: list[list[float]] = [[] for _ in variants]
+    firsts: list[list[float]] = [[] for _ in variants]
     for _ in range(reps):
-        for i, fn in enumerate(fns):
+        for i, fn in enumerate(variants):
             start = time.perf_counter()
-            outputs[i] = fn()
-            times[i].append(time.perf_counter() - start)
-    return [(statistics.median(t), out) for t, out in zip(times, outputs)]
+            pieces = []
+            for piece in fn():
+                if not pieces:
+                    firsts[i].append(time.perf_counter() - start)
+                pieces.append(piece)
+            totals[i].append(time.perf_counter() - start)
+            outputs[i] = torch.cat(pieces)
+    return [
+        (statistics.median(total), statistics.median(first), out)
+        for total, first, out in zip(totals, firsts, outputs)
+    ]
 
 
 def measure_sovits(seconds: float = 5.0, reps: int = 3, threads: tuple[int, ...] = (1, 2)) -> list[Row]:
@@ -97,10 +115,11 @@ def measure_sovits(seconds: float = 5.0, reps: int = 3, threads: tuple[int, ...]
             z = baseline.flow.reverse(m_p + noise * torch.exp(logs_p) * 0.5, ge)
             return baseline.dec(z, ge).reshape(-1)
 
-    variants: list[tuple[str, Callable[[], torch.Tensor]]] = [
-        ("upstream-style (weight norm per call, no_grad)", run_baseline),
-        ("ours fp32 (folded weight norm, inference_mode)", lambda: model.decode(codes, phones, ge, noise=noise)),
-        ("ours, bf16 generator", lambda: mixed.decode(codes, phones, ge, noise=noise)),
+    variants: list[tuple[str, Variant]] = [
+        ("upstream-style (weight norm per call, no_grad)", _whole(run_baseline)),
+        ("ours fp32 (folded weight norm, inference_mode)", _whole(lambda: model.decode(codes, phones, ge, noise=noise))),
+        ("ours fp32, decode_chunks (first 25 frames)", lambda: model.decode_chunks(codes, phones, ge, noise=noise)),
+        ("ours, bf16 generator", _whole(lambda: mixed.decode(codes, phones, ge, noise=noise))),
     ]
     rows: list[Row] = []
     saved_threads = torch.get_num_threads()
@@ -108,10 +127,10 @@ def measure_sovits(seconds: float = 5.0, reps: int = 3, threads: tuple[int, ...]
         for n in threads:
             torch.set_num_threads(n)
             results = _timed_round_robin([fn for _, fn in variants], reps)
-            reference = results[1][1]
-            for (name, _), (median, out) in zip(variants, results):
+            reference = results[1][2]
+            for (name, _), (median, first, out) in zip(variants, results):
                 diff = (out.float() - reference).abs().max().item()
-                rows.append(Row(name, n, median, audio_s, diff))
+                rows.append(Row(name, n, median, first, audio_s, diff))
     finally:
         torch.set_num_threads(saved_threads)
     return rows
@@ -119,7 +138,10 @@ def measure_sovits(seconds: float = 5.0, reps: int = 3, threads: tuple[int, ...]
 
 def print_table(rows: list[Row]) -> None:
     print(f"torch {torch.__version__}, real v2 SoVITS (random weights), {rows[0].audio_s:.2f} s utterance")
-    header = f"{'variant':48s} {'thr':>3s} {'median s':>9s} {'s/s audio':>9s} {'vs base':>8s} {'max|diff|':>10s}"
+    header = (
+        f"{'variant':48s} {'thr':>3s} {'median s':>9s} {'first s':>8s} {'s/s audio':>9s} {'vs base':>8s} "
+        f"{'max|diff|':>10s}"
+    )
     print(header)
     print("-" * len(header))
     base: dict[int, float] = {}
@@ -127,7 +149,7 @@ def print_table(rows: list[Row]) -> None:
         base.setdefault(row.threads, row.median_s)
         ratio = row.median_s / base[row.threads]
         print(
-            f"{row.variant:48s} {row.threads:3d} {row.median_s:9.3f} {row.seconds_per_second:9.3f} "
+            f"{row.variant:48s} {row.threads:3d} {row.median_s:9.3f} {row.first_audio_s:8.3f} {row.seconds_per_second:9.3f} "
             f"{ratio:7.2f}x {row.max_abs_diff:10.2e}"
         )
     print("target: <= 0.70 s/s at the thread count in use (performance.md)")
