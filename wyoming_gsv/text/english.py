@@ -1,9 +1,9 @@
 """English frontend of GPT-SoVITS v2: text normalization and ARPAbet g2p.
 
 Behaves like upstream ``GPT_SoVITS/text/english.py`` with ``en_normalization/expend.py``:
-- ``normalize`` spells out numbers, times, money, units, fractions and ordinals (the inflect
-  forms upstream uses, see ``english_numbers``), strips
-  accents and unsupported characters, and splits words at inner capitals ("iPhone" -> "i Phone").
+- ``normalize`` spells out numbers, times, money, units, fractions and ordinals (in the words
+  upstream gets from inflect, see ``english_numbers``), strips accents and unsupported
+  characters, and splits words at inner capitals ("iPhone" -> "i Phone").
   Upstream's quirks are kept on purpose, e.g. "7:30 am" -> "seven thirty a.m. am", "80s" ->
   "eighty seconds", "$1,250.50" -> "twelve fifty dollars and fifty cents".
 - ``g2p`` tokenizes with nltk's TweetTokenizer, tags parts of speech with nltk's averaged
