@@ -41,6 +41,15 @@ class VoiceListing:
     attribution_url: str = "https://github.com/RVC-Boss/GPT-SoVITS"
 
 
+# Advertised when nothing else can speak: Home Assistant fails to set up a TTS entity that offers
+# no voice with a language, so there is always one; using it gets a clear "no-voice" error.
+PLACEHOLDER_VOICE = VoiceListing(
+    name="no-voice-installed",
+    description="No voice installed yet: add one under DATA_DIR/voices/",
+    languages=("en", "en_US"),
+)
+
+
 @dataclass(frozen=True)
 class ServiceSettings:
     max_chars: int = 2000  # per request (a stream counts all its chunks)
@@ -68,14 +77,14 @@ class TtsService:
         self.fallback = fallback
 
     def voices(self) -> list[VoiceListing]:
-        """Installed voices, rescanned now; the fallback voice only when there is no other."""
+        """Installed voices, rescanned now; the fallback voice (or a placeholder) only when there is no other."""
         listings = [VoiceListing(v.id, v.description, v.languages) for v in self.registry.scan()]
         if not listings and self.fallback is not None and self.fallback.available():
             info = self.fallback.voice_info()
             listings.append(
                 VoiceListing(info.name, info.description, tuple(info.languages), info.attribution_name, info.attribution_url)
             )
-        return listings
+        return listings or [PLACEHOLDER_VOICE]
 
     def open_session(self, voice_name: str | None = None, language: str | None = None) -> SpeechSession:
         """A session for this voice; raises BadRequest (unknown voice, language it cannot speak)."""
@@ -95,9 +104,9 @@ class TtsService:
             fallback = self._fallback_for(name)
             if fallback is not None:
                 return fallback, _language_mode(language, "en", ("en", "en_US"))
-            if name:
+            if name and name != PLACEHOLDER_VOICE.name:
                 raise BadRequest(f"unknown voice {name!r}", code="unknown-voice")
-            raise BadRequest("no voice is installed", code="no-voice")
+            raise BadRequest(f"no voice is installed: {PLACEHOLDER_VOICE.description}", code="no-voice")
         mode = _language_mode(language, voice.language, voice.languages)
         params = voice.params.with_overrides(**self.settings.param_overrides)
         return self.speakers.speaker(voice, params, mode), mode
