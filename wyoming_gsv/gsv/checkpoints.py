@@ -64,6 +64,7 @@ V1_PHONEME_VOCAB = 512
 
 _GPT_MODEL_CONFIG_KEYS = ("vocab_size", "phoneme_vocab_size", "embedding_dim", "hidden_dim",
                           "head", "n_layer", "EOS")
+_SOVITS_NOT_GPT = "this is a SoVITS (s2) weights file, expected a GPT (s1) .ckpt"
 _SOVITS_REQUIRED_KEYS = (
     "enc_p.ssl_proj.weight",
     "enc_p.proj.weight",
@@ -199,7 +200,8 @@ def _torch_load_zip(path: Path, head: bytes) -> Any:
         if head[:2] == ZIP_MAGIC:
             source: str | io.BytesIO = str(path)
             if not zipfile.is_zipfile(path):
-                raise ModelFileError(path, "not a PyTorch checkpoint (damaged or truncated zip archive)")
+                raise ModelFileError(path, "not a PyTorch checkpoint "
+                                           "(damaged or truncated zip archive)")
         else:
             data = bytearray(path.read_bytes())
             data[:2] = ZIP_MAGIC
@@ -233,8 +235,9 @@ def _weights(path: Path, checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     return dict(weights)
 
 
-def cast_weights(weights: dict[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
-    """Floating-point tensors to `dtype` (None keeps the stored dtype); integer buffers untouched."""
+def cast_weights(weights: dict[str, torch.Tensor],
+                 dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    """Floating-point tensors to `dtype` (None keeps the stored dtype); integer buffers stay."""
     if dtype is None:
         return weights
     return {key: value.to(dtype) if value.is_floating_point() else value
@@ -253,18 +256,19 @@ def _looks_like_sovits(weights: dict[str, torch.Tensor]) -> bool:
 # GPT (s1)
 
 
-def load_gpt_checkpoint(path: str | Path, dtype: torch.dtype | None = torch.float32) -> GptCheckpoint:
+def load_gpt_checkpoint(path: str | Path,
+                        dtype: torch.dtype | None = torch.float32) -> GptCheckpoint:
     """Load a GPT (s1) `.ckpt`; weights are cast to `dtype` (None: as stored, usually fp16)."""
     path = Path(path)
     head = _read_head(path, 2)
     if head[:2] != ZIP_MAGIC:
         if head[:2] in SOVITS_HEADER_TAGS:
-            raise ModelFileError(path, "this is a SoVITS (s2) weights file, expected a GPT (s1) .ckpt")
+            raise ModelFileError(path, _SOVITS_NOT_GPT)
         raise ModelFileError(path, "not a PyTorch checkpoint (no zip header)")
     checkpoint = _as_dict(path, _torch_load_zip(path, head))
     raw = _weights(path, checkpoint)
     if _looks_like_sovits(raw) and not _looks_like_gpt(raw):
-        raise ModelFileError(path, "this is a SoVITS (s2) weights file, expected a GPT (s1) .ckpt")
+        raise ModelFileError(path, _SOVITS_NOT_GPT)
     if not all(key.startswith(GPT_KEY_PREFIX) for key in raw):
         odd = [key for key in raw if not key.startswith(GPT_KEY_PREFIX)][:5]
         raise ModelFileError(path, f"not a GPT (s1) checkpoint: keys without 'model.' prefix {odd}")
@@ -293,7 +297,8 @@ def _check_gpt_fits(path: Path, model: dict[str, Any], weights: dict[str, torch.
     dim, vocab, phonemes = model["embedding_dim"], model["vocab_size"], model["phoneme_vocab_size"]
     layers, heads = model["n_layer"], model["head"]
     if model["hidden_dim"] != dim:
-        raise ModelFileError(path, f"config hidden_dim {model['hidden_dim']} != embedding_dim {dim}")
+        raise ModelFileError(path, f"config hidden_dim {model['hidden_dim']} "
+                                   f"!= embedding_dim {dim}")
     if heads <= 0 or dim % heads:
         raise ModelFileError(path, f"config head={heads} does not divide embedding_dim {dim}")
     if model["EOS"] != vocab - 1:
@@ -330,7 +335,8 @@ def _check_gpt_fits(path: Path, model: dict[str, Any], weights: dict[str, torch.
                                    f"(config says n_layer={layers})")
     extra_layers = {key.split(".")[2] for key in weights if key.startswith("h.layers.")}
     if len(extra_layers) != layers:
-        raise ModelFileError(path, f"config n_layer={layers} but weights hold {len(extra_layers)} layers")
+        raise ModelFileError(path, f"config n_layer={layers} but weights hold "
+                                   f"{len(extra_layers)} layers")
     for key, shape in expected.items():
         _require_shape(path, weights, key, shape,
                        f"config (embedding_dim={dim}, vocab_size={vocab}, "
@@ -414,14 +420,16 @@ def _refuse_unsupported(path: Path, model_version: str, is_lora: bool) -> None:
                                    "(only v1, v2, v2Pro and v2ProPlus)")
 
 
-def _check_sovits_fits(path: Path, config: dict[str, Any], weights: dict[str, torch.Tensor]) -> None:
+def _check_sovits_fits(path: Path, config: dict[str, Any],
+                       weights: dict[str, torch.Tensor]) -> None:
     missing = [key for key in _SOVITS_REQUIRED_KEYS if key not in weights]
     if missing:
         raise ModelFileError(path, f"SoVITS weights lack keys {missing}")
     model, data = config["model"], config["data"]
     fields = ("inter_channels", "hidden_channels", "upsample_initial_channel")
     absent = [key for key in fields if not isinstance(model.get(key), int)]
-    absent += [f"data.{key}" for key in ("sampling_rate", "filter_length", "hop_length", "win_length")
+    absent += [f"data.{key}"
+               for key in ("sampling_rate", "filter_length", "hop_length", "win_length")
                if not isinstance(data.get(key), int)]
     if absent:
         raise ModelFileError(path, f"SoVITS config lacks integer fields {absent}")

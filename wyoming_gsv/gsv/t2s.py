@@ -256,7 +256,6 @@ class _Row:
 
     tokens: list[int]
     finished_by_eos: bool = False
-    done: bool = False
 
 
 class Text2Semantic(nn.Module):
@@ -315,7 +314,7 @@ class Text2Semantic(nn.Module):
 
     def forward_cached(self, x: Tensor, cache: KVCache, start: int,
                        attn_mask: Tensor | None) -> Tensor:
-        """Run x [B, T, D] through all layers at cache positions start.., logits of the last [B, V]."""
+        """x [B, T, D] through all layers at cache positions start..; logits of the last [B, V]."""
         for layer, k_cache, v_cache in zip(self.h.layers, cache.k, cache.v):
             # .forward directly: nn.Module.__call__ costs ~10 us x 24 layers per token.
             x = layer.forward(x, k_cache, v_cache, start, attn_mask)
@@ -381,22 +380,14 @@ class Text2Semantic(nn.Module):
             if int(prompt.min()) < 0 or int(prompt.max()) >= cfg.eos:
                 raise ValueError(f"prompt semantic ids outside 0..{cfg.eos - 1}")
 
-    def _run(self, phone_ids: list[Tensor], bert: list[Tensor], prompt: Tensor | None,
-             params: SamplingParams, generator: torch.Generator | None,
-             should_stop: Callable[[], bool] | None,
-             on_token: Callable[[int], None] | None) -> list[_Row]:
-        """The shared decode loop (upstream `infer_panel_batch_infer` / `infer_panel_naive`)."""
-        self._check_inputs(phone_ids, bert, prompt)
+    def _prefill_inputs(self, phone_ids: list[Tensor], bert: list[Tensor],
+                        prompt: Tensor | None, max_len: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Prefill embeddings [B, S, D] (left-padded text, then the prompt audio), the per-row
+        valid-column flags [B, max_len] and the prefill attention mask [B, 1, S, S]."""
         cfg, device, dtype = self.config, self.device, self.dtype
-        batch = len(phone_ids)
-        text_len = max(p.numel() for p in phone_ids)
+        batch, text_len = len(phone_ids), max(p.numel() for p in phone_ids)
         prompt_len = 0 if prompt is None else prompt.numel()
         prefix_len = text_len + prompt_len
-        early_stop = params.early_stop if params.early_stop is not None else cfg.early_stop_num
-        max_steps = params.max_tokens
-        max_len = prefix_len + max_steps
-
-        # Prefill input: left-padded text rows (zeros in the padding), then the prompt audio.
         x = torch.zeros(batch, prefix_len, cfg.embedding_dim, device=device, dtype=dtype)
         valid = torch.ones(batch, max_len, dtype=torch.bool, device=device)
         for row, (phones, features) in enumerate(zip(phone_ids, bert)):
@@ -405,35 +396,49 @@ class Text2Semantic(nn.Module):
             valid[row, :pad] = False
         if prompt is not None:
             x[:, text_len:] = self.embed_audio(prompt.to(device))
-        padded = bool((~valid).any())
-
         # Text rows see all text, never audio; audio rows see all text and earlier audio.
-        structure = torch.ones(prefix_len, prefix_len, dtype=torch.bool, device=device)
-        structure[:text_len, text_len:] = False
-        structure[text_len:, text_len:] = torch.ones(prompt_len, prompt_len, dtype=torch.bool,
-                                                     device=device).tril()
-        prefill_mask = structure[None, None] & valid[:, None, None, :prefix_len]
+        allowed = torch.ones(prefix_len, prefix_len, dtype=torch.bool, device=device)
+        allowed[:text_len, text_len:] = False
+        allowed[text_len:, text_len:] = torch.ones(prompt_len, prompt_len, dtype=torch.bool,
+                                                   device=device).tril()
+        return x, valid, allowed[None, None] & valid[:, None, None, :prefix_len]
 
+    def _run(self, phone_ids: list[Tensor], bert: list[Tensor], prompt: Tensor | None,
+             params: SamplingParams, generator: torch.Generator | None,
+             should_stop: Callable[[], bool] | None,
+             on_token: Callable[[int], None] | None) -> list[_Row]:
+        """The shared decode loop (upstream `infer_panel_batch_infer` / `infer_panel_naive`).
+        Rows that end are dropped from the batch (cache, history, masks), as upstream does."""
+        self._check_inputs(phone_ids, bert, prompt)
+        cfg, device, dtype = self.config, self.device, self.dtype
+        prompt_len = 0 if prompt is None else prompt.numel()
+        prefix_len = max(p.numel() for p in phone_ids) + prompt_len
+        early_stop = params.early_stop if params.early_stop is not None else cfg.early_stop_num
+        max_steps = params.max_tokens
+
+        x, valid, prefill_mask = self._prefill_inputs(phone_ids, bert, prompt,
+                                                      prefix_len + max_steps)
+        padded = not bool(valid.all())
         audio_pe = self.ar_audio_position.table(prompt_len + max_steps, device, dtype)
-        cache = KVCache.allocate(cfg, batch, max_len, device, dtype)
-        history = torch.empty(batch, prompt_len + max_steps, dtype=torch.long, device=device)
+        cache = KVCache.allocate(cfg, len(phone_ids), prefix_len + max_steps, device, dtype)
+        # Repetition-penalty history: prompt tokens, then each step's sample.
+        history = torch.empty(len(phone_ids), prompt_len + max_steps, dtype=torch.long,
+                              device=device)
         if prompt is not None:
             history[:, :prompt_len] = prompt.to(device)
-        rows = [_Row(tokens=[]) for _ in range(batch)]
-        active = list(range(batch))  # batch position -> row index
+        rows = [_Row(tokens=[]) for _ in phone_ids]
+        active = list(range(len(phone_ids)))  # batch position -> row index
 
         logits = self.forward_cached(x, cache, 0, prefill_mask)
         for step in range(max_steps):
-            if step > 0:
-                if should_stop is not None and should_stop():
-                    raise GenerationCancelled()
-                length = prefix_len + step  # the new token sits at cache index length - 1
-                token_emb = self.ar_audio_embedding(last)[:, None]
+            if should_stop is not None and should_stop():
+                raise GenerationCancelled()
+            if step > 0:  # feed the previous sample; it sits at cache index prefix_len + step - 1
+                length = prefix_len + step
+                token_emb = self.ar_audio_embedding(sampled)[:, None]
                 token_emb = token_emb + audio_pe[prompt_len + step - 1]
                 mask = valid[:, None, None, :length] if padded else None
                 logits = self.forward_cached(token_emb, cache, length - 1, mask)
-            elif should_stop is not None and should_stop():
-                raise GenerationCancelled()
 
             if step < MIN_TOKENS_BEFORE_EOS:
                 logits = logits[:, : cfg.eos]  # EOS is the last column
@@ -441,25 +446,22 @@ class Text2Semantic(nn.Module):
                                     top_p=params.top_p, temperature=params.temperature,
                                     repetition_penalty=params.repetition_penalty)
             sampled = sample_from_probs(probs, generator=generator)
-            ended = (sampled == cfg.eos) | (logits.argmax(dim=-1) == cfg.eos)
-
-            ended_list = ended.tolist()
-            sampled_list = sampled.tolist()
-            for position, row_index in enumerate(active):
-                row = rows[row_index]
-                if ended_list[position]:
-                    row.finished_by_eos = row.done = True
+            # Upstream stops on a sampled EOS or an EOS argmax of the (penalised) logits.
+            ended = ((sampled == cfg.eos) | (logits.argmax(dim=-1) == cfg.eos)).tolist()
+            for position, token in enumerate(sampled.tolist()):
+                row = rows[active[position]]
+                if ended[position]:
+                    row.finished_by_eos = True
                 else:
-                    row.tokens.append(sampled_list[position])
+                    row.tokens.append(token)
                     if on_token is not None:
-                        on_token(sampled_list[position])
+                        on_token(token)
             history[:, prompt_len + step] = sampled
 
-            limit = (early_stop is not None and step + 1 > early_stop) or step == max_steps - 1
-            if limit:
-                break
-            if any(ended_list):
-                keep = [p for p, e in enumerate(ended_list) if not e]
+            if (early_stop is not None and step + 1 > early_stop) or step == max_steps - 1:
+                break  # early stop / hard cap for every row still running
+            if any(ended):
+                keep = [position for position, end in enumerate(ended) if not end]
                 if not keep:
                     break
                 index = torch.tensor(keep, device=device)
@@ -467,6 +469,5 @@ class Text2Semantic(nn.Module):
                 history = history.index_select(0, index)
                 valid = valid.index_select(0, index)
                 sampled = sampled.index_select(0, index)
-                active = [active[p] for p in keep]
-            last = sampled
+                active = [active[position] for position in keep]
         return rows
