@@ -130,7 +130,7 @@ def test_missing_nltk_data_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp
     assert EnglishG2P().normalize("It is 5 km.") == "It is five km."
 
 
-def test_module_functions_share_one_loaded_instance() -> None:
+def test_module_functions_share_one_loaded_instance(en: EnglishG2P) -> None:
     assert english.default_g2p() is english.default_g2p()
     assert english.g2p(english.normalize("Hello world."))[0] == english.default_g2p().g2p("Hello world.")[0]
     assert isinstance(english.default_g2p()._loaded().neural, NeuralG2P)
