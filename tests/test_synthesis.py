@@ -31,16 +31,19 @@ class FakeSpeaker:
     def prepare(self) -> None:
         self.prepared += 1
 
-    def speak(self, text: str, should_stop) -> Speech | None:
+    def speak(self, text: str, should_stop, emit) -> None:
         self.started.set()
         if self.fail_on and self.fail_on in text:
             raise RuntimeError("model exploded")
         for _ in range(self.steps):
             if should_stop():
-                return None
+                return
             time.sleep(self.step_seconds)
         self.spoken.append(text)
-        return Speech(rate=16000, samples=np.full(len(text), len(self.spoken), dtype=np.int16))
+        # Two pieces per sentence, as a chunked vocoder makes them.
+        half = len(text) // 2
+        emit(Speech(rate=16000, samples=np.full(half, len(self.spoken), dtype=np.int16)))
+        emit(Speech(rate=16000, samples=np.full(len(text) - half, len(self.spoken), dtype=np.int16)))
 
 
 @pytest.fixture
@@ -56,7 +59,18 @@ def _session(engine: Engine, speaker: FakeSpeaker, language: str = "en", max_cha
 
 
 async def _collect(session: SpeechSession) -> list[Speech]:
-    return [speech async for speech in session.speeches()]
+    """One Speech per sentence (its pieces joined), checking the piece flags on the way."""
+    sentences: list[Speech] = []
+    current: list[Speech] = []
+    async for piece in session.pieces():
+        assert piece.first == (not current)
+        if piece.speech is not None:
+            current.append(piece.speech)
+        if piece.last:
+            sentences.append(Speech(current[0].rate, np.concatenate([s.samples for s in current])))
+            current = []
+    assert not current
+    return sentences
 
 
 async def test_session_speaks_sentences_in_order(engine: Engine) -> None:
@@ -72,16 +86,16 @@ async def test_session_speaks_sentences_in_order(engine: Engine) -> None:
 async def test_streamed_fragments_start_before_the_end(engine: Engine) -> None:
     speaker = FakeSpeaker()
     session = _session(engine, speaker)
-    iterator = session.speeches().__aiter__()
+    iterator = session.speeches().__aiter__()  # pieces: two per sentence
     for fragment in ("Hello the", "re. How a", "re you"):
         session.feed(fragment)
     first = await asyncio.wait_for(iterator.__anext__(), 5)  # before finish(): the first sentence is out
     assert speaker.spoken[0] == "Hello there."
-    assert first.samples.shape[0] == len("Hello there.")
+    assert first.samples.shape[0] == len("Hello there.") // 2
     session.feed("?")
     session.finish()
     rest = [s async for s in iterator]
-    assert len(rest) == 1 and speaker.spoken[1] == "How are you?"
+    assert len(rest) == 3 and speaker.spoken[1] == "How are you?"
 
 
 async def test_cancel_stops_within_one_step(engine: Engine) -> None:
@@ -164,7 +178,7 @@ def test_engine_job_cancel_skips_queued_sentences() -> None:
     results: list[tuple[int, object]] = []
     speaker = FakeSpeaker()
     engine = Engine(max_queue=1)
-    job = EngineJob(speaker=speaker, on_result=lambda i, s, e: results.append((i, s)))
+    job = EngineJob(speaker=speaker, on_result=lambda i, s, e, last: results.append((i, s)))
     engine.submit(job, 0, "a")
     engine.submit(job, 1, "b")
     job.cancel()

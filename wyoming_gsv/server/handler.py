@@ -116,14 +116,16 @@ class GsvEventHandler(AsyncEventHandler):
         Plain synthesize: a single audio-start ... audio-stop (HA reads up to the first stop)."""
         started = False
         try:
-            async for speech in session.speeches():
-                rate = self._rate or speech.rate
-                if not started or streaming:
-                    self._rate = rate
-                    await self.write_event(AudioStart(rate=rate, width=SAMPLE_WIDTH, channels=CHANNELS).event())
+            async for piece in session.pieces():
+                if not started or (streaming and piece.first):
+                    if self._rate is None:
+                        assert piece.speech is not None  # a sentence's first piece always has audio
+                        self._rate = piece.speech.rate
+                    await self.write_event(AudioStart(rate=self._rate, width=SAMPLE_WIDTH, channels=CHANNELS).event())
                     started = True
-                await self._write_samples(speech.rate, speech.samples.tobytes())
-                if streaming:
+                if piece.speech is not None:
+                    await self._write_samples(piece.speech.rate, piece.speech.samples.tobytes())
+                if streaming and piece.last:
                     await self.write_event(AudioStop().event())
             if not streaming:
                 if not started:

@@ -13,8 +13,9 @@ from .speech import EngineBusy, Speaker, Speech
 
 _LOGGER = logging.getLogger(__name__)
 
-# Called on the worker thread once per sentence: (sentence index, speech or None, error or None).
-ResultCallback = Callable[[int, "Speech | None", "BaseException | None"], None]
+# Called on the worker thread: (sentence index, audio piece or None, error or None, last). Each
+# sentence gets zero or more pieces, then exactly one call with last=True (and no audio).
+ResultCallback = Callable[[int, "Speech | None", "BaseException | None", bool], None]
 
 
 @dataclass(eq=False)
@@ -84,13 +85,18 @@ class Engine:
                     return
                 index, sentence = job._sentences.popleft()
             if job.cancelled.is_set():
-                job.on_result(index, None, None)
+                job.on_result(index, None, None, True)
                 continue
+
+            def emit(speech: Speech, index: int = index) -> None:
+                if not job.cancelled.is_set():
+                    job.on_result(index, speech, None, False)
+
+            error = None
             try:
                 job.speaker.prepare()
-                speech = job.speaker.speak(sentence, job.cancelled.is_set)
-                error = None
+                job.speaker.speak(sentence, job.cancelled.is_set, emit)
             except Exception as err:  # reported to the session, the worker keeps serving others
                 _LOGGER.exception("Synthesis failed for sentence %d", index)
-                speech, error = None, err
-            job.on_result(index, None if job.cancelled.is_set() else speech, error)
+                error = err
+            job.on_result(index, None, error, True)

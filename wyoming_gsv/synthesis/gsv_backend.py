@@ -25,7 +25,7 @@ from ..gsv.t2s import BERT_DIM, GenerationCancelled, SamplingParams, Text2Semant
 from ..text.frontend import TextFrontend
 from ..text.segmentation import EmptyTextError
 from ..voices import BundleCache, ModelPaths, Voice, VoiceBundle, VoiceParams, bundle_key
-from .speech import ShouldStop, Speech, SynthesisError, float_to_int16
+from .speech import Emit, ShouldStop, Speech, SynthesisError, float_to_int16
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -239,10 +239,12 @@ class GsvSpeaker:
     def prepare(self) -> None:
         self.backend.prepare(self.voice)
 
-    def speak(self, text: str, should_stop: ShouldStop) -> Speech | None:
+    def speak(self, text: str, should_stop: ShouldStop, emit: Emit) -> None:
         pair, bundle = self.backend.prepare(self.voice)
         try:
             target = self.backend.text_features(text, self.mode, pair.text_version)
         except EmptyTextError:
-            return None
-        return self.backend.speak_features(pair, bundle, target, self.params, should_stop, self._generator)
+            return
+        speech = self.backend.speak_features(pair, bundle, target, self.params, should_stop, self._generator)
+        if speech is not None:
+            emit(speech)

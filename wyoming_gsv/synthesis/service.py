@@ -9,7 +9,7 @@ from typing import Any, Callable, Protocol
 from ..voices import Voice, VoiceParams, VoiceRegistry, mode_for_language_code
 from .engine import Engine
 from .session import SentenceSplitter, SpeechSession
-from .speech import BadRequest, Speaker, Speech, ShouldStop
+from .speech import BadRequest, Emit, Speaker, Speech, ShouldStop
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -150,8 +150,8 @@ class FallbackSpeaker:
     def prepare(self) -> None:
         pass
 
-    def speak(self, text: str, should_stop: ShouldStop) -> Speech | None:
+    def speak(self, text: str, should_stop: ShouldStop, emit: Emit) -> None:
         if should_stop():
-            return None
+            return
         rate, samples = self.fallback.synthesize(text)
-        return Speech(rate=rate, samples=samples)
+        emit(Speech(rate=rate, samples=samples))

@@ -6,7 +6,7 @@ import asyncio
 from typing import AsyncIterator, Protocol
 
 from .engine import Engine, EngineJob
-from .speech import BadRequest, Speaker, Speech, SynthesisError
+from .speech import AudioPiece, BadRequest, Speaker, Speech, SynthesisError
 from .text_checks import check_script, has_speakable
 
 
@@ -76,28 +76,38 @@ class SpeechSession:
     def cancel(self) -> None:
         self._job.cancel()
 
-    async def speeches(self) -> AsyncIterator[Speech]:
-        """Each sentence's audio in order; raises SynthesisError if a sentence fails."""
-        pending: dict[int, tuple[Speech | None, BaseException | None]] = {}
-        next_index = 0
+    async def pieces(self) -> AsyncIterator[AudioPiece]:
+        """Audio in sentence order, piece by piece as the engine makes it; raises SynthesisError
+        if a sentence fails. (One worker runs a job's sentences in order, so pieces arrive in order.)"""
+        done = 0
         finished = False
-        while not (finished and next_index >= self._submitted):
+        open_sentence: int | None = None
+        while not (finished and done >= self._submitted):
             item = await self._results.get()
             if item is _FINISHED:
                 finished = True
                 continue
-            index, speech, error = item  # type: ignore[misc]
-            pending[index] = (speech, error)
-            while next_index in pending:
-                speech, error = pending.pop(next_index)
-                next_index += 1
-                if error is not None:
-                    self.cancel()
-                    if isinstance(error, SynthesisError):
-                        raise error
-                    raise SynthesisError(f"synthesis failed: {error}") from error
-                if speech is not None and not self.cancelled:
-                    yield speech
+            index, speech, error, last = item  # type: ignore[misc]
+            if error is not None:
+                self.cancel()
+                if isinstance(error, SynthesisError):
+                    raise error
+                raise SynthesisError(f"synthesis failed: {error}") from error
+            if last:
+                done += 1
+            if self.cancelled:
+                continue
+            first = open_sentence != index
+            if speech is None and first:
+                continue  # a sentence that produced no audio: nothing to open or close
+            open_sentence = None if last else index
+            yield AudioPiece(sentence=index, speech=speech, first=first, last=last)
+
+    async def speeches(self) -> AsyncIterator[Speech]:
+        """Just the audio, in order (for callers that do not care about sentence boundaries)."""
+        async for piece in self.pieces():
+            if piece.speech is not None:
+                yield piece.speech
 
     def _submit(self, sentences: list[str]) -> None:
         for sentence in sentences:
@@ -106,9 +116,9 @@ class SpeechSession:
             self._engine.submit(self._job, self._submitted, sentence)
             self._submitted += 1
 
-    def _on_result(self, index: int, speech: Speech | None, error: BaseException | None) -> None:
+    def _on_result(self, index: int, speech: Speech | None, error: BaseException | None, last: bool) -> None:
         """Worker thread -> event loop."""
         try:
-            self._loop.call_soon_threadsafe(self._results.put_nowait, (index, speech, error))
+            self._loop.call_soon_threadsafe(self._results.put_nowait, (index, speech, error, last))
         except RuntimeError:
             pass  # the loop is gone (server shutting down); nobody is listening

@@ -22,14 +22,29 @@ class Speech:
         return self.samples.shape[0] / float(self.rate)
 
 
+Emit = Callable[[Speech], None]
+
+
+@dataclass(frozen=True)
+class AudioPiece:
+    """Part of a sentence's audio as a session yields it; `speech` is None when a piece only
+    closes its sentence."""
+
+    sentence: int
+    speech: Speech | None
+    first: bool  # the sentence's first piece
+    last: bool  # the sentence's last piece
+
+
 class Speaker(Protocol):
     """A voice bound to its models and settings, run on the engine's worker thread."""
 
     def prepare(self) -> None:
         """Load models and the voice bundle (idempotent; may raise)."""
 
-    def speak(self, text: str, should_stop: ShouldStop) -> Speech | None:
-        """Audio for one sentence, or None if stopped or nothing to say."""
+    def speak(self, text: str, should_stop: ShouldStop, emit: Emit) -> None:
+        """Speak one sentence, handing its audio to `emit` in one or more pieces, in order;
+        returns early (emitting nothing more) once should_stop() is True."""
 
 
 class SynthesisError(Exception):
