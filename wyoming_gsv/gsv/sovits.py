@@ -192,6 +192,7 @@ class SovitsModel(nn.Module):
     """GPT-SoVITS v1/v2 `SynthesizerTrn`, inference only."""
 
     supported_versions: tuple[str, ...] = ("v1", "v2")
+    needs_speaker_embedding = False  # v2Pro and later condition ge on a speaker-verification embedding
 
     def __init__(self, config: SovitsConfig) -> None:
         super().__init__()
