@@ -48,10 +48,10 @@ def main() -> None:
                         help="intra-op thread counts to measure (default: 1 2)")
     args = parser.parse_args()
 
-    model = build_v2_model()
+    model, int8_model = build_v2_model(), build_v2_model().quantize_int8()
     rows: list[Row] = []
     for threads in args.threads:
-        rows += bench_t2s(threads, model)
+        rows += bench_t2s(threads, model, int8_model)
         rows += sovits_rows(threads)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {load:.2f} at the end")

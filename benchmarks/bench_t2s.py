@@ -3,8 +3,10 @@
 Measured per thread count: prefill at ~100 and ~300 positions; decode ms/token through
 `Text2Semantic.generate` (model step + sampler + bookkeeping) and the bare model step; and the
 "GEMV floor" of one step: only its weight matmuls (24 x in_proj, out_proj, linear1, linear2, plus
-the predict layer) on a [1, 512] vector, timed in the same run. Random weights cost exactly what
-real weights cost.
+the predict layer) on a [1, 512] vector, timed in the same run. Also the opt-in int8-weight
+mode (`Text2Semantic.quantize_int8`, not bit-exact) against the same fp32 floor. Random weights
+cost exactly what real weights cost. `value` is the median wall time, `cpu` the median process
+CPU time (steadier on a shared machine); ratios use wall times measured in interleaved rounds.
 """
 
 from __future__ import annotations
@@ -149,41 +151,59 @@ def _timed_in(fn: Callable[[], None], context: Callable[[], object]) -> tuple[fl
         return timed(fn)
 
 
-def bench_t2s(threads: int, model: Text2Semantic | None = None, rounds: int = 5) -> list[Row]:
+def bench_t2s(threads: int, model: Text2Semantic | None = None,
+              int8_model: Text2Semantic | None = None, rounds: int = 5) -> list[Row]:
     """Prefill rows, then decode rows measured in interleaved rounds (generate, model step,
-    model step under no_grad, GEMV floor) so that all of them see the same machine load."""
+    model step under no_grad, GEMV floor, and the opt-in int8 mode) so that all of them see
+    the same machine load."""
     torch.set_num_threads(threads)
     model = model or build_v2_model()
+    int8_model = int8_model or build_v2_model().quantize_int8()
     rows = []
     for text_len, prompt_len in PREFILL_SHAPES:
         wall, cpu = prefill_ms(model, text_len, prompt_len, repeats=3)
         rows.append(Row("t2s", f"prefill {text_len + prompt_len} positions", threads, wall, "ms",
                         cpu=cpu))
-
     text_len, prompt_len = PREFILL_SHAPES[-1]
     kv_len = text_len + prompt_len
+    wall, cpu = prefill_ms(int8_model, text_len, prompt_len, repeats=3)
+    rows.append(Row("t2s", f"prefill {kv_len} positions, int8 weights", threads, wall, "ms",
+                    "fp32 prefill", rows[-1].value, cpu))
+
     step, floor = _model_step(model, kv_len), _gemv_floor(model)
+    int8_step = _model_step(int8_model, kv_len)
     per_round = DECODE_STEPS // rounds
     samples: dict[str, list[tuple[float, float]]] = {
-        "generate": [], "step": [], "no_grad": [], "floor": []}
+        name: [] for name in ("generate", "step", "no_grad", "floor", "int8", "int8 generate")}
     for _ in range(2):  # warm-up
-        _timed_in(step, torch.inference_mode), _timed_in(floor, torch.inference_mode)
+        for fn in (step, floor, int8_step):
+            _timed_in(fn, torch.inference_mode)
     for round_index in range(rounds):
         samples["generate"] += _generate_gaps(model, text_len, prompt_len, per_round, round_index)
+        samples["int8 generate"] += _generate_gaps(int8_model, text_len, prompt_len, per_round,
+                                                   round_index)
         for _ in range(per_round):
             samples["step"].append(_timed_in(step, torch.inference_mode))
             samples["no_grad"].append(_timed_in(step, torch.no_grad))
             samples["floor"].append(_timed_in(floor, torch.inference_mode))
+            samples["int8"].append(_timed_in(int8_step, torch.inference_mode))
     ms = {name: medians_ms(values) for name, values in samples.items()}
     floor_wall = ms["floor"][0]
+
+    def decode_row(measure: str, name: str, baseline_name: str, baseline: float) -> Row:
+        return Row("t2s", measure, threads, ms[name][0], "ms/token", baseline_name, baseline,
+                   ms[name][1])
+
     rows += [
-        Row("t2s", "GEMV floor of one step", threads, floor_wall, "ms", cpu=ms["floor"][1]),
-        Row("t2s", f"model step, KV {kv_len}", threads, ms["step"][0], "ms/token",
-            "GEMV floor", floor_wall, ms["step"][1]),
-        Row("t2s", f"model step, KV {kv_len}, no_grad", threads, ms["no_grad"][0], "ms/token",
-            "inference_mode step", ms["step"][0], ms["no_grad"][1]),
-        Row("t2s", f"decode via generate, KV {kv_len}+", threads, ms["generate"][0], "ms/token",
-            "GEMV floor", floor_wall, ms["generate"][1]),
+        Row("t2s", "GEMV floor of one step (fp32)", threads, floor_wall, "ms",
+            cpu=ms["floor"][1]),
+        decode_row(f"model step, KV {kv_len}", "step", "GEMV floor", floor_wall),
+        decode_row(f"model step, KV {kv_len}, no_grad", "no_grad", "inference_mode step",
+                   ms["step"][0]),
+        decode_row(f"decode via generate, KV {kv_len}+", "generate", "GEMV floor", floor_wall),
+        decode_row(f"model step, KV {kv_len}, int8 weights", "int8", "GEMV floor", floor_wall),
+        decode_row("decode via generate, int8 weights", "int8 generate", "GEMV floor",
+                   floor_wall),
     ]
     return rows
 
@@ -202,4 +222,5 @@ def print_table(rows: list[Row]) -> None:
 
 if __name__ == "__main__":
     print(f"torch {torch.__version__}")
-    print_table([row for threads in (1, 2) for row in bench_t2s(threads)])
+    fp32, int8 = build_v2_model(), build_v2_model().quantize_int8()
+    print_table([row for threads in (1, 2) for row in bench_t2s(threads, fp32, int8)])

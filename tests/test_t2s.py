@@ -297,3 +297,27 @@ def test_kv_cache_is_allocated_once_per_call(model: Text2Semantic, inputs,
     cfg = model.config
     assert shapes[0] == (cfg.num_layers, 1, cfg.num_heads,
                          len(phones) + len(prompt) + GREEDY.max_tokens, cfg.head_dim)
+
+
+def test_int8_mode_is_close_but_opt_in(v2_tiny: Path, model: Text2Semantic, golden,
+                                       inputs) -> None:
+    """quantize_int8 (CPU speed mode): first-step logits stay close to the exact model's."""
+    phones, bert, prompt = inputs
+    quantized = Text2Semantic.from_checkpoint(
+        load_gpt_checkpoint(v2_tiny / "s1_tiny_v2.ckpt")).quantize_int8()
+    exact_first = torch.from_numpy(golden["naive_logits"][0])
+    text_len, prefix = len(phones), len(phones) + len(prompt)
+    mask = torch.ones(prefix, prefix, dtype=torch.bool)
+    mask[:text_len, text_len:] = False
+    mask[text_len:, text_len:] = torch.ones(len(prompt), len(prompt), dtype=torch.bool).tril()
+    x = torch.cat([quantized.embed_text(phones, bert), quantized.embed_audio(prompt)])[None]
+    cache = KVCache.allocate(quantized.config, 1, prefix, torch.device("cpu"), torch.float32)
+    with torch.inference_mode():
+        logits = quantized.forward_cached(x, cache, 0, mask[None, None])[0]
+    assert torch.nn.functional.cosine_similarity(logits, exact_first, dim=0) > 0.999
+    assert int(logits.argmax()) == int(exact_first.argmax())
+    out = quantized.generate(phones, bert, prompt, GREEDY)
+    assert out[0] == model.generate(phones, bert, prompt, GREEDY)[0]
+    with pytest.raises(ValueError, match="float32"):
+        Text2Semantic.from_checkpoint(load_gpt_checkpoint(v2_tiny / "s1_tiny_v2.ckpt"),
+                                      dtype=torch.bfloat16).quantize_int8()
