@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from functools import cached_property
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -98,7 +99,7 @@ class PiperFallback:
                 self._voice = PiperVoice.load(self.model_path, config_path=self.config_path)
             return self._voice
 
-    @property
+    @cached_property
     def sample_rate(self) -> int:
         """The voice's native rate, from its config file (the model itself is not loaded)."""
         if self.config_path is None:
