@@ -37,7 +37,9 @@ class BertFeaturizer:
         except Exception as exc:  # transformers raises many types for an unusable folder
             raise ModelFileError(path, f"cannot load BERT tokenizer ({exc})") from exc
         # Only the encoder is used (hidden states); the masked-LM head may be absent.
-        model = load_pretrained(AutoModelForMaskedLM.from_pretrained, path, "BERT", needed=lambda k: not k.startswith("cls."))
+        model = load_pretrained(
+            AutoModelForMaskedLM.from_pretrained, path, "BERT", needed=lambda key: not key.startswith("cls.")
+        )
         model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
         return cls(tokenizer, model, torch.device(device), dtype)
 

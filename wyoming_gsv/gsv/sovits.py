@@ -169,11 +169,14 @@ class TextEncoder(nn.Module):
         c = config
         self.inter_channels = c.inter_channels
         self.ssl_proj = nn.Conv1d(SSL_DIM, c.hidden_channels, 1)
-        self.encoder_ssl = AttentionEncoder(c.hidden_channels, c.filter_channels, c.n_heads, c.n_layers // 2, c.kernel_size)
-        self.encoder_text = AttentionEncoder(c.hidden_channels, c.filter_channels, c.n_heads, c.n_layers, c.kernel_size)
+        def encoder(n_layers: int) -> AttentionEncoder:
+            return AttentionEncoder(c.hidden_channels, c.filter_channels, c.n_heads, n_layers, c.kernel_size)
+
+        self.encoder_ssl = encoder(c.n_layers // 2)
+        self.encoder_text = encoder(c.n_layers)
         self.text_embedding = nn.Embedding(c.n_symbols, c.hidden_channels)
         self.mrte = MRTE(c.hidden_channels)
-        self.encoder2 = AttentionEncoder(c.hidden_channels, c.filter_channels, c.n_heads, c.n_layers // 2, c.kernel_size)
+        self.encoder2 = encoder(c.n_layers // 2)
         self.proj = nn.Conv1d(c.hidden_channels, 2 * c.inter_channels, 1)
 
     def forward(self, content: Tensor, phones: Tensor, ge: Tensor, speed: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:

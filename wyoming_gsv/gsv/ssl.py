@@ -42,7 +42,9 @@ class HubertEncoder:
         path = Path(path)
         check_model_folder(path, "HuBERT")
         # masked_spec_embed is only used for training-time masking.
-        model = load_pretrained(HubertModel.from_pretrained, path, "HuBERT", needed=lambda k: "masked_spec_embed" not in k)
+        model = load_pretrained(
+            HubertModel.from_pretrained, path, "HuBERT", needed=lambda key: "masked_spec_embed" not in key
+        )
         model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
         return cls(model, torch.device(device), dtype)
 

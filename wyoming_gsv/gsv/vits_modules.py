@@ -248,12 +248,20 @@ class ResidualCouplingBlock(nn.Module):
     """`flow`: n_flows x (coupling + flip), run backwards to go from prior to latent."""
 
     def __init__(
-        self, channels: int, hidden: int, kernel_size: int, dilation_rate: int, n_layers: int, gin_channels: int, n_flows: int = 4
+        self,
+        channels: int,
+        hidden: int,
+        kernel_size: int,
+        dilation_rate: int,
+        n_layers: int,
+        gin_channels: int,
+        n_flows: int = 4,
     ) -> None:
         super().__init__()
         self.flows = nn.ModuleList()
         for _ in range(n_flows):
-            self.flows.append(ResidualCouplingLayer(channels, hidden, kernel_size, dilation_rate, n_layers, gin_channels))
+            coupling = ResidualCouplingLayer(channels, hidden, kernel_size, dilation_rate, n_layers, gin_channels)
+            self.flows.append(coupling)
             self.flows.append(Flip())
 
     def reverse(self, x: Tensor, g: Tensor) -> Tensor:
@@ -262,16 +270,22 @@ class ResidualCouplingBlock(nn.Module):
         return x
 
 
+def same_conv(channels: int, kernel_size: int, dilation: int) -> nn.Conv1d:
+    """Length-preserving (odd kernel) dilated conv."""
+    padding = (kernel_size * dilation - dilation) // 2
+    return nn.Conv1d(channels, channels, kernel_size, dilation=dilation, padding=padding)
+
+
 class ResBlock1(nn.Module):
     """HiFi-GAN residual block type 1: three (dilated conv, conv) pairs."""
 
     def __init__(self, channels: int, kernel_size: int, dilations: tuple[int, ...]) -> None:
         super().__init__()
         self.convs1 = nn.ModuleList(
-            nn.Conv1d(channels, channels, kernel_size, dilation=d, padding=(kernel_size * d - d) // 2) for d in dilations
+            same_conv(channels, kernel_size, d) for d in dilations
         )
         self.convs2 = nn.ModuleList(
-            nn.Conv1d(channels, channels, kernel_size, padding=(kernel_size - 1) // 2) for _ in dilations
+            same_conv(channels, kernel_size, 1) for _ in dilations
         )
 
     @property
@@ -292,7 +306,7 @@ class ResBlock2(nn.Module):
     def __init__(self, channels: int, kernel_size: int, dilations: tuple[int, ...]) -> None:
         super().__init__()
         self.convs = nn.ModuleList(
-            nn.Conv1d(channels, channels, kernel_size, dilation=d, padding=(kernel_size * d - d) // 2) for d in dilations
+            same_conv(channels, kernel_size, d) for d in dilations
         )
 
     @property
