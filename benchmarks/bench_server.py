@@ -191,45 +191,56 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def run_server(data_dir: Path, args: argparse.Namespace, chunk_tokens: int) -> list[tuple[str, str, Run]]:
+    port = free_port()
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    env.setdefault("NLTK_DATA", str(ROOT.parent / "shared" / "nltk_data"))
+    command = [sys.executable, "-m", "wyoming_gsv", "--uri", f"tcp://127.0.0.1:{port}", "--data-dir", str(data_dir),
+               "--threads", str(args.threads), "--device", args.device, "--no-fallback",
+               "--chunk-tokens", str(chunk_tokens)]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        t0 = time.perf_counter()
+        asyncio.run(wait_ready(port, process))
+        print(f"server (--chunk-tokens {chunk_tokens}) ready in {time.perf_counter() - t0:.1f} s")
+        return asyncio.run(measure(port, args.reps))
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=60, help="semantic tokens per sentence (25 Hz)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--chunk-tokens", type=int, nargs="+", default=[0, 20],
+                        help="server --chunk-tokens settings to compare (0 = whole sentences)")
     args = parser.parse_args()
 
+    rows: list[tuple[str, str, Run]] = []
     with tempfile.TemporaryDirectory(prefix="gsv-bench-") as tmp:
         t0 = time.perf_counter()
         data_dir = build_data_dir(Path(tmp), args.tokens)
         print(f"model files written in {time.perf_counter() - t0:.1f} s")
-        port = free_port()
-        env = dict(os.environ, HF_HUB_OFFLINE="1")
-        env.setdefault("NLTK_DATA", str(ROOT.parent / "shared" / "nltk_data"))
-        command = [sys.executable, "-m", "wyoming_gsv", "--uri", f"tcp://127.0.0.1:{port}", "--data-dir", str(data_dir),
-                   "--threads", str(args.threads), "--device", args.device, "--no-fallback"]
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            t0 = time.perf_counter()
-            asyncio.run(wait_ready(port, process))
-            print(f"server ready (models loaded, voice bundle built) in {time.perf_counter() - t0:.1f} s")
-            results = asyncio.run(measure(port, args.reps))
-        finally:
-            process.terminate()
-            process.wait(30)
+        for chunk_tokens in args.chunk_tokens:
+            suffix = f", chunks {chunk_tokens}" if chunk_tokens else ""
+            rows += [(name, mode + suffix, run) for name, mode, run in run_server(data_dir, args, chunk_tokens)]
 
     load = os.getloadavg()[0]
     print(f"torch {torch.__version__}, device {args.device}, {args.threads} threads, {os.cpu_count()} CPUs, "
           f"{args.tokens} tokens/sentence, median of {args.reps}, load average {load:.2f}")
-    header = f"{'text':<27} {'mode':<14} {'TTFA s':>7} {'total s':>8} {'audio s':>8} {'RTF':>6} {'TTFA/baseline':>14}"
+    header = f"{'text':<27} {'mode':<25} {'TTFA s':>7} {'total s':>8} {'audio s':>8} {'RTF':>6} {'TTFA/baseline':>14}"
     print(header)
     print("-" * len(header))
-    baselines = {name: run.total for name, mode, run in results if mode == "non-streaming"}
-    for name, mode, run in results:
-        ratio = run.ttfa / baselines[name]
-        print(f"{name:<27} {mode:<14} {run.ttfa:7.2f} {run.total:8.2f} {run.audio_seconds:8.2f} "
+    baselines = {name: run.total for name, mode, run in rows if mode == "non-streaming"}
+    for name, mode, run in rows:
+        ratio = run.ttfa / baselines[name] if name in baselines else float("nan")
+        print(f"{name:<27} {mode:<25} {run.ttfa:7.2f} {run.total:8.2f} {run.audio_seconds:8.2f} "
               f"{run.total / run.audio_seconds:6.2f} {ratio:14.2f}")
-    print("baseline = non-streaming total time of the same text (what a non-streaming client waits for)")
+    print("baseline = non-streaming total time of the same text with whole-sentence vocoding "
+          "(what a non-streaming client waits for)")
 
 
 if __name__ == "__main__":

@@ -244,7 +244,7 @@ async def test_disconnect_cancels_within_one_decode_step(port: int, runtime: Run
         original_cancel(job)
         cancelled.set()
 
-    def speak_features(pair, bundle, target, params, should_stop, generator):
+    def speak_features(pair, bundle, target, params, should_stop, generator, emit):
         nonlocal sentences_after_cancel
         job_cancelled = getattr(should_stop, "__self__", None)  # the job's cancel Event
 
@@ -263,7 +263,7 @@ async def test_disconnect_cancels_within_one_decode_step(port: int, runtime: Run
 
         pair.t2s.forward_cached = counting_forward
         try:
-            return original_speak(pair, bundle, target, params, should_stop, generator)
+            return original_speak(pair, bundle, target, params, should_stop, generator, emit)
         finally:
             del pair.t2s.forward_cached
 

@@ -53,6 +53,13 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
     parser.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto")
     parser.add_argument("--threads", type=int, help="CPU threads for inference (default: all cores)")
+    parser.add_argument(
+        "--chunk-tokens",
+        type=int,
+        default=0,
+        help="low latency: start vocoding a sentence after N semantic tokens (25 = 1 s of audio), "
+        "then in chunks twice as long each time; 0 = whole sentences (default)",
+    )
     parser.add_argument("--no-fallback", action="store_true", help="never offer the piper fallback voice")
     parser.add_argument("--debug", action="store_true", help="log DEBUG messages")
 
@@ -128,6 +135,7 @@ def runtime_settings(args: argparse.Namespace) -> Any:
         device=args.device,
         precision=args.precision,
         threads=args.threads or os.cpu_count(),
+        chunk_tokens=args.chunk_tokens,
         max_queue=getattr(args, "max_queue", 8),
         max_chars=args.max_chars if hasattr(args, "max_chars") else 2000,
         default_voice=getattr(args, "voice", None),

@@ -39,6 +39,9 @@ class BackendSettings:
     dtype: torch.dtype = torch.float32
     max_model_pairs: int = 2  # GPT/SoVITS pairs kept loaded (voices may bring their own weights)
     sentence_gap: float = SENTENCE_GAP_SECONDS
+    # Low-latency mode: vocode the first N semantic tokens (25 per second of audio) of each
+    # sentence while the GPT goes on, then chunks twice as long each time. 0 = whole sentences.
+    chunk_tokens: int = 0
 
 
 @dataclass
@@ -195,7 +198,9 @@ class GsvBackend:
         params: VoiceParams,
         should_stop: ShouldStop,
         generator: torch.Generator | None,
-    ) -> Speech | None:
+        emit: Emit,
+    ) -> None:
+        """GPT then SoVITS for one sentence; audio goes to `emit` (in pieces in low-latency mode)."""
         device, dtype = self.device, self.settings.dtype
         phones = torch.cat([bundle.prompt_phones, target.phone_ids.to(device)])
         bert = torch.cat([bundle.prompt_bert, target.bert.to(device, dtype)], dim=1)
@@ -205,23 +210,110 @@ class GsvBackend:
             temperature=params.temperature,
             repetition_penalty=params.repetition_penalty,
         )
+        target_phones = target.phone_ids.to(device)
+        chunked = None
+        if self.settings.chunk_tokens > 0 and params.speed == 1.0:
+            chunked = ChunkedDecoder(
+                pair.sovits, target_phones, bundle.ge, params, generator, emit, self.settings.chunk_tokens
+            )
         try:
-            codes = pair.t2s.generate(phones, bert, bundle.prompt_codes, sampling, generator=generator, should_stop=should_stop)
+            codes = pair.t2s.generate(
+                phones,
+                bert,
+                bundle.prompt_codes,
+                sampling,
+                generator=generator,
+                should_stop=should_stop,
+                on_token=chunked.on_token if chunked is not None else None,
+            )
         except GenerationCancelled:
-            return None
+            return
         if codes.numel() == 0 or should_stop():
-            return None
-        audio = pair.sovits.decode(
-            codes,
-            target.phone_ids.to(device),
-            bundle.ge,
-            speed=params.speed,
-            noise_scale=params.noise_scale,
-            generator=generator,
-        )
-        samples = float_to_int16(audio.cpu().numpy())
-        gap = np.zeros(int(self.settings.sentence_gap * pair.sovits.sampling_rate), dtype=np.int16)
-        return Speech(rate=pair.sovits.sampling_rate, samples=np.concatenate([samples, gap]))
+            return
+        rate = pair.sovits.sampling_rate
+        if chunked is not None:
+            chunked.finish(codes)
+        else:
+            audio = pair.sovits.decode(
+                codes, target_phones, bundle.ge, speed=params.speed, noise_scale=params.noise_scale, generator=generator
+            )
+            emit(Speech(rate=rate, samples=float_to_int16(audio.cpu().numpy())))
+        emit(Speech(rate=rate, samples=np.zeros(int(self.settings.sentence_gap * rate), dtype=np.int16)))
+
+
+class ChunkedDecoder:
+    """Vocodes a sentence's semantic tokens while the GPT is still producing them.
+
+    Each chunk is decoded with `context` earlier tokens in front (so the decoder sees what came
+    before), and its last `hold` tokens of audio are held back and cross-faded with the next
+    chunk's version of them, which has more context on the right.
+    """
+
+    def __init__(
+        self,
+        sovits: SovitsModel,
+        phones: torch.Tensor,
+        ge: torch.Tensor,
+        params: VoiceParams,
+        generator: torch.Generator | None,
+        emit: Emit,
+        first_chunk: int,
+        context: int = 12,
+        hold: int = 4,
+    ) -> None:
+        self.sovits = sovits
+        self.phones = phones
+        self.ge = ge
+        self.params = params
+        self.generator = generator
+        self.emit = emit
+        self.next_chunk = first_chunk
+        self.context = context
+        self.hold = hold
+        self.tokens: list[int] = []
+        self.done = 0  # tokens whose audio went out (the held tail excluded)
+        self.tail: np.ndarray | None = None
+        self.pieces = 0
+
+    def on_token(self, token: int) -> None:
+        self.tokens.append(token)
+        if len(self.tokens) - self.done >= self.next_chunk + self.hold:
+            self._vocode(torch.tensor(self.tokens, dtype=torch.int64), final=False)
+            self.next_chunk *= 2
+
+    def finish(self, codes: torch.Tensor) -> None:
+        """The sentence's final tokens (upstream's slice of what on_token saw)."""
+        self._vocode(codes.reshape(-1).to("cpu"), final=True)
+
+    def _vocode(self, codes: torch.Tensor, final: bool) -> None:
+        total = codes.numel()
+        if total <= self.done:
+            segment = np.zeros(0, dtype=np.float32)
+        else:
+            start = max(0, self.done - self.context)
+            audio = self.sovits.decode(
+                codes[start:total].to(self.sovits.device),
+                self.phones,
+                self.ge,
+                noise_scale=self.params.noise_scale,
+                generator=self.generator,
+            )
+            segment = audio.cpu().numpy()[(self.done - start) * self.sovits.samples_per_code :]
+        if self.tail is not None:
+            fade = min(len(self.tail), len(segment))
+            weight = np.linspace(0.0, 1.0, fade, dtype=np.float32)
+            segment[:fade] = self.tail[:fade] * (1.0 - weight) + segment[:fade] * weight
+            if fade < len(self.tail) and final:
+                segment = np.concatenate([segment, self.tail[fade:]])
+            self.tail = None
+        if not final:
+            keep = (total - self.hold - self.done) * self.sovits.samples_per_code
+            segment, self.tail = segment[:keep], segment[keep:].copy()
+            self.done = total - self.hold
+        else:
+            self.done = total
+        self.pieces += 1
+        self.emit(Speech(rate=self.sovits.sampling_rate, samples=float_to_int16(segment, normalize=False)))
 
 
 class GsvSpeaker:
@@ -245,6 +337,4 @@ class GsvSpeaker:
             target = self.backend.text_features(text, self.mode, pair.text_version)
         except EmptyTextError:
             return
-        speech = self.backend.speak_features(pair, bundle, target, self.params, should_stop, self._generator)
-        if speech is not None:
-            emit(speech)
+        self.backend.speak_features(pair, bundle, target, self.params, should_stop, self._generator, emit)

@@ -66,10 +66,11 @@ class BadRequest(SynthesisError):
     code = "bad-request"
 
 
-def float_to_int16(audio: np.ndarray) -> np.ndarray:
-    """Float waveform -> int16, scaled down only if it would clip (as upstream does)."""
+def float_to_int16(audio: np.ndarray, normalize: bool = True) -> np.ndarray:
+    """Float waveform -> int16, scaled down if it would clip (as upstream does per sentence);
+    normalize=False clips instead (for pieces of a sentence, whose levels must match)."""
     audio = np.asarray(audio, dtype=np.float32).reshape(-1)
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
-    if peak > 1.0:
+    if normalize and peak > 1.0:
         audio = audio / peak
     return np.clip(np.round(audio * 32767.0), -32768, 32767).astype(np.int16)
