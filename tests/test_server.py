@@ -145,6 +145,26 @@ async def test_first_sentence_audio_before_stream_ends(port: int) -> None:
     assert types.count("audio-start") == 2
 
 
+async def test_new_stream_before_stop_drops_the_unfinished_one(port: int) -> None:
+    voice = SynthesizeVoice(name="tiny")
+    events = [
+        SynthesizeStart(voice=voice).event(),
+        SynthesizeChunk(text="Never finished").event(),
+        SynthesizeStart(voice=voice).event(),
+        SynthesizeChunk(text="Hello there.").event(),
+        SynthesizeStop().event(),
+    ]
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        for event in events:
+            await client.write_event(event)
+        types = []
+        while not types or types[-1] != "synthesize-stopped":
+            event = await asyncio.wait_for(client.read_event(), 60)
+            assert event is not None
+            types.append(event.type)
+    assert types.count("audio-start") == types.count("audio-stop") == 1
+
+
 @pytest.mark.parametrize(
     ("events", "code"),
     [

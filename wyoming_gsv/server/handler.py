@@ -94,8 +94,15 @@ class GsvEventHandler(AsyncEventHandler):
         return build_info(self.settings.program, self.service.voices()).event()
 
     async def _open(self, data: dict[str, Any]) -> SpeechSession:
+        if self._streaming and self._session is not None:
+            # A new request before synthesize-stop: the client gave up on the open stream.
+            _LOGGER.warning("New request before synthesize-stop; dropping the unfinished stream")
+            self._streaming = False
+            self._session.cancel()
+            if self._sender is not None:
+                self._sender.cancel()
         if self._sender is not None and not self._sender.done():
-            await self._sender  # one request at a time per connection, in order
+            await asyncio.wait([self._sender])  # one request at a time per connection, in order
         voice_name, language = _voice_request(data.get("voice"))
         self._session = self.service.open_session(voice_name, language)
         return self._session

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,17 @@ _LOGGER = logging.getLogger(__name__)
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # Longest sentence handed to the model at once; longer ones are cut at a comma or space.
 MAX_SENTENCE_CHARS = 200
+WARM_UP_TEXT = {
+    "en": "Hello there.",
+    "zh": "你好。",
+    "all_zh": "你好。",
+    "ja": "こんにちは。",
+    "all_ja": "こんにちは。",
+    "ko": "안녕하세요.",
+    "all_ko": "안녕하세요.",
+    "yue": "你好。",
+    "all_yue": "你好。",
+}
 
 
 @dataclass(frozen=True)
@@ -82,13 +94,25 @@ class Runtime:
         self.engine.start()
 
     def warm_up(self) -> None:
-        """Load the models and build (or load) every voice's bundle before serving."""
+        """Load the models, build (or load) every voice's bundle, and speak one short sentence
+        so the first request does not pay for lazy initialisation."""
+        ready = []
         for voice in self.registry.scan():
             try:
                 self.backend.prepare(voice)
+                ready.append(voice)
                 _LOGGER.info("Voice %r ready", voice.id)
             except Exception as err:  # one bad voice must not stop the others
                 _LOGGER.error("Voice %r left out: %s", voice.id, err)
+        if ready:
+            voice = ready[0]
+            started = time.perf_counter()
+            try:
+                speaker = self.backend.speaker(voice, voice.params, voice.language)
+                speaker.speak(WARM_UP_TEXT.get(voice.language, WARM_UP_TEXT["en"]), lambda: False, lambda _: None)
+                _LOGGER.info("Warmed up with voice %r in %.2f s", voice.id, time.perf_counter() - started)
+            except Exception as err:
+                _LOGGER.warning("Warm-up synthesis failed (%s); serving anyway", err)
 
     def close(self) -> None:
         self.engine.close()
