@@ -1,0 +1,1 @@
+"""Wyoming protocol layer: one event handler per connection, `info` building, zeroconf."""

@@ -1,4 +1,4 @@
-"""One request: a text stream -> sentences -> engine jobs -> Speech, in order, cancellable."""
+"""One request: a text stream -> sentences -> engine jobs -> audio pieces, in order, cancellable."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ _FINISHED = object()
 
 
 class SpeechSession:
-    """Feed text (all at once or in fragments), then iterate `speeches()` for audio in order.
+    """Feed text (all at once or in fragments), then iterate `pieces()` for audio in order.
 
     Sentences go to the engine as soon as they complete, so the first sentence is spoken while
     later text is still arriving. `cancel()` (e.g. on disconnect) stops the job within one
