@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from conftest import unpack_xz
+from wyoming_gsv.gsv.audio import load_reference_audio
 from wyoming_gsv.gsv.checkpoints import load_sovits_checkpoint
 from wyoming_gsv.gsv.errors import ModelFileError
 from wyoming_gsv.gsv.sovits import SovitsModel
@@ -117,9 +118,7 @@ def test_reference_file_to_ge_through_the_speaker_network(case, v2pro_tiny, tmp_
         tmp_path_factory.getbasetemp() / "sv-shared" / "pretrained_eres2netv2w24s4ep4.ckpt",
     )
     speaker = SpeakerEncoder.from_file(sv_path)
-    from wyoming_gsv.gsv.audio import load_audio
-
-    audio = load_audio(v2pro_tiny / "ref_32k.wav", model.sampling_rate, normalize_peak=True)
+    audio = load_reference_audio(v2pro_tiny / "ref_32k.wav", model.sampling_rate)
     spec = model.spectrogram(torch.from_numpy(audio))
     ge = model.global_embedding([spec], [speaker.embed(audio, model.sampling_rate)])
     np.testing.assert_allclose(ge[0].numpy(), golden["ge"], atol=2e-4, rtol=1e-4)

@@ -11,7 +11,8 @@ import torch
 
 from conftest import unpack_xz
 from wyoming_gsv.gsv.errors import ModelFileError
-from wyoming_gsv.gsv.fbank import kaldi_fbank, sinc_resample
+from wyoming_gsv.gsv.audio import sinc_resample
+from wyoming_gsv.gsv.fbank import kaldi_fbank
 from wyoming_gsv.gsv.speaker import SpeakerEncoder
 
 
@@ -110,3 +111,17 @@ def test_missing_and_broken_files_raise_model_file_error(tmp_path, sv_file):
     torch.save({k: v for k, v in state.items() if not k.startswith("layer4.")}, partial)
     with pytest.raises(ModelFileError, match="missing"):
         SpeakerEncoder.from_file(partial)
+
+
+def test_reference_audio_is_read_as_the_official_spectrogram_path(v2pro_tiny, golden, tmp_path):
+    """load_reference_audio resamples with the torchaudio-equivalent kernel and caps the peak."""
+    from wyoming_gsv.gsv.audio import load_reference_audio
+
+    audio_16k = load_reference_audio(v2pro_tiny / "ref_32k.wav", 16000)
+    np.testing.assert_allclose(audio_16k, golden["audio_16k"], atol=1e-6)
+    stereo_loud = tmp_path / "loud.wav"
+    mono, rate = sf.read(v2pro_tiny / "ref_32k.wav", dtype="float32")
+    sf.write(stereo_loud, np.stack([mono * 3, mono * 3], axis=1), rate, subtype="FLOAT")
+    loud = load_reference_audio(stereo_loud, rate)
+    # peak 3 * 0.6 = 1.8 > 1 -> divided by min(2, 1.8)
+    assert np.abs(loud).max() == pytest.approx(1.0, abs=1e-6)

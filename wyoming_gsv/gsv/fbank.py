@@ -1,8 +1,7 @@
-"""Kaldi-compatible filterbank features and windowed-sinc resampling in plain torch.
+"""Kaldi-compatible filterbank features in plain torch.
 
-The v2Pro speaker network was trained on `torchaudio.compliance.kaldi.fbank` of audio resampled by
-`torchaudio.transforms.Resample`; torchaudio is not installable beside our torch, so both are
-re-derived here from their definitions (Kaldi's feature pipeline, a Hann-windowed sinc kernel).
+The v2Pro speaker network was trained on `torchaudio.compliance.kaldi.fbank`; torchaudio is not
+installable beside our torch, so the features are re-derived here from Kaldi's definitions.
 """
 
 from __future__ import annotations
@@ -86,34 +85,3 @@ def kaldi_fbank(waveform: torch.Tensor, options: FbankOptions = FbankOptions()) 
     power = torch.fft.rfft(frames).abs().pow(2.0)
     energies = power @ _mel_banks(options).T
     return torch.clamp(energies, min=torch.finfo(torch.float32).eps).log()
-
-
-@lru_cache(maxsize=8)
-def _sinc_kernel(orig: int, new: int, lowpass_width: int, rolloff: float) -> tuple[torch.Tensor, int]:
-    """Polyphase Hann-windowed sinc kernel [new, 1, taps] for rates already divided by their gcd."""
-    base = min(orig, new) * rolloff
-    width = math.ceil(lowpass_width * orig / base)
-    idx = torch.arange(-width, width + orig, dtype=torch.float64).unsqueeze(0) / orig
-    t = (torch.arange(0, -new, -1, dtype=torch.float64).unsqueeze(1) / new + idx) * base
-    t = t.clamp(-lowpass_width, lowpass_width)
-    window = torch.cos(t * math.pi / lowpass_width / 2).pow(2)
-    t = t * math.pi
-    sinc = torch.where(t == 0, torch.ones_like(t), torch.sin(t) / t)
-    kernel = (sinc * window * (base / orig)).to(torch.float32).unsqueeze(1)
-    return kernel, width
-
-
-def sinc_resample(
-    waveform: torch.Tensor, orig_rate: int, new_rate: int, lowpass_width: int = 6, rolloff: float = 0.99
-) -> torch.Tensor:
-    """Resample a 1-D waveform like `torchaudio.transforms.Resample` with its defaults."""
-    if orig_rate == new_rate:
-        return waveform
-    gcd = math.gcd(orig_rate, new_rate)
-    orig, new = orig_rate // gcd, new_rate // gcd
-    kernel, width = _sinc_kernel(orig, new, lowpass_width, rolloff)
-    length = waveform.shape[-1]
-    padded = F.pad(waveform.float().reshape(1, 1, length), (width, width + orig))
-    out = F.conv1d(padded, kernel.to(waveform.device), stride=orig)
-    out = out.transpose(1, 2).reshape(-1)
-    return out[: math.ceil(new * length / orig)]

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .audio import load_audio
+from .audio import load_reference_audio
 from .errors import ModelFileError
 from .vits_modules import (
     MRTE,
@@ -312,12 +312,8 @@ class SovitsModel(nn.Module):
         return reference_spectrogram(audio, c.filter_length, c.hop_length, c.win_length)
 
     def load_reference_spectrogram(self, path: str | Path) -> Tensor:
-        """Reference file -> spectrogram, as the official `_get_ref_spec`: mono, model rate, peak <= 1.
-
-        Files at another rate are resampled with soxr (upstream uses torchaudio's sinc resampler,
-        so those differ slightly; files already at the model rate match exactly).
-        """
-        audio = load_audio(path, self.sampling_rate, normalize_peak=True)
+        """Reference file -> spectrogram, as the official `_get_ref_spec`: mono, model rate, peak <= 1."""
+        audio = load_reference_audio(path, self.sampling_rate)
         return self.spectrogram(torch.from_numpy(audio))
 
     def embed_reference(self, spec: Tensor, speaker_embedding: Tensor | None = None) -> Tensor:

@@ -17,7 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import ModelFileError
-from .fbank import kaldi_fbank, sinc_resample
+from .audio import sinc_resample
+from .fbank import kaldi_fbank
 
 SV_SAMPLE_RATE = 16000
 
