@@ -54,7 +54,11 @@ def main() -> None:
         rows += bench_t2s(threads, model, int8_model)
         rows += sovits_rows(threads)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {load:.2f} at the end")
+    # OpenMP's default busy-waiting makes 2 threads 5-10x slower on a busy 2-core machine;
+    # OMP_WAIT_POLICY=PASSIVE (set before starting Python) avoids that.
+    wait_policy = os.environ.get("OMP_WAIT_POLICY", "default")
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, OMP_WAIT_POLICY={wait_policy}, "
+          f"load average {load:.2f} at the end")
     print_table(rows)
 
 

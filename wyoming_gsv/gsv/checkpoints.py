@@ -205,7 +205,7 @@ def _torch_load_zip(path: Path, head: bytes) -> Any:
         else:
             data = bytearray(path.read_bytes())
             data[:2] = ZIP_MAGIC
-            source = io.BytesIO(bytes(data))
+            source = io.BytesIO(data)
             if not zipfile.is_zipfile(source):
                 raise ModelFileError(path, "not a PyTorch checkpoint (no zip archive inside)")
             source.seek(0)
