@@ -11,7 +11,7 @@ import torch
 
 from voice_data import make_tiny_data_dir
 from wyoming_gsv.synthesis.gsv_backend import BackendSettings, GsvBackend
-from wyoming_gsv.synthesis.speech import Speech
+from wyoming_gsv.synthesis.speech import Speech, SynthesisError
 from wyoming_gsv.voices import BundleCache, ModelPaths, VoiceRegistry
 
 TEXT = "Hello there, how are you doing today?"
@@ -89,3 +89,28 @@ def test_chunked_vocoding_streams_pieces_of_the_same_length(setup) -> None:
     spc = pair.sovits.samples_per_code
     # Away from the chunk seams the audio is the whole-sentence audio (noise_scale 0).
     assert np.abs(streamed[: 4 * spc].astype(int) - whole[: 4 * spc].astype(int)).max() <= 2 * max(1, np.abs(whole).max() // 50)
+
+
+def test_v2pro_voice_uses_the_speaker_embedding(setup, v2pro_tiny: Path, tmp_path_factory) -> None:
+    """A v2Pro SoVITS file: the bundle's ge comes from spectrogram + ERes2NetV2 speaker embedding."""
+    from conftest import unpack_xz
+    from voice_data import make_voice, tiny_voice_config
+
+    backend, voice = setup
+    shared = tmp_path_factory.getbasetemp() / "sv-shared"  # the same place test_sovits_pro unpacks to
+    sv = unpack_xz(v2pro_tiny / "sv" / "pretrained_eres2netv2w24s4ep4.ckpt.xz", shared / "pretrained_eres2netv2w24s4ep4.ckpt")
+    sovits = unpack_xz(v2pro_tiny / "s2_tiny_v2pro.pth.xz", shared / "s2_tiny_v2pro.pth")
+    data_dir = backend.models.data_dir
+    folder = make_voice(data_dir, "pro", reference=v2pro_tiny / "ref_32k.wav", config=tiny_voice_config(sovits=str(sovits)))
+    models = ModelPaths.resolve(data_dir, sv=sv)
+    pro_voice = VoiceRegistry(models).get(folder.name)
+    assert pro_voice is not None
+    pro = GsvBackend(models, backend.cache, frontend=backend.frontend)
+    pieces: list[Speech] = []
+    pro.speaker(pro_voice, pro_voice.params, "en").speak(TEXT, lambda: False, pieces.append)
+    assert pro.model_pair(pro_voice.gpt, pro_voice.sovits).sovits.needs_speaker_embedding
+    assert pieces and pieces[0].samples.size > 0
+    # Without the speaker model the voice is unusable, with a message naming the file.
+    missing = GsvBackend(ModelPaths.resolve(data_dir, sv=data_dir / "nope.ckpt"), BundleCache(data_dir / "other-cache"))
+    with pytest.raises(SynthesisError, match="nope.ckpt"):
+        missing.prepare(pro_voice)

@@ -50,6 +50,8 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bert", type=Path, help="BERT folder (default DATA_DIR/models/chinese-roberta-wwm-ext-large)")
     parser.add_argument("--gpt", type=Path, help="default GPT weights for voices that name none")
     parser.add_argument("--sovits", type=Path, help="default SoVITS weights for voices that name none")
+    parser.add_argument("--sv", type=Path, help="speaker-verification model for v2Pro voices "
+                        "(default DATA_DIR/models/sv/pretrained_eres2netv2w24s4ep4.ckpt)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
     parser.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto")
     parser.add_argument("--threads", type=int, help="CPU threads for inference (default: all cores)")
@@ -132,6 +134,7 @@ def runtime_settings(args: argparse.Namespace) -> Any:
         bert=args.bert,
         gpt=args.gpt,
         sovits=args.sovits,
+        sv=args.sv,
         device=args.device,
         precision=args.precision,
         threads=args.threads or os.cpu_count(),

@@ -15,11 +15,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..gsv.audio import AudioFileError, load_audio
+from ..gsv.audio import AudioFileError, load_audio, load_reference_audio
 from ..gsv.bert import BertFeaturizer
 from ..gsv.checkpoints import load_gpt_checkpoint, load_sovits_checkpoint
 from ..gsv.errors import ModelFileError
 from ..gsv.sovits import SovitsModel
+from ..gsv.sovits_pro import sovits_from_checkpoint
+from ..gsv.speaker import SpeakerEncoder
 from ..gsv.ssl import SSL_SAMPLE_RATE, HubertEncoder, ssl_pad_samples
 from ..gsv.t2s import BERT_DIM, GenerationCancelled, SamplingParams, Text2Semantic
 from ..text.frontend import TextFrontend
@@ -77,6 +79,7 @@ class GsvBackend:
         self.on_broken = on_broken
         self._hubert: HubertEncoder | None = None
         self._bert: BertFeaturizer | None = None
+        self._speaker: SpeakerEncoder | None = None
         self._pairs: OrderedDict[tuple[Path, Path], ModelPair] = OrderedDict()
         self._bundles: dict[str, tuple[Voice, str, VoiceBundle]] = {}
         self._lock = threading.RLock()  # the CLI and warm-up may call from another thread
@@ -104,6 +107,13 @@ class GsvBackend:
                 self._bert = BertFeaturizer.from_folder(self.models.bert, self.device, self.settings.dtype)
             return self._bert
 
+    def speaker_encoder(self) -> SpeakerEncoder:
+        with self._lock:
+            if self._speaker is None:
+                _LOGGER.info("Loading the speaker-verification model from %s", self.models.sv)
+                self._speaker = SpeakerEncoder.from_file(self.models.sv, self.device)
+            return self._speaker
+
     def model_pair(self, gpt: Path, sovits: Path) -> ModelPair:
         key = (gpt, sovits)
         with self._lock:
@@ -116,7 +126,7 @@ class GsvBackend:
             sovits_ckpt = load_sovits_checkpoint(sovits)
             pair = ModelPair(
                 t2s=Text2Semantic.from_checkpoint(gpt_ckpt, self.device, self.settings.dtype),
-                sovits=SovitsModel.from_checkpoint(sovits_ckpt, self.device, self.settings.dtype),
+                sovits=sovits_from_checkpoint(sovits_ckpt, self.device, self.settings.dtype),
                 text_version=gpt_ckpt.version,
             )
             self._pairs[key] = pair
@@ -150,11 +160,13 @@ class GsvBackend:
         wav16k = load_audio(voice.reference.path, SSL_SAMPLE_RATE)
         features = self.hubert().features(wav16k, ssl_pad_samples(sovits.sampling_rate))
         prompt_codes = sovits.extract_prompt_codes(features).reshape(-1).to("cpu", torch.int64)
-        specs = [
-            sovits.spectrogram(torch.from_numpy(load_audio(ref.path, sovits.sampling_rate, normalize_peak=True)))
-            for ref in (voice.reference, *voice.aux_references)
-        ]
-        ge = sovits.global_embedding(specs)
+        references = [load_reference_audio(ref.path, sovits.sampling_rate) for ref in (voice.reference, *voice.aux_references)]
+        specs = [sovits.spectrogram(torch.from_numpy(audio)) for audio in references]
+        speakers = None
+        if sovits.needs_speaker_embedding:  # v2Pro family: ge also carries the speaker
+            encoder = self.speaker_encoder()
+            speakers = [encoder.embed(audio, sovits.sampling_rate) for audio in references]
+        ge = sovits.global_embedding(specs, speakers)
         prompt = self.text_features(voice.transcript, voice.prompt_language, pair.text_version)
         return VoiceBundle(
             prompt_codes=prompt_codes,

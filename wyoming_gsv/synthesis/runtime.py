@@ -42,6 +42,7 @@ class RuntimeSettings:
     bert: Path | None = None
     gpt: Path | None = None
     sovits: Path | None = None
+    sv: Path | None = None
     device: str = "cpu"
     precision: str = "auto"  # auto: fp16 on CUDA, fp32 on CPU
     threads: int | None = None
@@ -67,7 +68,12 @@ class Runtime:
             torch.set_num_threads(settings.threads)
         self.settings = settings
         self.models = ModelPaths.resolve(
-            settings.data_dir, hubert=settings.hubert, bert=settings.bert, gpt=settings.gpt, sovits=settings.sovits
+            settings.data_dir,
+            hubert=settings.hubert,
+            bert=settings.bert,
+            gpt=settings.gpt,
+            sovits=settings.sovits,
+            sv=settings.sv,
         )
         self.registry = VoiceRegistry(self.models)
         self.backend = GsvBackend(

@@ -93,6 +93,7 @@ def bundle_key(voice: Voice, models: ModelPaths, extra: Mapping[str, str] | None
         "sovits": file_identity(voice.sovits),
         "hubert": file_identity(models.hubert),
         "bert": file_identity(models.bert),
+        "sv": file_identity(models.sv),
         "extra": dict(sorted((extra or {}).items())),
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()

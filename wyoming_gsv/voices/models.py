@@ -13,6 +13,8 @@ from ..download import HUBERT_DIR as HUBERT_FOLDER
 # The official pretrained files as `wyoming-gsv download` lays them out, then simple names.
 DEFAULT_GPT_NAMES = (PRETRAINED[DEFAULT_VERSION].gpt, "gpt.ckpt")
 DEFAULT_SOVITS_NAMES = (PRETRAINED[DEFAULT_VERSION].sovits, "sovits.pth")
+# The speaker-verification model v2Pro/v2ProPlus voices need.
+SV_NAME = PRETRAINED["v2Pro"].sv or "sv/pretrained_eres2netv2w24s4ep4.ckpt"
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,7 @@ class ModelPaths:
     bert: Path
     gpt: Path | None
     sovits: Path | None
+    sv: Path  # speaker verification (v2Pro family); only read when such a voice is used
 
     @classmethod
     def resolve(
@@ -34,6 +37,7 @@ class ModelPaths:
         bert: Path | None = None,
         gpt: Path | None = None,
         sovits: Path | None = None,
+        sv: Path | None = None,
     ) -> "ModelPaths":
         models = data_dir / "models"
         return cls(
@@ -42,6 +46,7 @@ class ModelPaths:
             bert=bert or models / BERT_FOLDER,
             gpt=gpt or _first_existing(models, DEFAULT_GPT_NAMES, "*.ckpt"),
             sovits=sovits or _first_existing(models, DEFAULT_SOVITS_NAMES, "*.pth"),
+            sv=sv or models / SV_NAME,
         )
 
 
