@@ -114,3 +114,13 @@ def test_v2pro_voice_uses_the_speaker_embedding(setup, v2pro_tiny: Path, tmp_pat
     missing = GsvBackend(ModelPaths.resolve(data_dir, sv=data_dir / "nope.ckpt"), BundleCache(data_dir / "other-cache"))
     with pytest.raises(SynthesisError, match="nope.ckpt"):
         missing.prepare(pro_voice)
+
+
+def test_int8_gpt_mode_still_speaks(setup) -> None:
+    backend, voice = setup
+    fast = GsvBackend(backend.models, backend.cache, BackendSettings(gpt_int8=True), frontend=backend.frontend)
+    pieces: list[Speech] = []
+    fast.speaker(voice, voice.params, "en").speak(TEXT, lambda: False, pieces.append)
+    assert pieces and pieces[0].samples.size > 0
+    layers = fast.model_pair(voice.gpt, voice.sovits).t2s.h.layers
+    assert all(layer.int8 is not None for layer in layers)

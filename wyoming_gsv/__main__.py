@@ -62,6 +62,9 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help="low latency: start vocoding a sentence after N semantic tokens (25 = 1 s of audio), "
         "then in chunks twice as long each time; 0 = whole sentences (default)",
     )
+    parser.add_argument(
+        "--gpt-int8", action="store_true", help="CPU only: int8 GPT weights (faster, not bit-exact with upstream)"
+    )
     parser.add_argument("--no-fallback", action="store_true", help="never offer the piper fallback voice")
     parser.add_argument("--debug", action="store_true", help="log DEBUG messages")
 
@@ -139,6 +142,7 @@ def runtime_settings(args: argparse.Namespace) -> Any:
         precision=args.precision,
         threads=args.threads or os.cpu_count(),
         chunk_tokens=args.chunk_tokens,
+        gpt_int8=args.gpt_int8,
         max_queue=getattr(args, "max_queue", 8),
         max_chars=args.max_chars if hasattr(args, "max_chars") else 2000,
         default_voice=getattr(args, "voice", None),

@@ -44,6 +44,8 @@ class BackendSettings:
     # Low-latency mode: vocode the first N semantic tokens (25 per second of audio) of each
     # sentence while the GPT goes on, then chunks twice as long each time. 0 = whole sentences.
     chunk_tokens: int = 0
+    # Opt-in CPU speed mode: int8 GPT weights (faster decode, tokens not bit-exact with upstream).
+    gpt_int8: bool = False
 
 
 @dataclass
@@ -129,6 +131,11 @@ class GsvBackend:
                 sovits=sovits_from_checkpoint(sovits_ckpt, self.device, self.settings.dtype),
                 text_version=gpt_ckpt.version,
             )
+            if self.settings.gpt_int8:
+                try:
+                    pair.t2s.quantize_int8()
+                except ValueError as err:
+                    _LOGGER.warning("Keeping float GPT weights: %s", err)
             self._pairs[key] = pair
             while len(self._pairs) > self.settings.max_model_pairs:
                 self._pairs.popitem(last=False)

@@ -47,6 +47,7 @@ class RuntimeSettings:
     precision: str = "auto"  # auto: fp16 on CUDA, fp32 on CPU
     threads: int | None = None
     chunk_tokens: int = 0  # low-latency chunked vocoding (0: whole sentences)
+    gpt_int8: bool = False  # int8 GPT weights on CPU
     max_queue: int = 8
     max_chars: int = 2000
     default_voice: str | None = None
@@ -79,7 +80,12 @@ class Runtime:
         self.backend = GsvBackend(
             self.models,
             BundleCache(settings.data_dir / "cache"),
-            BackendSettings(device=settings.device, dtype=settings.dtype, chunk_tokens=settings.chunk_tokens),
+            BackendSettings(
+                device=settings.device,
+                dtype=settings.dtype,
+                chunk_tokens=settings.chunk_tokens,
+                gpt_int8=settings.gpt_int8,
+            ),
             on_broken=self.registry.mark_broken,
         )
         self.engine = Engine(max_queue=settings.max_queue, name=f"gsv-engine-{settings.device}")

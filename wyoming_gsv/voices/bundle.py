@@ -21,7 +21,7 @@ from .voice import Voice
 _LOGGER = logging.getLogger(__name__)
 
 # Bump when the bundle's contents or the way they are computed change.
-BUNDLE_FORMAT_VERSION = 1
+BUNDLE_FORMAT_VERSION = 2
 _EXTRA_PREFIX = "extra."
 
 
