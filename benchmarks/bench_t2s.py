@@ -6,7 +6,8 @@ Measured per thread count: prefill at ~100 and ~300 positions; decode ms/token t
 the predict layer) on a [1, 512] vector, timed in the same run. Also the opt-in int8-weight
 mode (`Text2Semantic.quantize_int8`, not bit-exact) against the same fp32 floor. Random weights
 cost exactly what real weights cost. `value` is the median wall time, `cpu` the median process
-CPU time (steadier on a shared machine); ratios use wall times measured in interleaved rounds.
+CPU time; `ratio` and `cpu r.` compare them with the baseline measured in interleaved rounds. On
+a busy shared machine the CPU ratio at 1 thread is the steadier figure.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ DECODE_STEPS = 50
 
 @dataclass
 class Row:
-    """One line of the benchmark table; `ratio` = value / baseline when there is one."""
+    """One line of the benchmark table; ratios are value / baseline (wall and CPU)."""
 
     part: str
     measure: str
@@ -43,10 +44,17 @@ class Row:
     baseline_name: str = ""
     baseline: float | None = None
     cpu: float | None = None  # median process CPU time, same unit: robust to a busy machine
+    baseline_cpu: float | None = None
 
     @property
     def ratio(self) -> float | None:
         return None if self.baseline is None else self.value / self.baseline
+
+    @property
+    def cpu_ratio(self) -> float | None:
+        if self.cpu is None or self.baseline_cpu is None:
+            return None
+        return self.cpu / self.baseline_cpu
 
 
 def now() -> tuple[float, float]:
@@ -168,7 +176,7 @@ def bench_t2s(threads: int, model: Text2Semantic | None = None,
     kv_len = text_len + prompt_len
     wall, cpu = prefill_ms(int8_model, text_len, prompt_len, repeats=3)
     rows.append(Row("t2s", f"prefill {kv_len} positions, int8 weights", threads, wall, "ms",
-                    "fp32 prefill", rows[-1].value, cpu))
+                    "fp32 prefill", rows[-1].value, cpu, rows[-1].cpu))
 
     step, floor = _model_step(model, kv_len), _gemv_floor(model)
     int8_step = _model_step(int8_model, kv_len)
@@ -188,36 +196,35 @@ def bench_t2s(threads: int, model: Text2Semantic | None = None,
             samples["floor"].append(_timed_in(floor, torch.inference_mode))
             samples["int8"].append(_timed_in(int8_step, torch.inference_mode))
     ms = {name: medians_ms(values) for name, values in samples.items()}
-    floor_wall = ms["floor"][0]
 
-    def decode_row(measure: str, name: str, baseline_name: str, baseline: float) -> Row:
-        return Row("t2s", measure, threads, ms[name][0], "ms/token", baseline_name, baseline,
-                   ms[name][1])
+    def decode_row(measure: str, name: str, baseline: str) -> Row:
+        label = {"floor": "GEMV floor", "step": "inference_mode step"}[baseline]
+        return Row("t2s", measure, threads, ms[name][0], "ms/token", label, ms[baseline][0],
+                   ms[name][1], ms[baseline][1])
 
     rows += [
-        Row("t2s", "GEMV floor of one step (fp32)", threads, floor_wall, "ms",
+        Row("t2s", "GEMV floor of one step (fp32)", threads, ms["floor"][0], "ms",
             cpu=ms["floor"][1]),
-        decode_row(f"model step, KV {kv_len}", "step", "GEMV floor", floor_wall),
-        decode_row(f"model step, KV {kv_len}, no_grad", "no_grad", "inference_mode step",
-                   ms["step"][0]),
-        decode_row(f"decode via generate, KV {kv_len}+", "generate", "GEMV floor", floor_wall),
-        decode_row(f"model step, KV {kv_len}, int8 weights", "int8", "GEMV floor", floor_wall),
-        decode_row("decode via generate, int8 weights", "int8 generate", "GEMV floor",
-                   floor_wall),
+        decode_row(f"model step, KV {kv_len}", "step", "floor"),
+        decode_row(f"model step, KV {kv_len}, no_grad", "no_grad", "step"),
+        decode_row(f"decode via generate, KV {kv_len}+", "generate", "floor"),
+        decode_row(f"model step, KV {kv_len}, int8 weights", "int8", "floor"),
+        decode_row("decode via generate, int8 weights", "int8 generate", "floor"),
     ]
     return rows
 
 
 def print_table(rows: list[Row]) -> None:
     header = (f"{'part':<8} {'measure':<50} {'thr':>3} {'value':>10} {'cpu':>10} {'unit':<9} "
-              f"{'ratio':>6}  baseline")
+              f"{'ratio':>6} {'cpu r.':>6}  baseline")
     print(header)
     print("-" * len(header))
     for row in rows:
         ratio = "" if row.ratio is None else f"{row.ratio:6.2f}"
+        cpu_ratio = "" if row.cpu_ratio is None else f"{row.cpu_ratio:6.2f}"
         cpu = "" if row.cpu is None else f"{row.cpu:10.2f}"
         print(f"{row.part:<8} {row.measure:<50} {row.threads:>3} {row.value:>10.2f} {cpu:>10} "
-              f"{row.unit:<9} {ratio:>6}  {row.baseline_name}")
+              f"{row.unit:<9} {ratio:>6} {cpu_ratio:>6}  {row.baseline_name}")
 
 
 if __name__ == "__main__":
