@@ -14,6 +14,7 @@ import torch
 from wyoming_gsv.gsv.checkpoints import (
     PRETRAINED_SOVITS_HASHES,
     SOVITS_HEADER_TAGS,
+    V1_SYMBOL_COUNT,
     guess_sovits_version,
     load_gpt_checkpoint,
     load_sovits_checkpoint,
@@ -187,7 +188,7 @@ def test_sovits_without_text_embedding_is_v3_style(tmp_path: Path,
 def test_sovits_v1_from_embedding_rows(tmp_path: Path, unpacked_v2: dict[str, Path]) -> None:
     data = _small_sovits_dict(unpacked_v2["sovits"])
     rows = data["weight"]["enc_p.text_embedding.weight"]
-    data["weight"]["enc_p.text_embedding.weight"] = rows[:322].clone()
+    data["weight"]["enc_p.text_embedding.weight"] = rows[:V1_SYMBOL_COUNT].clone()
     torch.save(data, tmp_path / "v1.pth")
     assert load_sovits_checkpoint(tmp_path / "v1.pth").version == "v1"
 
