@@ -124,3 +124,12 @@ def test_int8_gpt_mode_still_speaks(setup) -> None:
     assert pieces and pieces[0].samples.size > 0
     layers = fast.model_pair(voice.gpt, voice.sovits).t2s.h.layers
     assert all(layer.int8 is not None for layer in layers)
+
+
+def test_prompt_text_gets_a_closing_mark_like_upstream(setup) -> None:
+    from wyoming_gsv.synthesis.gsv_backend import prompt_text
+
+    _, voice = setup
+    assert prompt_text(replace(voice, transcript="Hi there")) == "Hi there."
+    assert prompt_text(replace(voice, transcript="你好", prompt_language="zh")) == "你好。"
+    assert prompt_text(replace(voice, transcript="Hi there!")) == "Hi there!"

@@ -25,7 +25,7 @@ from ..gsv.speaker import SpeakerEncoder
 from ..gsv.ssl import SSL_SAMPLE_RATE, HubertEncoder, ssl_pad_samples
 from ..gsv.t2s import BERT_DIM, GenerationCancelled, SamplingParams, Text2Semantic
 from ..text.frontend import TextFrontend
-from ..text.segmentation import EmptyTextError
+from ..text.segmentation import SPLITS, EmptyTextError, pre_seg_text
 from ..voices import BundleCache, ModelPaths, Voice, VoiceBundle, VoiceParams, bundle_key
 from .speech import Emit, ShouldStop, Speech, SynthesisError, float_to_int16
 
@@ -174,7 +174,7 @@ class GsvBackend:
             encoder = self.speaker_encoder()
             speakers = [encoder.embed(audio, sovits.sampling_rate) for audio in references]
         ge = sovits.global_embedding(specs, speakers)
-        prompt = self.text_features(voice.transcript, voice.prompt_language, pair.text_version)
+        prompt = self.text_features(prompt_text(voice), voice.prompt_language, pair.text_version)
         return VoiceBundle(
             prompt_codes=prompt_codes,
             prompt_phones=prompt.phone_ids,
@@ -335,6 +335,14 @@ class ChunkedDecoder:
         self.emit(Speech(rate=self.sovits.sampling_rate, samples=float_to_int16(segment, normalize=False)))
 
 
+def prompt_text(voice: Voice) -> str:
+    """The transcript as upstream feeds it: ending in a full stop if it ends in no split mark."""
+    text = voice.transcript.strip("\n")
+    if text[-1] not in SPLITS:
+        text += "." if voice.prompt_language == "en" else "。"
+    return text
+
+
 class GsvSpeaker:
     """A voice with its settings for one request; the seed (if any) drives one generator."""
 
@@ -353,7 +361,16 @@ class GsvSpeaker:
     def speak(self, text: str, should_stop: ShouldStop, emit: Emit) -> None:
         pair, bundle = self.backend.prepare(self.voice)
         try:
-            target = self.backend.text_features(text, self.mode, pair.text_version)
+            # Upstream's per-text fix-ups (a leading mark before a very short text, a closing full
+            # stop, very long text split); "cut0": the sentence splitter already cut the text.
+            chunks = pre_seg_text(text, self.mode, "cut0")
         except EmptyTextError:
             return
-        self.backend.speak_features(pair, bundle, target, self.params, should_stop, self._generator, emit)
+        for chunk in chunks:
+            if should_stop():
+                return
+            try:
+                target = self.backend.text_features(chunk, self.mode, pair.text_version)
+            except EmptyTextError:
+                continue
+            self.backend.speak_features(pair, bundle, target, self.params, should_stop, self._generator, emit)
