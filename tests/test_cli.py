@@ -76,3 +76,8 @@ def test_phonemize_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["phonemize", "--language", "en", "Hello world."]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["phone_ids"] and result["segments"][0]["lang"] == "en"
+
+
+def test_phonemize_bad_mode_is_a_clean_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["phonemize", "--language", "klingon", "Hello."]) == 2
+    assert "klingon" in capsys.readouterr().err

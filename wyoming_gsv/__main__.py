@@ -256,7 +256,11 @@ def run_voices(args: argparse.Namespace) -> int:
 def run_phonemize(args: argparse.Namespace) -> int:
     from .text.frontend import TextFrontend
 
-    result = TextFrontend().phonemize(args.text, args.language, args.text_version)
+    try:
+        result = TextFrontend().phonemize(args.text, args.language, args.text_version)
+    except ValueError as err:  # unknown mode, or nothing to speak
+        print(f"wyoming-gsv phonemize: {err}", file=sys.stderr)
+        return 2
     print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
     return 0
 
