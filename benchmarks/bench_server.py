@@ -8,7 +8,7 @@ voice, starts `python -m wyoming_gsv` as a subprocess and drives it like Home As
 * non-streaming: `synthesize`, audio read up to the first `audio-stop`;
 * streaming: `synthesize-start`, the text as one chunk, the compatibility `synthesize`,
   `synthesize-stop`, audio read up to `synthesize-stopped`.
-Random weights cost exactly what real ones cost, but never choose EOS: each sentence runs to the
+Random weights cost exactly what real ones cost, but almost never pick EOS: each sentence runs to the
 GPT's early stop, set here to `--tokens` semantic tokens (25 Hz), so every sentence yields the
 same amount of audio. English text only: the Chinese BERT is never loaded (zh segments only).
 Each server flag set in `--configs` (default: plain, `--chunk-tokens 20`, plus `--gpt-int8`) gets
