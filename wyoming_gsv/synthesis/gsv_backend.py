@@ -175,11 +175,14 @@ class GsvBackend:
             speakers = [encoder.embed(audio, sovits.sampling_rate) for audio in references]
         ge = sovits.global_embedding(specs, speakers)
         prompt = self.text_features(prompt_text(voice), voice.prompt_language, pair.text_version)
+        # Kept beside ge so the speaker network never runs again for this voice (one row per reference).
+        extras = {"speaker_embeddings": torch.stack(speakers).float().cpu()} if speakers else {}
         return VoiceBundle(
             prompt_codes=prompt_codes,
             prompt_phones=prompt.phone_ids,
             prompt_bert=prompt.bert.float().cpu(),
             ge=ge.float().cpu(),
+            extras=extras,
         )
 
     def prepare(self, voice: Voice) -> tuple[ModelPair, VoiceBundle]:
