@@ -13,7 +13,7 @@ from functools import cache
 from typing import Callable
 
 from .extras import import_extra
-from .symbols import PUNCTUATION
+from .symbols import CJK_MARKS, PUNCTUATION
 
 # A sentence normalizer: text -> its normalized sentences (upstream ``TextNormalizer.normalize``).
 SentenceNormalizer = Callable[[str], list[str]]
@@ -30,15 +30,7 @@ _INITIALS = (
 ).split()
 
 _MARK_TO_PUNCTUATION = {
-    "：": ",",
-    "；": ",",
-    "，": ",",
-    "。": ".",
-    "！": "!",
-    "？": "?",
-    "\n": ".",
-    "·": ",",
-    "、": ",",
+    **CJK_MARKS,
     "...": "…",
     "$": ".",
     "“": "'",

@@ -14,22 +14,15 @@ from typing import Any
 
 from pypinyin import Style, lazy_pinyin
 
-from .symbols import PUNCTUATION
+from .segmentation import replace_consecutive_punctuation
+from .symbols import CJK_MARKS, PUNCTUATION
 from .tone_sandhi import ToneSandhi
 from .zh_normalization import TextNormalizer
 from .zh_pinyin import build_pinyin_phones
 
 # Chinese punctuation -> the symbol-set punctuation (upstream rep_map).
 _PUNCTUATION_MAP = {
-    "：": ",",
-    "；": ",",
-    "，": ",",
-    "。": ".",
-    "！": "!",
-    "？": "?",
-    "\n": ".",
-    "·": ",",
-    "、": ",",
+    **CJK_MARKS,
     "...": "…",
     "$": ".",
     "/": ",",
@@ -41,7 +34,6 @@ _PUNCTUATION_CLASS = "".join(re.escape(p) for p in PUNCTUATION)
 _RE_PUNCTUATION_MAP = re.compile("|".join(re.escape(p) for p in _PUNCTUATION_MAP))
 # Everything that is neither a common hanzi nor a kept punctuation mark is dropped.
 _RE_NOT_SPOKEN = re.compile(rf"[^\u4e00-\u9fa5{_PUNCTUATION_CLASS}]+")
-_RE_REPEATED_PUNCTUATION = re.compile(rf"([{_PUNCTUATION_CLASS}])([{_PUNCTUATION_CLASS}])+")
 _RE_SENTENCE_BREAK = re.compile(rf"(?<=[{_PUNCTUATION_CLASS}])\s*")
 _RE_LATIN = re.compile("[a-zA-Z]+")
 
@@ -66,11 +58,6 @@ def replace_punctuation(text: str) -> str:
     text = text.replace("嗯", "恩").replace("呣", "母")
     text = _RE_PUNCTUATION_MAP.sub(lambda m: _PUNCTUATION_MAP[m.group(0)], text)
     return _RE_NOT_SPOKEN.sub("", text)
-
-
-def replace_consecutive_punctuation(text: str) -> str:
-    """Keep only the first of consecutive punctuation marks ("?!" -> "?")."""
-    return _RE_REPEATED_PUNCTUATION.sub(r"\1", text)
 
 
 def merge_erhua(initials: list[str], finals: list[str], word: str, pos: str) -> tuple[list[str], list[str]]:

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from .extras import import_extra
-from .symbols import PUNCTUATION
+from .segmentation import replace_consecutive_punctuation
+from .symbols import CJK_MARKS
 
 DICT_DIR_ENV = "OPEN_JTALK_DICT_DIR"
 
@@ -31,22 +32,7 @@ _NON_JA_CHARACTER = re.compile(f"[^{_JA_CHAR_CLASS}]")
 
 _SYMBOL_WORDS = (("％", "パーセント"),)
 
-_MARK_TO_PHONE = {
-    "：": ",",
-    "；": ",",
-    "，": ",",
-    "。": ".",
-    "！": "!",
-    "？": "?",
-    "\n": ".",
-    "·": ",",
-    "、": ",",
-    "...": "…",
-}
-
-_REPEATED_PUNCTUATION = re.compile(
-    "([{0}])([{0}])+".format("".join(re.escape(mark) for mark in PUNCTUATION))
-)
+_MARK_TO_PHONE = {**CJK_MARKS, "...": "…"}
 
 # Phones after which an accent-phrase boundary may be marked (vowels, moraic nasal, geminate).
 _MORA_FINAL_PHONES = frozenset({"a", "i", "u", "e", "o", "A", "I", "U", "E", "O", "N", "cl"})
@@ -155,7 +141,7 @@ class JapaneseG2P:
 
     def normalize(self, text: str) -> str:
         """Upstream ``text_normalize``: only collapses runs of punctuation to their first mark."""
-        return _REPEATED_PUNCTUATION.sub(r"\1", text)
+        return replace_consecutive_punctuation(text)
 
     def g2p(self, norm_text: str) -> tuple[list[str], None]:
         """Phones of ``norm_text`` (no word2ph for Japanese)."""

@@ -19,7 +19,7 @@ from functools import cache
 from typing import Any, Callable
 
 from .extras import MissingExtraError, has_module, import_extra
-from .symbols import symbols
+from .symbols import CJK_MARKS, symbols
 
 _LANGUAGE = "Korean"
 _EXTRA = "ko"
@@ -54,18 +54,7 @@ _G2PK2_RIEUL_SLIP = re.compile("([ㅇㄹ]ㅡㄹ) ㄹ")
 # A text that ends on a jamo gets a final full stop.
 _ENDS_ON_JAMO = re.compile(r"([\u3131-\u3163])$")
 
-_MARK_TO_PHONE = {
-    "：": ",",
-    "；": ",",
-    "，": ",",
-    "。": ".",
-    "！": "!",
-    "？": "?",
-    "\n": ".",
-    "·": ",",
-    "、": ",",
-    " ": "空",
-}
+_MARK_TO_PHONE = {**CJK_MARKS, " ": "空"}
 WORD_SPACE = "空"
 PAUSE = "停"
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from .symbols import PUNCTUATION
+
 # Characters the official splitter cuts after (also what counts as "ends with punctuation").
 SPLITS = frozenset("，。？！,.?!~:：—…")
 # Punctuation of the phone set; runs of it collapse to the first character.
-PHONE_PUNCTUATION = frozenset("!?…,.-")
+PHONE_PUNCTUATION = frozenset(PUNCTUATION)
 # A chunk made only of these says nothing and is dropped by the cut methods.
 _SILENT_CHARS = PHONE_PUNCTUATION | {" "}
 _CUT5_MARKS = frozenset(",.;?!、，。？！;：…")

@@ -9,11 +9,17 @@ Jyutping) symbols. Ids are positions in these lists, so the order is part of the
 from __future__ import annotations
 
 from functools import cache
+from types import MappingProxyType
 
 PAD = "_"
 UNK = "UNK"
 PUNCTUATION = ("!", "?", "…", ",", ".", "-")
 SILENCE_SYMBOLS = ("SP", "SP2", "SP3", UNK)
+# Full-width and CJK marks -> PUNCTUATION: the head that upstream's per-language ``rep_map`` tables
+# (zh, yue, ja, ko) share; each frontend appends its own marks after these, in this order.
+CJK_MARKS = MappingProxyType(
+    {"：": ",", "；": ",", "，": ",", "。": ".", "！": "!", "？": "?", "\n": ".", "·": ",", "、": ","}
+)
 
 # Pinyin initials ("AA"/"EE"/"OO" stand in for zero initials before a/e/o).
 _ZH_INITIALS = (
