@@ -5,8 +5,10 @@ from __future__ import annotations
 import lzma
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +53,24 @@ def v2pro_tiny(fixtures_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def text_v2(fixtures_dir: Path) -> Path:
     return _require(fixtures_dir / "text-v2")
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    """All arrays of a golden `.npz` file, read at once (the file is closed again)."""
+    with np.load(path) as data:
+        return {name: data[name] for name in data.files}
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one thread for a test module (the CI machine has two cores, shared), then restored.
+    Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch  # only the model tests pay for importing torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def unpack_xz(src: Path, dst: Path) -> Path:

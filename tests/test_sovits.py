@@ -10,6 +10,7 @@ import pytest
 import soundfile
 import torch
 
+from conftest import load_npz
 from wyoming_gsv.gsv.checkpoints import SovitsCheckpoint, load_sovits_checkpoint
 from wyoming_gsv.gsv.errors import ModelFileError
 from wyoming_gsv.gsv.sovits import SovitsConfig, SovitsModel, reference_spectrogram
@@ -19,18 +20,12 @@ ACT = dict(atol=1e-4, rtol=1e-4)
 WAVE = dict(atol=2e-4, rtol=0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def golden(v2_tiny: Path) -> dict[str, np.ndarray]:
-    with np.load(v2_tiny / "s2_golden.npz") as data:
-        return {name: data[name] for name in data.files}
+    return load_npz(v2_tiny / "s2_golden.npz")
 
 
 @pytest.fixture(scope="module")

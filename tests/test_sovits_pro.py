@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import unpack_xz
+from conftest import load_npz, unpack_xz
 from wyoming_gsv.gsv.audio import load_reference_audio
 from wyoming_gsv.gsv.checkpoints import load_sovits_checkpoint
 from wyoming_gsv.gsv.errors import ModelFileError
@@ -23,12 +23,7 @@ FILES = {"v2Pro": "s2_tiny_v2pro.pth", "v2ProPlus": "s2_tiny_v2proplus.pth"}
 GOLDENS = {"v2Pro": "s2_golden_v2pro.npz", "v2ProPlus": "s2_golden_v2proplus.npz"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -39,14 +34,14 @@ def pro_files(v2pro_tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
 
 @pytest.fixture(scope="module")
 def sv_golden(v2pro_tiny: Path) -> dict[str, np.ndarray]:
-    return dict(np.load(v2pro_tiny / "sv_golden.npz"))
+    return load_npz(v2pro_tiny / "sv_golden.npz")
 
 
 @pytest.fixture(scope="module", params=list(FILES))
 def case(request, pro_files, v2pro_tiny):
     version = request.param
     model = sovits_from_checkpoint(load_sovits_checkpoint(pro_files[version]))
-    golden = dict(np.load(v2pro_tiny / GOLDENS[version]))
+    golden = load_npz(v2pro_tiny / GOLDENS[version])
     return version, model, golden
 
 

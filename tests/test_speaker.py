@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import unpack_xz
+from conftest import load_npz, unpack_xz
 from wyoming_gsv.gsv.errors import ModelFileError
 from wyoming_gsv.gsv.audio import sinc_resample
 from wyoming_gsv.gsv.fbank import kaldi_fbank
@@ -18,7 +18,7 @@ from wyoming_gsv.gsv.speaker import SpeakerEncoder
 
 @pytest.fixture(scope="module")
 def golden(v2pro_tiny: Path) -> dict[str, np.ndarray]:
-    return dict(np.load(v2pro_tiny / "sv_golden.npz"))
+    return load_npz(v2pro_tiny / "sv_golden.npz")
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import pytest
 import soundfile
 import torch
 
+from conftest import load_npz
 from wyoming_gsv.gsv.audio import AudioFileError, load_audio
 from wyoming_gsv.gsv.bert import BertFeaturizer
 from wyoming_gsv.gsv.checkpoints import load_sovits_checkpoint
@@ -21,17 +22,7 @@ from wyoming_gsv.gsv.ssl import HubertEncoder, reference_prompt_codes, ssl_pad_s
 ACT = dict(atol=1e-4, rtol=1e-4)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def load_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path) as data:
-        return {name: data[name] for name in data.files}
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import load_npz
 from wyoming_gsv.gsv.checkpoints import load_gpt_checkpoint
 from wyoming_gsv.gsv.t2s import (
     MIN_TOKENS_BEFORE_EOS,
@@ -26,23 +27,18 @@ ATOL = RTOL = 1e-4
 GREEDY = SamplingParams(top_k=1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def golden(v2_tiny: Path) -> dict[str, np.ndarray]:
-    return dict(np.load(v2_tiny / "t2s_golden.npz"))
+    return load_npz(v2_tiny / "t2s_golden.npz")
 
 
 @pytest.fixture(scope="module")
 def sampler_golden(v2_tiny: Path) -> tuple[dict[str, np.ndarray], list[dict]]:
     cases = json.loads((v2_tiny / "manifest.json").read_text())["sampler_golden.npz"]["cases"]
-    return dict(np.load(v2_tiny / "sampler_golden.npz")), cases
+    return load_npz(v2_tiny / "sampler_golden.npz"), cases
 
 
 @pytest.fixture(scope="module")
