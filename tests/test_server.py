@@ -19,6 +19,7 @@ from wyoming.server import AsyncTcpServer
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeVoice
 
 from server_client import describe, ha_stream, ha_synthesize, send_and_collect
+from spy import Spy
 from voice_data import make_tiny_data_dir, make_voice, tiny_voice_config
 from wyoming_gsv.server.handler import HandlerSettings
 from wyoming_gsv.server.info import ProgramSettings
@@ -40,20 +41,6 @@ def runtime(unpacked_v2: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
     runtime.start()
     yield runtime
     runtime.close()
-
-
-class Spy:
-    """Counts calls of a method (and passes them through)."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> None:
-        self.calls = 0
-        original = getattr(owner, name)
-
-        def wrapper(*args, **kwargs):
-            self.calls += 1
-            return original(*args, **kwargs)
-
-        monkeypatch.setattr(owner, name, wrapper)
 
 
 async def _start(runtime: Runtime, *, streaming: bool = True) -> AsyncTcpServer:

@@ -10,6 +10,7 @@ import torch
 
 from conftest import unpack_xz
 from server_client import describe, ha_synthesize
+from spy import Spy
 from voice_data import link_tiny_models, make_voice, tiny_voice_config
 from wyoming.server import AsyncTcpServer
 from wyoming_gsv.__main__ import main
@@ -35,25 +36,13 @@ def pro_data_dir(unpacked_v2, v2pro_tiny: Path, tmp_path_factory: pytest.TempPat
     return root
 
 
-class CountingEmbed:
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.calls = 0
-        original = SpeakerEncoder.embed
-
-        def embed(encoder, *args, **kwargs):
-            self.calls += 1
-            return original(encoder, *args, **kwargs)
-
-        monkeypatch.setattr(SpeakerEncoder, "embed", embed)
-
-
 def runtime_for(data_dir: Path) -> Runtime:
     return Runtime(RuntimeSettings(data_dir=data_dir, threads=1, max_chars=1000, use_fallback=False))
 
 
 async def test_v2pro_voice_is_served_like_a_v2_voice(pro_data_dir: Path, monkeypatch) -> None:
     torch.set_num_threads(1)
-    spy = CountingEmbed(monkeypatch)
+    spy = Spy(monkeypatch, SpeakerEncoder, "embed")
     runtime = runtime_for(pro_data_dir)
     runtime.warm_up()  # builds the bundle: one speaker embedding for the one reference
     runtime.start()
