@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from wyoming.audio import AudioChunk, AudioStop  # noqa: E402
 from wyoming.client import AsyncTcpClient  # noqa: E402
+from wyoming.event import Event  # noqa: E402
 from wyoming.info import Describe  # noqa: E402
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped, SynthesizeVoice  # noqa: E402
 
@@ -123,29 +125,11 @@ class Run:
     audio_seconds: float
 
 
-async def non_streaming(port: int, text: str) -> Run:
+async def _timed_request(port: int, events: list[Event], is_last: Callable[[str], bool]) -> Run:
+    """Send `events`, read audio up to the event whose type `is_last`; timed from the first write."""
     async with AsyncTcpClient("127.0.0.1", port) as client:
         start = time.perf_counter()
-        first, samples, rate = None, 0, 1
-        await client.write_event(Synthesize(text=text, voice=SynthesizeVoice(name="bench")).event())
-        while True:
-            event = await client.read_event()
-            assert event is not None, "server closed the connection"
-            assert event.type != "error", event.data
-            if AudioChunk.is_type(event.type):
-                chunk = AudioChunk.from_event(event)
-                first = first or time.perf_counter() - start
-                samples, rate = samples + chunk.samples, chunk.rate
-            elif AudioStop.is_type(event.type):
-                return Run(first or float("nan"), time.perf_counter() - start, samples / rate)
-
-
-async def streaming(port: int, text: str) -> Run:
-    voice = SynthesizeVoice(name="bench")
-    async with AsyncTcpClient("127.0.0.1", port) as client:
-        start = time.perf_counter()
-        for event in (SynthesizeStart(voice=voice).event(), SynthesizeChunk(text=text).event(),
-                      Synthesize(text=text, voice=voice).event(), SynthesizeStop().event()):
+        for event in events:
             await client.write_event(event)
         first, samples, rate = None, 0, 1
         while True:
@@ -156,8 +140,20 @@ async def streaming(port: int, text: str) -> Run:
                 chunk = AudioChunk.from_event(event)
                 first = first or time.perf_counter() - start
                 samples, rate = samples + chunk.samples, chunk.rate
-            elif SynthesizeStopped.is_type(event.type):
+            elif is_last(event.type):
                 return Run(first or float("nan"), time.perf_counter() - start, samples / rate)
+
+
+async def non_streaming(port: int, text: str) -> Run:
+    request = Synthesize(text=text, voice=SynthesizeVoice(name="bench")).event()
+    return await _timed_request(port, [request], AudioStop.is_type)
+
+
+async def streaming(port: int, text: str) -> Run:
+    voice = SynthesizeVoice(name="bench")
+    events = [SynthesizeStart(voice=voice).event(), SynthesizeChunk(text=text).event(),
+              Synthesize(text=text, voice=voice).event(), SynthesizeStop().event()]
+    return await _timed_request(port, events, SynthesizeStopped.is_type)
 
 
 async def wait_ready(port: int, process: subprocess.Popen, timeout: float = 600) -> None:
