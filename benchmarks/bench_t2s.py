@@ -12,9 +12,7 @@ a busy shared machine the CPU ratio at 1 thread is the steadier figure.
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from timing import medians_ms, now, timed  # noqa: E402
 from wyoming_gsv.gsv.t2s import KVCache, SamplingParams, T2SConfig, Text2Semantic  # noqa: E402
 
 V2_CONFIG = T2SConfig(embedding_dim=512, num_heads=16, num_layers=24, phoneme_vocab_size=732,
@@ -55,24 +54,6 @@ class Row:
         if self.cpu is None or self.baseline_cpu is None:
             return None
         return self.cpu / self.baseline_cpu
-
-
-def now() -> tuple[float, float]:
-    """(wall, process CPU) seconds."""
-    return time.perf_counter(), time.process_time()
-
-
-def timed(fn: Callable[[], object]) -> tuple[float, float]:
-    """(wall, CPU) seconds of one call."""
-    wall, cpu = now()
-    fn()
-    wall_end, cpu_end = now()
-    return wall_end - wall, cpu_end - cpu
-
-
-def medians_ms(samples: list[tuple[float, float]]) -> tuple[float, float]:
-    return (1000 * statistics.median(s[0] for s in samples),
-            1000 * statistics.median(s[1] for s in samples))
 
 
 def build_v2_model(seed: int = 0) -> Text2Semantic:

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import numpy as np
 import torch
 
+from timing import median_wall_s, timed
 from wyoming_gsv.gsv.sovits import SovitsConfig, SovitsModel
 from wyoming_gsv.gsv.sovits_pro import SPEAKER_EMBEDDING_DIM, SovitsProModel
 from wyoming_gsv.gsv.speaker import ERes2NetV2, SpeakerEncoder
@@ -57,15 +57,6 @@ def decode_inputs(model: SovitsModel, seconds: float) -> tuple[torch.Tensor, tor
     return codes, phones, ge
 
 
-def median_time(fn, reps: int) -> float:
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -83,7 +74,7 @@ def main() -> None:
     for threads in args.threads:
         torch.set_num_threads(threads)
         speaker.embed(reference)  # warm-up
-        sv_time = median_time(lambda: speaker.embed(reference), args.reps)
+        sv_time = median_wall_s(lambda: speaker.embed(reference), args.reps)
         print(f"{'speaker network (ERes2NetV2)':<34}{threads:>8}{sv_time:>10.3f}{'':>15}{'':>7}")
         for version, model in models.items():
             codes, phones, ge = inputs[version]
@@ -92,9 +83,7 @@ def main() -> None:
         for _ in range(args.reps):
             for version, model in models.items():
                 codes, phones, ge = inputs[version]
-                start = time.perf_counter()
-                model.decode(codes, phones, ge)
-                timings[version].append(time.perf_counter() - start)
+                timings[version].append(timed(lambda: model.decode(codes, phones, ge))[0])
         base = statistics.median(timings["v2"])
         for version, samples in timings.items():
             t = statistics.median(samples)

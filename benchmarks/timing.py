@@ -1,0 +1,32 @@
+"""Timing helpers shared by the benchmark scripts (imported as `timing`: each script's folder is on
+sys.path when it runs)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+
+def now() -> tuple[float, float]:
+    """(wall, process CPU) seconds."""
+    return time.perf_counter(), time.process_time()
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """(wall, CPU) seconds of one call."""
+    wall, cpu = now()
+    fn()
+    wall_end, cpu_end = now()
+    return wall_end - wall, cpu_end - cpu
+
+
+def medians_ms(samples: list[tuple[float, float]]) -> tuple[float, float]:
+    """Median (wall, CPU) milliseconds of `timed` samples."""
+    return (1000 * statistics.median(s[0] for s in samples),
+            1000 * statistics.median(s[1] for s in samples))
+
+
+def median_wall_s(fn: Callable[[], object], reps: int) -> float:
+    """Median wall seconds of `reps` calls."""
+    return statistics.median(timed(fn)[0] for _ in range(reps))
