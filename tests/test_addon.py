@@ -78,7 +78,7 @@ def _check_against_schema(key: str, value, schema: str) -> None:
 def test_options_match_their_schema(config: dict) -> None:
     options, schema = config["options"], config["schema"]
     assert set(options) == set(schema)
-    assert {"device", "threads", "streaming", "log_level", "fallback"} <= set(options)
+    assert {"device", "threads", "streaming", "log_level", "fallback", "fallback_on_error"} <= set(options)
     for key, value in options.items():
         _check_against_schema(key, value, schema[key])
 
@@ -194,7 +194,11 @@ RECORD_ARGS = 'for a in "$@"; do printf "%s\\n" "$a"; done > "$RECORD"'
 
 @pytest.mark.parametrize(
     "changes",
-    [{}, {"threads": 3, "streaming": False, "log_level": "debug", "fallback": False, "device": "cuda"}],
+    [
+        {},
+        {"threads": 3, "streaming": False, "log_level": "debug", "fallback": False, "device": "cuda",
+         "fallback_on_error": True},
+    ],
     ids=["defaults", "changed"],
 )
 def test_run_script_options_map_onto_real_cli_flags(config: dict, tmp_path: Path, changes: dict) -> None:
@@ -211,6 +215,7 @@ def test_run_script_options_map_onto_real_cli_flags(config: dict, tmp_path: Path
     assert args.no_streaming is not options["streaming"]
     assert args.debug is (options["log_level"] == "debug")
     assert args.no_fallback is not options["fallback"]
+    assert args.fallback_on_error is options["fallback_on_error"]
 
 
 def test_discovery_waits_for_describe_then_announces(tmp_path: Path) -> None:

@@ -100,6 +100,11 @@ def test_offline_data_is_baked_in(dockerfile) -> None:
     assert sorted(fetched) == sorted(package for package, _ in NLTK_PACKAGES)
 
 
+def test_idle_openmp_threads_sleep(dockerfile) -> None:
+    name, instructions = dockerfile
+    assert _env(instructions).get("OMP_WAIT_POLICY") == "PASSIVE", name
+
+
 def test_healthcheck_is_a_describe_round_trip(dockerfile) -> None:
     name, instructions = dockerfile
     checks = [rest for keyword, rest in instructions if keyword == "HEALTHCHECK"]

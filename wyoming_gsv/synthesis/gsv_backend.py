@@ -33,6 +33,8 @@ _LOGGER = logging.getLogger(__name__)
 
 # Silence after each sentence (upstream's fragment_interval), so sentences do not run together.
 SENTENCE_GAP_SECONDS = 0.3
+# What every supported SoVITS version (v2, v2Pro, v2ProPlus) vocodes at.
+SUPPORTED_OUTPUT_RATE = 32000
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,13 @@ class GsvBackend:
     # ------------------------------------------------------------------ SpeakerFactory
     def speaker(self, voice: Voice, params: VoiceParams, mode: str) -> "GsvSpeaker":
         return GsvSpeaker(self, voice, params, mode)
+
+    def output_rate(self, voice: Voice | None) -> int:
+        """The voice's sample rate: its loaded SoVITS model's, else that of every supported version
+        (a voice whose model does not load still gets answered in its format by the fallback)."""
+        with self._lock:
+            pair = self._pairs.get((voice.gpt, voice.sovits)) if voice is not None else None
+        return pair.sovits.sampling_rate if pair is not None else SUPPORTED_OUTPUT_RATE
 
     # ------------------------------------------------------------------ models
     @property

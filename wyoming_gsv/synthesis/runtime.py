@@ -53,6 +53,7 @@ class RuntimeSettings:
     default_voice: str | None = None
     param_overrides: dict[str, Any] = field(default_factory=dict)
     use_fallback: bool = True
+    fallback_on_error: bool = False  # the fallback voice answers when a GPT-SoVITS voice fails
 
     @property
     def dtype(self) -> torch.dtype:
@@ -86,8 +87,9 @@ class Runtime:
                 chunk_tokens=settings.chunk_tokens,
                 gpt_int8=settings.gpt_int8,
             ),
-            on_broken=self.registry.mark_broken,
+            on_broken=lambda voice_id, problem: self.service.voice_unusable(voice_id, problem),
         )
+        self.fallback = PiperFallback() if settings.use_fallback else None
         self.engine = Engine(max_queue=settings.max_queue, name=f"gsv-engine-{settings.device}")
         self.service = TtsService(
             self.registry,
@@ -98,8 +100,9 @@ class Runtime:
                 max_chars=settings.max_chars,
                 default_voice=settings.default_voice,
                 param_overrides=dict(settings.param_overrides),
+                fallback_on_error=settings.fallback_on_error,
             ),
-            fallback=PiperFallback() if settings.use_fallback else None,
+            fallback=self.fallback,
         )
 
     def start(self) -> None:
@@ -125,6 +128,18 @@ class Runtime:
                 _LOGGER.info("Warmed up with voice %r in %.2f s", voice.id, time.perf_counter() - started)
             except Exception as err:
                 _LOGGER.warning("Warm-up synthesis failed (%s); serving anyway", err)
+        if self.settings.fallback_on_error or not ready:
+            self._warm_up_fallback()
+
+    def _warm_up_fallback(self) -> None:
+        """Load the piper model (about half a second) if it will speak: as the only voice, or
+        standing in for failed voices."""
+        if self.fallback is None or not self.fallback.available():
+            return
+        try:
+            self.fallback.warm_up()
+        except Exception as err:  # it loads again on first use; nothing is lost
+            _LOGGER.warning("Fallback voice warm-up failed (%s); serving anyway", err)
 
     def close(self) -> None:
         self.engine.close()

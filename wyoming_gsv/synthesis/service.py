@@ -8,6 +8,7 @@ from typing import Any, Callable, Protocol
 
 from ..voices import Voice, VoiceParams, VoiceRegistry, mode_for_language_code
 from .engine import Engine
+from .fallback_on_error import FallbackOnError
 from .session import SentenceSplitter, SpeechSession
 from .speech import BadRequest, Emit, Speaker, Speech, ShouldStop
 
@@ -19,9 +20,14 @@ class SpeakerFactory(Protocol):
 
     def speaker(self, voice: Voice, params: VoiceParams, mode: str) -> Speaker: ...
 
+    def output_rate(self, voice: Voice | None) -> int:
+        """The sample rate of a voice's audio (None: a voice whose files are unusable)."""
+        ...
+
 
 class FallbackVoice(Protocol):
-    """The piper voice spoken when no GPT-SoVITS voice exists (synthesis/fallback.py)."""
+    """The piper voice (synthesis/fallback.py): spoken when no GPT-SoVITS voice exists, and with
+    fallback_on_error in place of a voice that fails."""
 
     def available(self) -> bool: ...
 
@@ -55,6 +61,9 @@ class ServiceSettings:
     max_chars: int = 2000  # per request (a stream counts all its chunks)
     default_voice: str | None = None  # voice used when a request names none
     param_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. from CLI flags
+    # A GPT-SoVITS voice whose engine fails (broken model, out of memory) is answered by the
+    # fallback voice, at the voice's sample rate, instead of an error.
+    fallback_on_error: bool = False
 
 
 class TtsService:
@@ -75,6 +84,12 @@ class TtsService:
         self.splitter_factory = splitter_factory
         self.settings = settings or ServiceSettings()
         self.fallback = fallback
+        self._unusable: dict[str, str] = {}  # voice id -> why its files do not load
+
+    def voice_unusable(self, voice_id: str, problem: str) -> None:
+        """The engine could not load a voice's files: leave it out until they change."""
+        self._unusable[voice_id] = problem
+        self.registry.mark_broken(voice_id, problem)
 
     def voices(self) -> list[VoiceListing]:
         """Installed voices, rescanned now; the fallback voice (or a placeholder) only when there is no other."""
@@ -101,6 +116,9 @@ class TtsService:
         name = voice_name or self.settings.default_voice
         voice = self.registry.get(name) if name else self._first_voice()
         if voice is None:
+            rescue = self._rescue_unusable(name)
+            if rescue is not None:
+                return rescue, _language_mode(language, "auto", ("en", "en_US"))
             fallback = self._fallback_for(name)
             if fallback is not None:
                 return fallback, _language_mode(language, "en", ("en", "en_US"))
@@ -109,7 +127,12 @@ class TtsService:
             raise BadRequest(f"no voice is installed: {PLACEHOLDER_VOICE.description}", code="no-voice")
         mode = _language_mode(language, voice.language, voice.languages)
         params = voice.params.with_overrides(**self.settings.param_overrides)
-        return self.speakers.speaker(voice, params, mode), mode
+        speaker = self.speakers.speaker(voice, params, mode)
+        if self._rescue_available():
+            assert self.fallback is not None
+            rescue = FallbackSpeaker(self.fallback, self.speakers.output_rate(voice))
+            speaker = FallbackOnError(speaker, rescue, voice.id)
+        return speaker, mode
 
     def _first_voice(self) -> Voice | None:
         voices = self.registry.scan()
@@ -122,6 +145,21 @@ class TtsService:
         if name not in (None, info.name) or (name is None and self.registry.scan()):
             return None
         return FallbackSpeaker(self.fallback)
+
+    def _rescue_available(self) -> bool:
+        return self.settings.fallback_on_error and self.fallback is not None and self.fallback.available()
+
+    def _rescue_unusable(self, name: str | None) -> Speaker | None:
+        """With fallback-on-error, a voice whose files failed to load (and have not changed since)
+        is answered by the fallback voice."""
+        if not name or not self._rescue_available():
+            return None
+        problem = self._unusable.get(name)
+        if problem is None or self.registry.problems().get(name) != problem:
+            return None
+        assert self.fallback is not None
+        _LOGGER.warning("Voice %r is unusable (%s); the fallback voice speaks instead", name, problem)
+        return FallbackSpeaker(self.fallback, self.speakers.output_rate(None))
 
 
 def _language_mode(requested: str | None, voice_mode: str, advertised: tuple[str, ...]) -> str:
@@ -142,10 +180,12 @@ def _language_mode(requested: str | None, voice_mode: str, advertised: tuple[str
 
 
 class FallbackSpeaker:
-    """Adapts the piper fallback voice to the engine's Speaker interface."""
+    """Adapts the piper fallback voice to the engine's Speaker interface; `sample_rate`
+    resamples it (to the rate of the GPT-SoVITS voice it stands in for)."""
 
-    def __init__(self, fallback: FallbackVoice) -> None:
+    def __init__(self, fallback: FallbackVoice, sample_rate: int | None = None) -> None:
         self.fallback = fallback
+        self.sample_rate = sample_rate
 
     def prepare(self) -> None:
         pass
@@ -153,5 +193,5 @@ class FallbackSpeaker:
     def speak(self, text: str, should_stop: ShouldStop, emit: Emit) -> None:
         if should_stop():
             return
-        rate, samples = self.fallback.synthesize(text)
+        rate, samples = self.fallback.synthesize(text, sample_rate=self.sample_rate)
         emit(Speech(rate=rate, samples=samples))
