@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from voice_data import fake_model_files, make_voice, write_tone
+from wyoming_gsv.text import frontend
 from wyoming_gsv.voices import (
+    LANGUAGE_MODES,
     BundleCache,
     ModelPaths,
     VoiceBundle,
@@ -179,6 +181,14 @@ def test_languages_both_forms() -> None:
     assert mode_for_language_code("en-US") == "en"
     assert mode_for_language_code("zh_HK") == "yue"
     assert mode_for_language_code("xx") is None
+
+
+def test_every_frontend_mode_is_a_voice_language_with_codes() -> None:
+    """Voices accept exactly the text frontend's modes, and each one is advertised under some code."""
+    assert LANGUAGE_MODES == set(frontend.LANGUAGE_MODES)
+    for mode in frontend.LANGUAGE_MODES:
+        assert advertised_languages(mode), mode
+        assert mode_for_language_code(mode) == mode
 
 
 def _bundle(prompt_len: int = 7) -> VoiceBundle:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from ..text import frontend
+
 # Language modes of the GPT-SoVITS frontend. "zh"/"yue"/"ja"/"ko" allow English mixed in,
 # "all_*" are single-language, "auto*" detect per segment.
-LANGUAGE_MODES: frozenset[str] = frozenset(
-    {"zh", "en", "ja", "ko", "yue", "all_zh", "all_ja", "all_ko", "all_yue", "auto", "auto_yue"}
-)
+LANGUAGE_MODES: frozenset[str] = frozenset(frontend.LANGUAGE_MODES)
 
 # HA matches languages by exact key, so each voice lists the bare code and the region form.
 _ADVERTISED: dict[str, tuple[str, ...]] = {
