@@ -111,6 +111,11 @@ def test_missing_and_broken_files_raise_model_file_error(tmp_path, sv_file):
     torch.save({k: v for k, v in state.items() if not k.startswith("layer4.")}, partial)
     with pytest.raises(ModelFileError, match="missing"):
         SpeakerEncoder.from_file(partial)
+    reshaped = tmp_path / "reshaped.ckpt"
+    name = next(key for key, value in state.items() if key.startswith("layer4.") and value.dim() > 1)
+    torch.save({**state, name: state[name].flatten()}, reshaped)
+    with pytest.raises(ModelFileError, match=f"{name} has shape"):
+        SpeakerEncoder.from_file(reshaped)
 
 
 def test_reference_audio_is_read_as_the_official_spectrogram_path(v2pro_tiny, golden, tmp_path):

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .audio import load_reference_audio
-from .errors import ModelFileError
+from .errors import ModelFileError, check_weights
 from .vits_modules import (
     MRTE,
     AttentionEncoder,
@@ -263,16 +263,7 @@ class SovitsModel(nn.Module):
             for name, value in folded.items()
         }
         expected = self.state_dict()
-        missing = [name for name in expected if name not in state]
-        if missing:
-            shown = ", ".join(missing[:5]) + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
-            raise ModelFileError(path, f"SoVITS weights are missing {len(missing)} tensors: {shown}")
-        for name, tensor in expected.items():
-            if tuple(state[name].shape) != tuple(tensor.shape):
-                raise ModelFileError(
-                    path,
-                    f"weight {name} has shape {tuple(state[name].shape)} but the config implies {tuple(tensor.shape)}",
-                )
+        check_weights(path, "SoVITS", state, expected)
         self.load_state_dict({name: state[name] for name in expected}, strict=True)
 
     # ---------------------------------------------------------------------------- properties

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import ModelFileError
+from .errors import ModelFileError, check_weights
 from .audio import sinc_resample
 from .fbank import kaldi_fbank
 
@@ -173,14 +173,7 @@ class SpeakerEncoder:
         network = ERes2NetV2()
         expected = network.state_dict()
         state = {k: v for k, v in state.items() if not k.startswith(("seg_", "pool."))}
-        missing = sorted(set(expected) - set(state))
-        if missing:
-            raise ModelFileError(path, f"missing {len(missing)} weights, e.g. {missing[:3]}")
-        for name, tensor in state.items():
-            if name in expected and tensor.shape != expected[name].shape:
-                raise ModelFileError(
-                    path, f"{name} has shape {tuple(tensor.shape)}, expected {tuple(expected[name].shape)}"
-                )
+        check_weights(path, "speaker-verification", state, expected)
         # fp16 files load into the fp32 network, as the official loader does.
         network.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items() if k in expected})
         device = torch.device(device)
