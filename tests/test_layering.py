@@ -21,6 +21,7 @@ LAYERS = ("__main__", "server", "synthesis", "voices", "text", "gsv")
 # Usable from any layer: the version string and the model-file fetcher (imports nothing of ours).
 SHARED = ("", "download")
 NO_TORCH = ("text", "server")
+_IMPORTING_CALLS = ("import_extra", "has_module", "find_spec", "import_module")
 
 
 @dataclass(frozen=True)
@@ -114,14 +115,15 @@ def _declared_distributions() -> set[str]:
 
 
 def _third_party_imports() -> dict[str, list[Import]]:
-    """Top-level third-party modules, including those named to `import_extra`/`has_module`."""
+    """Top-level third-party modules, also those named as a string to `import_extra`, `has_module`
+    or `find_spec` (packages used for their data files)."""
     found: dict[str, list[Import]] = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         modules = [(imp.line, imp.module) for imp in _imports(path)]
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if (
                 isinstance(node, ast.Call)
-                and getattr(node.func, "id", None) in ("import_extra", "has_module")
+                and (getattr(node.func, "id", None) or getattr(node.func, "attr", None)) in _IMPORTING_CALLS
                 and node.args
                 and isinstance(node.args[0], ast.Constant)
             ):
