@@ -36,6 +36,8 @@ def test_ids_are_positions() -> None:
     table = symbols("v2")
     ids = symbol_to_id("v2")
     assert all(table[ids[s]] == s for s in table)
+    with pytest.raises(TypeError):  # the one cached table is shared: callers cannot change it
+        ids["new"] = len(table)  # type: ignore[index]
 
 
 def test_unknown_phone_names_the_symbol() -> None:

@@ -8,6 +8,7 @@ Jyutping) symbols. Ids are positions in these lists, so the order is part of the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cache
 from types import MappingProxyType
 
@@ -78,8 +79,9 @@ def symbols(version: str = "v2") -> tuple[str, ...]:
 
 
 @cache
-def symbol_to_id(version: str = "v2") -> dict[str, int]:
-    return {symbol: index for index, symbol in enumerate(symbols(version))}
+def symbol_to_id(version: str = "v2") -> Mapping[str, int]:
+    """Symbol -> id of a version's table (read-only: one table is shared by every caller)."""
+    return MappingProxyType({symbol: index for index, symbol in enumerate(symbols(version))})
 
 
 def cleaned_text_to_sequence(phones: list[str], version: str = "v2") -> list[int]:
