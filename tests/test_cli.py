@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import wave
 from pathlib import Path
 
 import pytest
 
-from voice_data import make_tiny_data_dir, make_voice
+from voice_data import make_tiny_data_dir, make_voice, read_wav
 from wyoming_gsv.__main__ import main, parse_args, runtime_settings, serve_settings
 
 
@@ -36,12 +35,6 @@ def data_dir(unpacked_v2: dict[str, Path], tmp_path_factory: pytest.TempPathFact
     return root
 
 
-def _read_wav(path: Path) -> tuple[int, bytes]:
-    with wave.open(str(path), "rb") as wav:
-        assert wav.getnchannels() == 1 and wav.getsampwidth() == 2
-        return wav.getframerate(), wav.readframes(wav.getnframes())
-
-
 def test_voices_lists_status_and_builds_bundles(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["voices", "--data-dir", str(data_dir), "--threads", "1", "--no-fallback"])
     out = capsys.readouterr().out
@@ -59,7 +52,7 @@ def test_synth_is_deterministic_with_top_k_1_and_no_noise(data_dir: Path, tmp_pa
         argv = ["synth", "--data-dir", str(data_dir), "--voice", "plain", "--threads", "1", "--no-fallback",
                 "--top-k", "1", "--noise-scale", "0", "Hello there. How are you?", "-o", str(out)]
         assert main(argv) == 0
-        outputs.append(_read_wav(out))
+        outputs.append(read_wav(out))
     (rate_a, audio_a), (rate_b, audio_b) = outputs
     assert rate_a == rate_b == 32000
     assert len(audio_a) > 0 and audio_a == audio_b

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import wave
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ import torch
 from conftest import unpack_xz
 from server_client import describe, ha_synthesize
 from spy import Spy
-from voice_data import link_tiny_models, make_voice, tiny_voice_config
+from voice_data import link_tiny_models, make_voice, read_wav, tiny_voice_config
 from wyoming.server import AsyncTcpServer
 from wyoming_gsv.__main__ import main
 from wyoming_gsv.gsv.speaker import SpeakerEncoder
@@ -87,7 +86,7 @@ def test_synth_speaks_a_v2pro_voice_deterministically(pro_data_dir: Path, tmp_pa
         argv = ["synth", "--data-dir", str(pro_data_dir), "--voice", "pro", "--threads", "1", "--no-fallback",
                 "--top-k", "1", "--noise-scale", "0", TEXT, "-o", str(out)]
         assert main(argv) == 0
-        with wave.open(str(out), "rb") as wav:
-            assert wav.getframerate() == 32000
-            frames.append(wav.readframes(wav.getnframes()))
+        rate, pcm = read_wav(out)
+        assert rate == 32000
+        frames.append(pcm)
     assert len(frames[0]) > 0 and frames[0] == frames[1]

@@ -1,9 +1,11 @@
-"""Helpers that lay out a wyoming-gsv data dir (voices, models) for the server/voices tests."""
+"""Helpers that lay out a wyoming-gsv data dir (voices, models) for the server/voices tests, and read
+the WAVs they produce."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import wave
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,13 @@ def write_tone(path: Path, seconds: float = 3.5, rate: int = 32000, amplitude: f
     path.parent.mkdir(parents=True, exist_ok=True)
     soundfile.write(str(path), wave.astype(np.float32), rate, subtype="PCM_16")
     return path
+
+
+def read_wav(path: Path) -> tuple[int, bytes]:
+    """(sample rate, PCM frames) of a WAV the server or CLI wrote: always mono 16-bit."""
+    with wave.open(str(path), "rb") as wav:
+        assert wav.getnchannels() == 1 and wav.getsampwidth() == 2
+        return wav.getframerate(), wav.readframes(wav.getnframes())
 
 
 def fake_model_files(data_dir: Path) -> None:
