@@ -44,7 +44,8 @@ def _imports(path: Path) -> list[Import]:
             found += [Import(path, node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = _package_of(path)[: len(_package_of(path)) - node.level + 1]
+                package = _package_of(path)
+                base = package[: len(package) - node.level + 1]
                 module = ".".join(base + ([node.module] if node.module else []))
             else:
                 module = node.module or ""
