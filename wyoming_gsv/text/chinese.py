@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import re
 import threading
 from typing import Any
@@ -119,6 +120,9 @@ class ChineseG2P:
                     import jieba
                     import jieba.posseg
 
+                    # jieba logs its dictionary load at DEBUG through its own stream handler,
+                    # which also propagates to ours: say it once, only when something is wrong.
+                    jieba.setLogLevel(logging.WARNING)
                     tokenizer = jieba.Tokenizer()
                     tokenizer.initialize()  # the ~1 s dictionary load, here rather than mid-request
                     self._tagger = jieba.posseg.POSTokenizer(tokenizer)
