@@ -11,7 +11,6 @@ The official code resamples with two different tools, and we follow each where i
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +77,6 @@ def _normalized(audio: np.ndarray) -> np.ndarray:
     return audio.astype(np.float32, copy=False)
 
 
-@lru_cache(maxsize=8)
 def _sinc_kernel(orig: int, new: int, lowpass_width: int, rolloff: float) -> tuple[torch.Tensor, int]:
     """Polyphase Hann-windowed sinc kernel [new, 1, taps] for rates already divided by their gcd."""
     base = min(orig, new) * rolloff

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +44,6 @@ def _mel(freq: torch.Tensor | float) -> torch.Tensor | float:
     return 1127.0 * math.log1p(freq / 700.0)
 
 
-@lru_cache(maxsize=4)
 def _mel_banks(options: FbankOptions) -> torch.Tensor:
     """Triangular mel filters [num_mel_bins, fft_size // 2 + 1] (last column zero, as Kaldi)."""
     nyquist = options.sample_rate / 2
