@@ -90,6 +90,13 @@ def test_voice_model_paths_relative_to_data_dir(data_dir: Path, models: ModelPat
         ({"config": {"language": "klingon"}}, "language 'klingon'"),
         ({"config": {"temprature": 0.5}}, "unknown setting(s) temprature"),
         ({"config": {"top_k": 0}}, "top_k must be >= 1"),
+        # Wrong types are refused when the folder is read, not when a request reaches the model.
+        ({"config": {"seed": "abc"}}, "seed must be a whole number, got 'abc'"),
+        ({"config": {"top_k": 2.5}}, "top_k must be a whole number"),
+        ({"config": {"temperature": True}}, "temperature must be a number, got True"),
+        ({"config": {"speed": float("nan")}}, "speed must be a number, got nan"),
+        # YAML keys need not be strings (`1:`, `true:`); listing them must not crash the scan.
+        ({"config": {3: "x", True: "y"}}, "unknown setting(s) 3, True"),
         ({"config": {"gpt": "models/none.ckpt"}}, "gpt weights file not found"),
         ({"config": {"aux_refs": ["nope.wav"]}}, "reference clip is missing"),
     ],
@@ -233,6 +240,18 @@ def test_bundle_cache_roundtrip_and_atomic_replace(tmp_path: Path) -> None:
     cache.save("a", "k2", _bundle(5))
     assert not path.exists()
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [cache.path_for("a", "k2").name]
+
+
+def test_bundle_cache_keeps_bundles_of_voices_with_dotted_ids(tmp_path: Path) -> None:
+    """Saving "anna" drops anna's stale bundles only, not those of "anna.v2" (its glob matches them)."""
+    cache = BundleCache(tmp_path / "cache")
+    dotted = cache.save("anna.v2", "k1", _bundle())
+    cache.save("anna", "k1", _bundle())
+    cache.save("anna", "k2", _bundle())
+    assert dotted.exists() and cache.load("anna.v2", "k1") is not None
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted(
+        [dotted.name, cache.path_for("anna", "k2").name]
+    )
 
 
 def test_bundle_cache_rejects_corrupt_and_mismatched(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

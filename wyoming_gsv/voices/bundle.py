@@ -150,7 +150,14 @@ class BundleCache:
             Path(tmp_name).unlink(missing_ok=True)
             raise
         for stale in self.cache_dir.glob(f"{voice_id}.*.safetensors"):
-            if stale != path:
+            if stale != path and self._is_bundle_of(voice_id, stale):
                 stale.unlink(missing_ok=True)
         return path
+
+    @staticmethod
+    def _is_bundle_of(voice_id: str, path: Path) -> bool:
+        """`<voice_id>.<key>.safetensors` (keys have no dot): the glob also matches the bundles of
+        voices whose id extends this one's after a dot ("anna" vs "anna.v2")."""
+        key_part = path.name[len(voice_id) + 1 : -len(".safetensors")]
+        return "." not in key_part
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -19,6 +20,11 @@ class VoiceParams:
     seed: int | None = None
 
     def __post_init__(self) -> None:
+        # Types first: YAML and clients hand over strings, booleans or .nan, which would otherwise
+        # fail deep in the model (or pass the range checks: True is an int, nan compares False).
+        problems = [problem for name in _WHOLE + _REAL if (problem := self._type_problem(name)) is not None]
+        if problems:
+            raise ValueError("; ".join(problems))
         problems = []
         if self.top_k < 1:
             problems.append("top_k must be >= 1")
@@ -35,10 +41,22 @@ class VoiceParams:
         if problems:
             raise ValueError("; ".join(problems))
 
+    def _type_problem(self, name: str) -> str | None:
+        value = getattr(self, name)
+        if value is None and name == "seed":
+            return None
+        if name in _WHOLE:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+            return None if ok else f"{name} must be a whole number, got {value!r}"
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return None if ok else f"{name} must be a number, got {value!r}"
+
     def with_overrides(self, **overrides: Any) -> "VoiceParams":
         """A copy with every override that is not None applied."""
         changes = {name: value for name, value in overrides.items() if value is not None}
         return replace(self, **changes) if changes else self
 
 
+_WHOLE = ("top_k", "seed")
+_REAL = ("top_p", "temperature", "repetition_penalty", "speed", "noise_scale")
 PARAM_NAMES: tuple[str, ...] = tuple(f.name for f in fields(VoiceParams))

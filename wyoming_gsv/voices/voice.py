@@ -115,7 +115,7 @@ def _read_yaml(voice_id: str, path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(config, dict):
         raise VoiceError(voice_id, path, "must be a mapping of settings")
-    unknown = sorted(set(config) - _YAML_KEYS)
+    unknown = sorted(str(key) for key in set(config) - _YAML_KEYS)  # YAML keys may be numbers or booleans
     if unknown:
         # A typo (e.g. "temprature") silently ignored would be worse than a clear refusal.
         raise VoiceError(voice_id, path, f"unknown setting(s) {', '.join(unknown)}")
