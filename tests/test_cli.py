@@ -74,3 +74,44 @@ def test_phonemize_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
 def test_phonemize_bad_mode_is_a_clean_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["phonemize", "--language", "klingon", "Hello."]) == 2
     assert "klingon" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        # 0 samples per chunk made the audio writer fail (and the client wait forever); a queue
+        # bound of 0 meant no bound at all.
+        (["--samples-per-chunk", "0"], "--samples-per-chunk: must be 1 or more, got 0"),
+        (["--max-queue", "0"], "--max-queue: must be 1 or more"),
+        (["--max-chars", "-5"], "--max-chars: must be 1 or more"),
+        (["--threads", "x"], "--threads: must be a whole number, got 'x'"),
+        (["--chunk-tokens", "-1"], "--chunk-tokens: must be 0 or more"),
+        (["--uri", "http://example:1"], "must start with tcp://, unix:// or stdio://"),
+        (["--uri", "tcp://0.0.0.0"], "needs a host and a port"),
+        (["--uri", "tcp://0.0.0.0:port"], "needs a host and a port"),
+        (["--uri", "unix:///tmp/gsv.sock", "--zeroconf"], "--zeroconf needs a tcp:// URI"),
+        (["synth", "--voice", "v", "--top-k", "0", "hi", "-o", "x.wav"], "top_k must be >= 1"),
+        (["synth", "--voice", "v", "--speed", "9", "hi", "-o", "x.wav"], "speed must be in [0.25, 4]"),
+    ],
+)
+def test_bad_flag_values_are_usage_errors(argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Refused while parsing, not after the models load (or at the first request)."""
+    command = argv[:1] if argv[0] == "synth" else []
+    with pytest.raises(SystemExit) as info:
+        parse_args([*command, "--data-dir", "/d", *argv[len(command):]])
+    assert info.value.code == 2
+    assert expected in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [[], ["voices"], ["synth", "--voice", "v", "-o", "x.wav", "hi"]])
+def test_missing_or_file_data_dir_is_a_clear_error(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped --data-dir used to serve no voice (or list none) without a word."""
+    missing = tmp_path / "nope"
+    assert main([*command, "--data-dir", str(missing), "--no-fallback"]) == 2
+    assert f"--data-dir {missing} does not exist" in capsys.readouterr().err
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    assert main([*command, "--data-dir", str(a_file), "--no-fallback"]) == 2
+    assert "is not a directory" in capsys.readouterr().err

@@ -59,10 +59,10 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default DATA_DIR/models/sv/pretrained_eres2netv2w24s4ep4.ckpt)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
     parser.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto")
-    parser.add_argument("--threads", type=int, help="CPU threads for inference (default: all cores)")
+    parser.add_argument("--threads", type=_positive_int, help="CPU threads for inference (default: all cores)")
     parser.add_argument(
         "--chunk-tokens",
-        type=int,
+        type=_non_negative_int,
         default=0,
         help="low latency: start vocoding a sentence after N semantic tokens (25 = 1 s of audio), "
         "then in chunks twice as long each time; 0 = whole sentences (default)",
@@ -87,9 +87,13 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--zeroconf-host", help="IP address to advertise (default: detected)")
     parser.add_argument("--no-streaming", action="store_true", help="do not advertise streaming synthesis")
     parser.add_argument("--voice", help="voice used when a request names none (default: the first)")
-    parser.add_argument("--max-chars", type=int, default=2000, help="longest text per request (default: %(default)s)")
-    parser.add_argument("--max-queue", type=int, default=8, help="requests waiting for the engine (default: %(default)s)")
-    parser.add_argument("--samples-per-chunk", type=int, default=2048, help="audio samples per chunk event")
+    parser.add_argument(
+        "--max-chars", type=_positive_int, default=2000, help="longest text per request (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--max-queue", type=_positive_int, default=8, help="requests waiting for the engine (default: %(default)s)"
+    )
+    parser.add_argument("--samples-per-chunk", type=_positive_int, default=2048, help="audio samples per chunk event")
     parser.add_argument("--no-warm-up", action="store_true", help="listen before the models are loaded")
 
 
@@ -107,7 +111,7 @@ def _add_synth_arguments(parser: argparse.ArgumentParser) -> None:
     _add_common_arguments(parser)
     parser.add_argument("--voice", required=True, help="voice id (folder name under DATA_DIR/voices/)")
     parser.add_argument("--language", help="text language code, for voices that speak several")
-    parser.add_argument("--max-chars", type=int, default=20000, help="longest text (default: %(default)s)")
+    parser.add_argument("--max-chars", type=_positive_int, default=20000, help="longest text (default: %(default)s)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="WAV file to write")
     _add_sampling_arguments(parser)
     parser.add_argument("text", help="text to speak ('-' reads standard input)")
@@ -130,12 +134,78 @@ def _add_download_command(parser: argparse.ArgumentParser) -> None:
     add_download_arguments(parser)
 
 
+def _whole_number(text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    return _whole_number(text, 1)
+
+
+def _non_negative_int(text: str) -> int:
+    return _whole_number(text, 0)
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """`serve` is the default command: `wyoming-gsv --uri ... --data-dir ...` works as piper's does."""
     argv = list(argv)
     if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version")):
         argv.insert(0, "serve")
-    return build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # Checked now rather than after minutes of model loading (or, for sampling, at the first request).
+    problem = _uri_problem(args) if args.command == "serve" else None
+    if problem is None and args.command == "synth":
+        problem = _sampling_problem(args)
+    if problem is not None:
+        parser.error(problem)
+    return args
+
+
+def _uri_problem(args: argparse.Namespace) -> str | None:
+    from urllib.parse import urlparse
+
+    uri = urlparse(args.uri)
+    if uri.scheme not in ("tcp", "unix", "stdio"):
+        return f"--uri {args.uri!r}: must start with tcp://, unix:// or stdio://"
+    if uri.scheme == "tcp":
+        try:
+            port = uri.port
+        except ValueError:
+            port = None
+        if not uri.hostname or port is None:
+            return f"--uri {args.uri!r}: a tcp:// URI needs a host and a port, e.g. tcp://0.0.0.0:10200"
+    elif args.zeroconf:
+        return f"--zeroconf needs a tcp:// URI, not {args.uri!r}"
+    return None
+
+
+def _sampling_problem(args: argparse.Namespace) -> str | None:
+    from .voices.params import VoiceParams
+
+    try:
+        VoiceParams().with_overrides(**{name: getattr(args, name, None) for name in SAMPLING_FLAGS})
+    except ValueError as err:
+        return f"bad sampling flag: {err}"
+    return None
+
+
+def data_dir_problem(args: argparse.Namespace) -> str | None:
+    """A --data-dir that is missing would otherwise serve no voice without a word."""
+    data_dir = getattr(args, "data_dir", None)
+    if data_dir is None or args.command == "download":  # download creates it
+        return None
+    if not data_dir.exists():
+        return f"--data-dir {data_dir} does not exist"
+    if not data_dir.is_dir():
+        return f"--data-dir {data_dir} is not a directory"
+    return None
 
 
 def runtime_settings(args: argparse.Namespace) -> Any:
@@ -285,6 +355,10 @@ def run_download(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    problem = data_dir_problem(args)
+    if problem is not None:
+        print(f"wyoming-gsv {args.command}: {problem}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.DEBUG if getattr(args, "debug", False) else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
