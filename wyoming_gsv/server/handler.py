@@ -52,6 +52,14 @@ class GsvEventHandler(AsyncEventHandler):
         self._sender: asyncio.Task[None] | None = None
         self._rate: int | None = None  # one audio format per connection: fixed by the first audio-start
 
+    async def run(self) -> None:
+        try:
+            await super().run()
+        except ConnectionError as err:
+            # A reset connection raises out of the library's read (or our write); the client is
+            # gone and disconnect() has run, so it is not an error of ours to report.
+            _LOGGER.debug("Client went away: %s", err)
+
     async def handle_event(self, event: Event) -> bool:
         try:
             return await self._dispatch(event)
@@ -84,6 +92,7 @@ class GsvEventHandler(AsyncEventHandler):
                 self._streaming = False
                 self._session.finish()
             else:
+                await self._wait_for_sender()  # in order: after the audio of the request before
                 await self.write_event(SynthesizeStopped().event())
         else:
             _LOGGER.debug("Ignoring event %s", event.type)
@@ -101,11 +110,14 @@ class GsvEventHandler(AsyncEventHandler):
             self._session.cancel()
             if self._sender is not None:
                 self._sender.cancel()
-        if self._sender is not None and not self._sender.done():
-            await asyncio.wait([self._sender])  # one request at a time per connection, in order
+        await self._wait_for_sender()  # one request at a time per connection, in order
         voice_name, language = _voice_request(data.get("voice"))
         self._session = self.service.open_session(voice_name, language)
         return self._session
+
+    async def _wait_for_sender(self) -> None:
+        if self._sender is not None and not self._sender.done():
+            await asyncio.wait([self._sender])
 
     async def _launch(self, session: SpeechSession, *, streaming: bool) -> None:
         self._streaming = streaming

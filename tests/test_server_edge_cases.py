@@ -1,0 +1,148 @@
+"""Protocol edge cases over real TCP (and stdio): clients that leave early, repeat themselves or
+close their input, on the real engine with the tiny fixture models."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from wyoming.client import AsyncTcpClient
+from wyoming.server import AsyncTcpServer
+from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeVoice
+
+from voice_data import make_tiny_data_dir
+from wyoming_gsv.server.handler import HandlerSettings
+from wyoming_gsv.server.run import bound_port, handler_factory
+from wyoming_gsv.synthesis.runtime import Runtime, RuntimeSettings
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data_dir(unpacked_v2: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_data_dir(tmp_path_factory.mktemp("edge-data"), unpacked_v2)
+
+
+@pytest.fixture(scope="module")
+def runtime(data_dir: Path):
+    torch.set_num_threads(1)
+    runtime = Runtime(RuntimeSettings(data_dir=data_dir, threads=1, use_fallback=False))
+    runtime.warm_up()
+    runtime.start()
+    yield runtime
+    runtime.close()
+
+
+class Served:
+    """A server whose connection handlers report how they ended (None, or the exception that
+    escaped them: asyncio would only log it as "Task exception was never retrieved")."""
+
+    def __init__(self) -> None:
+        self.server = AsyncTcpServer("127.0.0.1", 0)
+        self.endings: list[BaseException | None] = []
+
+    async def start(self, runtime: Runtime) -> int:
+        factory = handler_factory(runtime.service, HandlerSettings(samples_per_chunk=1024))
+
+        def recording_factory(reader, writer):
+            handler = factory(reader, writer)
+            run = handler.run
+
+            async def recorded_run() -> None:
+                try:
+                    await run()
+                except BaseException as err:
+                    self.endings.append(err)
+                    raise
+                self.endings.append(None)
+
+            handler.run = recorded_run
+            return handler
+
+        await self.server.start(recording_factory)
+        return bound_port(self.server)
+
+    async def wait_for_endings(self, count: int, timeout: float = 20.0) -> list[BaseException | None]:
+        deadline = time.monotonic() + timeout
+        while len(self.endings) < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return self.endings
+
+
+@pytest.fixture
+async def served(runtime: Runtime):
+    served = Served()
+    served.port = await served.start(runtime)
+    yield served
+    await served.server.stop()
+
+
+async def _read_until(client: AsyncTcpClient, last_type: str, count: int = 1) -> list[str]:
+    types: list[str] = []
+    while types.count(last_type) < count:
+        event = await asyncio.wait_for(client.read_event(), 60)
+        assert event is not None, f"connection closed after {types}"
+        types.append(event.type)
+    return types
+
+
+async def test_client_reset_before_the_answer_ends_the_handler_cleanly(
+    served: Served, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HA gives up on a slow describe and closes; writing the late answer must not raise out of
+    handle_event."""
+    voices = runtime.service.voices
+
+    def slow_voices():
+        time.sleep(0.3)  # the connection is reset meanwhile
+        return voices()
+
+    monkeypatch.setattr(runtime.service, "voices", slow_voices)
+    sock = socket.create_connection(("127.0.0.1", served.port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST
+    sock.sendall(json.dumps({"type": "describe"}).encode() + b"\n")
+    await asyncio.sleep(0.05)
+    sock.close()
+    assert await served.wait_for_endings(1) == [None]
+
+
+@pytest.mark.parametrize(
+    "request_events",
+    [
+        [SynthesizeStart().event(), SynthesizeChunk(text="Hello there.").event(), SynthesizeStop().event()],
+        [Synthesize(text="Hello there.").event()],
+    ],
+    ids=["stream", "plain"],
+)
+async def test_stop_outside_a_stream_is_answered_after_the_audio(served: Served, request_events) -> None:
+    """A repeated synthesize-stop (or one after a plain synthesize) is acknowledged in order: a
+    client that reads up to synthesize-stopped must not lose the audio still being made."""
+    async with AsyncTcpClient("127.0.0.1", served.port) as client:
+        for event in [*request_events, SynthesizeStop().event()]:
+            await client.write_event(event)
+        expected_stops = 2 if len(request_events) > 1 else 1
+        types = await _read_until(client, "synthesize-stopped", expected_stops)
+    assert "audio-stop" in types
+    last_audio_stop = len(types) - 1 - types[::-1].index("audio-stop")
+    assert types.index("synthesize-stopped") > last_audio_stop, types
+
+
+async def test_stream_left_open_by_a_vanished_client_frees_the_engine(served: Served, runtime: Runtime) -> None:
+    client = AsyncTcpClient("127.0.0.1", served.port)
+    await client.connect()
+    await client.write_event(SynthesizeStart(voice=SynthesizeVoice(name="tiny")).event())
+    await client.write_event(SynthesizeChunk(text="Hello there. And then").event())
+    await client.disconnect()
+    assert await served.wait_for_endings(1) == [None]
+    async with AsyncTcpClient("127.0.0.1", served.port) as other:
+        await other.write_event(Synthesize(text="Still here.").event())
+        assert (await _read_until(other, "audio-stop"))[0] == "audio-start"
