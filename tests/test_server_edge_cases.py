@@ -4,6 +4,7 @@ close their input, on the real engine with the tiny fixture models."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import socket
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from wyoming.client import AsyncTcpClient
+from wyoming.event import read_event
 from wyoming.server import AsyncTcpServer
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeVoice
 
@@ -146,3 +148,18 @@ async def test_stream_left_open_by_a_vanished_client_frees_the_engine(served: Se
     async with AsyncTcpClient("127.0.0.1", served.port) as other:
         await other.write_event(Synthesize(text="Still here.").event())
         assert (await _read_until(other, "audio-stop"))[0] == "audio-start"
+
+
+def test_stdio_answers_a_request_whose_input_has_ended(data_dir: Path) -> None:
+    """`echo '{"type": "synthesize", ...}' | wyoming-gsv --uri stdio://`: the end of stdin used to
+    end the server before the audio was written, so nothing came out."""
+    request = json.dumps({"type": "synthesize", "data": {"text": "Hello there.", "voice": {"name": "tiny"}}})
+    argv = [sys.executable, "-m", "wyoming_gsv", "--uri", "stdio://", "--data-dir", str(data_dir),
+            "--threads", "1", "--no-fallback", "--no-warm-up"]
+    done = subprocess.run(argv, input=(request + "\n").encode(), capture_output=True, timeout=120,
+                          cwd=PROJECT_ROOT, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    output, types = io.BytesIO(done.stdout), []
+    while (event := read_event(output)) is not None:
+        types.append(event.type)
+    assert types[0] == "audio-start" and types[-1] == "audio-stop" and "audio-chunk" in types

@@ -82,7 +82,9 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     _add_common_arguments(parser)
-    parser.add_argument("--uri", default="tcp://0.0.0.0:10200", help="unix:// or tcp:// (default: %(default)s)")
+    parser.add_argument(
+        "--uri", default="tcp://0.0.0.0:10200", help="tcp://HOST:PORT, unix://PATH or stdio:// (default: %(default)s)"
+    )
     parser.add_argument("--zeroconf", nargs="?", const="gsv", help="advertise over mDNS as NAME (default name: gsv)")
     parser.add_argument("--zeroconf-host", help="IP address to advertise (default: detected)")
     parser.add_argument("--no-streaming", action="store_true", help="do not advertise streaming synthesis")

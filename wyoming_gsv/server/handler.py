@@ -179,6 +179,17 @@ class GsvEventHandler(AsyncEventHandler):
         except (ConnectionError, RuntimeError):
             pass
 
+    async def finish_pending(self) -> None:
+        """Until the request under way has sent its audio (the input ended; the output is open).
+        A stream that never got its synthesize-stop would never end, so it is dropped."""
+        if self._streaming and self._session is not None:
+            _LOGGER.warning("Input ended inside a stream (no synthesize-stop); dropping it")
+            self._streaming = False
+            self._session.cancel()
+            if self._sender is not None:
+                self._sender.cancel()
+        await self._wait_for_sender()
+
     async def disconnect(self) -> None:
         if self._session is not None:
             self._session.cancel()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from asyncio import StreamReader, StreamWriter
 from dataclasses import dataclass
 from functools import partial
+from typing import Callable
 
-from wyoming.server import AsyncServer, AsyncTcpServer
+from wyoming.server import AsyncServer, AsyncStdioServer, AsyncTcpServer
 
 from ..synthesis.service import TtsService
 from .handler import GsvEventHandler, HandlerSettings
@@ -46,11 +48,29 @@ async def serve(
         )
         await advertiser.start()
     _LOGGER.info("Ready: listening on %s", uri)
+    factory = handler_factory(service, settings)
+    stdio_handlers: list[GsvEventHandler] = []
     try:
-        await server.run(handler_factory(service, settings))
+        # The end of stdin ends the stdio server's loop but, unlike a TCP disconnect, stdout is
+        # still open: the last request's audio must go out before we return.
+        await server.run(_kept(factory, stdio_handlers) if isinstance(server, AsyncStdioServer) else factory)
+        for handler in stdio_handlers:
+            await handler.finish_pending()
     finally:
         if advertiser is not None:
             await advertiser.stop()
+
+
+def _kept(
+    factory: Callable[[StreamReader, StreamWriter], GsvEventHandler], handlers: list[GsvEventHandler]
+) -> Callable[[StreamReader, StreamWriter], GsvEventHandler]:
+    """The factory, also keeping the handlers it makes."""
+
+    def make(reader: StreamReader, writer: StreamWriter) -> GsvEventHandler:
+        handlers.append(factory(reader, writer))
+        return handlers[-1]
+
+    return make
 
 
 def bound_port(server: AsyncTcpServer) -> int:
