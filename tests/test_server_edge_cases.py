@@ -21,6 +21,7 @@ from wyoming.event import read_event
 from wyoming.server import AsyncTcpServer
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeVoice
 
+from server_client import ha_synthesize
 from voice_data import make_tiny_data_dir
 from wyoming_gsv.server.handler import HandlerSettings
 from wyoming_gsv.server.run import bound_port, handler_factory
@@ -163,3 +164,9 @@ def test_stdio_answers_a_request_whose_input_has_ended(data_dir: Path) -> None:
     while (event := read_event(output)) is not None:
         types.append(event.type)
     assert types[0] == "audio-start" and types[-1] == "audio-stop" and "audio-chunk" in types
+
+
+async def test_unit_symbols_from_home_assistant_are_spoken(served: Served) -> None:
+    """A lone Greek letter refused the whole answer ("unsupported-language") for an English voice."""
+    result = await ha_synthesize(served.port, "Dust is at 12 μg/m³ today.", voice="tiny")
+    assert result.error is None and result.audio

@@ -158,7 +158,18 @@ def test_check_script_refuses(text: str, mode: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "mode"), [("Hi 3.5!", "en"), ("你好 hi", "zh"), ("日本語です", "ja"), ("안녕 你", "auto"), ("Café", "en")]
+    ("text", "mode"),
+    [
+        ("Hi 3.5!", "en"),
+        ("你好 hi", "zh"),
+        ("日本語です", "ja"),
+        ("안녕 你", "auto"),
+        ("Café", "en"),
+        # Lone letters are symbols: HA's unit for dust is "μg/m³" (Greek mu); µ is the micro sign.
+        ("PM2.5 is 12 μg/m³.", "en"),
+        ("5 µs, 2π, 10 Ω, 1º", "en"),
+        ("空气 12 μg/m³。", "zh"),
+    ],
 )
 def test_check_script_accepts(text: str, mode: str) -> None:
     check_script(text, mode)

@@ -51,12 +51,20 @@ def has_speakable(text: str) -> bool:
 
 
 def check_script(text: str, mode: str) -> None:
-    """Raise BadRequest if the text holds letters the language mode cannot pronounce."""
+    """Raise BadRequest if the text holds words the language mode cannot pronounce.
+
+    A lone letter of another script is let through as a symbol: Home Assistant writes units as
+    "μg/m³" (Greek mu), and answers hold "π" or "Ω"; the frontend reads or skips those, while
+    refusing would silence the whole answer."""
     allowed = _MODE_SCRIPTS.get(mode, _MODE_SCRIPTS["auto"])
+    previous: str | None = None
     for char in text:
         script = char_script(char)
-        if script is not None and script not in allowed:
+        foreign = script is not None and script not in allowed
+        if foreign and previous is not None:
             raise BadRequest(
-                f"text contains {_SCRIPT_NAMES[script]} ({char!r}), which a voice speaking {mode!r} cannot pronounce",
+                f"text contains {_SCRIPT_NAMES[script]} ({previous + char!r}), which a voice speaking {mode!r} "
+                "cannot pronounce",
                 code="unsupported-language",
             )
+        previous = char if foreign else None
