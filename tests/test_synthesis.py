@@ -134,6 +134,53 @@ async def test_queue_bound_counts_requests_not_sentences() -> None:
         second.finish()
 
 
+class BlockingSpeaker(FakeSpeaker):
+    """Holds the worker until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def speak(self, text: str, should_stop, emit) -> None:
+        self.started.set()
+        self.release.wait(10)
+        super().speak(text, should_stop, emit)
+
+
+async def _until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def test_admitted_stream_is_never_busy_for_its_later_sentences() -> None:
+    """A stream's next sentence, arriving after its worker turn ended, used to need a free queue
+    slot: with the queue full of other requests, an answer half spoken got a "busy" error."""
+    engine = Engine(max_queue=1)
+    engine.start()
+    blocker = BlockingSpeaker()
+    try:
+        stream_speaker = FakeSpeaker()
+        stream = _session(engine, stream_speaker)
+        stream.feed("One. ")
+        await _until(lambda: stream_speaker.spoken == ["One."] and not stream._job._scheduled)
+        busy_worker = _session(engine, blocker)
+        busy_worker.feed("Block. ")
+        await asyncio.get_running_loop().run_in_executor(None, blocker.started.wait, 10)
+        waiting = _session(engine, FakeSpeaker())
+        waiting.feed("Wait. ")  # the queue is full now
+        with pytest.raises(EngineBusy):
+            _session(engine, FakeSpeaker()).feed("A new request. ")
+        stream.feed("Two. ")  # already admitted: queued, not refused
+        stream.finish()
+        blocker.release.set()
+        assert len(await _collect(stream)) == 2 and stream_speaker.spoken == ["One.", "Two."]
+    finally:
+        blocker.release.set()
+        engine.close()
+
+
 async def test_session_limits_and_language(engine: Engine) -> None:
     session = _session(engine, FakeSpeaker(), max_chars=20)
     session.feed("short. ")

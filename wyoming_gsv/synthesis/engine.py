@@ -29,6 +29,7 @@ class EngineJob:
     cancelled: threading.Event = field(default_factory=threading.Event)
     _sentences: deque[tuple[int, str]] = field(default_factory=deque)
     _scheduled: bool = False
+    _admitted: bool = False  # counted against the queue bound once, at its first sentence
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def cancel(self) -> None:
@@ -39,7 +40,10 @@ class Engine:
     """Owns the worker thread; jobs queue with a bound and run one sentence at a time."""
 
     def __init__(self, max_queue: int = 8, name: str = "gsv-engine") -> None:
-        self._queue: queue.Queue[EngineJob | None] = queue.Queue(maxsize=max_queue)
+        self.max_queue = max_queue
+        # Unbounded: submit() bounds new requests only, so a stream already being answered is
+        # never told "busy" when its next sentence arrives after its worker turn ended.
+        self._queue: queue.Queue[EngineJob | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._started = False
         self._closed = False
@@ -63,12 +67,11 @@ class Engine:
             job._sentences.append((index, sentence))
             if job._scheduled:
                 return
-            try:
-                self._queue.put_nowait(job)
-            except queue.Full:
+            if not job._admitted and self._queue.qsize() >= self.max_queue:
                 job._sentences.pop()
-                raise EngineBusy(f"too many requests waiting (limit {self._queue.maxsize})") from None
-            job._scheduled = True
+                raise EngineBusy(f"too many requests waiting (limit {self.max_queue})")
+            job._admitted = job._scheduled = True
+            self._queue.put_nowait(job)
 
     def _run(self) -> None:
         while True:
