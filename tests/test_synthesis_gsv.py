@@ -116,6 +116,20 @@ def test_v2pro_voice_uses_the_speaker_embedding(setup, v2pro_tiny: Path, tmp_pat
         missing.prepare(pro_voice)
 
 
+def test_voice_speaks_when_its_bundle_cannot_be_cached(setup, tmp_path: Path, caplog) -> None:
+    """A read-only (or full) cache folder made every request of the voice fail; the bundle is
+    only a cache."""
+    backend, voice = setup
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    uncached = GsvBackend(backend.models, BundleCache(blocked / "cache"), frontend=backend.frontend)
+    with caplog.at_level("WARNING"):
+        pieces: list[Speech] = []
+        uncached.speaker(voice, voice.params, "en").speak(TEXT, lambda: False, pieces.append)
+    assert pieces and pieces[0].samples.size > 0
+    assert "Cannot cache the bundle of voice 'tiny'" in caplog.text
+
+
 def test_int8_gpt_mode_still_speaks(setup) -> None:
     backend, voice = setup
     fast = GsvBackend(backend.models, backend.cache, BackendSettings(gpt_int8=True), frontend=backend.frontend)

@@ -165,7 +165,10 @@ class GsvBackend:
             if bundle is None:
                 _LOGGER.info("Building voice bundle for %r", voice.id)
                 bundle = self.build_bundle(voice)
-                self.cache.save(voice.id, key, bundle)
+                try:
+                    self.cache.save(voice.id, key, bundle)
+                except OSError as err:  # e.g. a data dir mounted read-only: speak anyway
+                    _LOGGER.warning("Cannot cache the bundle of voice %r (%s); it is rebuilt each start", voice.id, err)
             bundle = bundle.to(self.device, self.settings.dtype)
             self._bundles[voice.id] = (voice, key, bundle)
             return bundle
