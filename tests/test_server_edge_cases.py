@@ -17,13 +17,14 @@ from pathlib import Path
 import pytest
 import torch
 from wyoming.client import AsyncTcpClient
+from wyoming.error import Error
 from wyoming.event import read_event
 from wyoming.server import AsyncTcpServer
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeVoice
 
-from server_client import ha_synthesize
+from server_client import ha_synthesize, send_and_collect
 from voice_data import make_tiny_data_dir
-from wyoming_gsv.server.handler import HandlerSettings
+from wyoming_gsv.server.handler import GsvEventHandler, HandlerSettings
 from wyoming_gsv.server.run import bound_port, handler_factory
 from wyoming_gsv.synthesis.runtime import Runtime, RuntimeSettings
 
@@ -170,3 +171,32 @@ async def test_unit_symbols_from_home_assistant_are_spoken(served: Served) -> No
     """A lone Greek letter refused the whole answer ("unsupported-language") for an English voice."""
     result = await ha_synthesize(served.port, "Dust is at 12 μg/m³ today.", voice="tiny")
     assert result.error is None and result.audio
+
+
+async def test_unexpected_failure_while_sending_audio_is_an_error_not_a_hang(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HA's non-streaming path has no read timeout: a sender task dying of an unexpected
+    exception used to leave it waiting for audio-stop forever."""
+
+    async def broken(self, rate: int, pcm: bytes) -> None:
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(GsvEventHandler, "_write_samples", broken)
+    received = await asyncio.wait_for(send_and_collect(served.port, [Synthesize(text="Hello there.").event()]), 30)
+    assert [event.type for event in received] == ["audio-start", "error"]
+    error = Error.from_event(received[-1])
+    assert error.code == "internal-error" and "a bug" in error.text
+
+
+async def test_unexpected_failure_handling_an_event_is_an_error_event(
+    served: Served, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args, **kwargs):
+        raise TypeError("a bug")
+
+    monkeypatch.setattr(runtime.service, "open_session", broken)
+    received = await asyncio.wait_for(send_and_collect(served.port, [Synthesize(text="Hello there.").event()]), 30)
+    assert [event.type for event in received] == ["error"]
+    assert Error.from_event(received[0]).code == "internal-error"
+    assert await served.wait_for_endings(1) == [None]  # nothing escaped the handler task

@@ -66,6 +66,12 @@ class GsvEventHandler(AsyncEventHandler):
         except SynthesisError as err:
             await self._send_error(err)
             return False
+        except ConnectionError:
+            raise  # the client is gone (see run)
+        except Exception as err:  # a bug of ours: tell the client instead of just closing
+            _LOGGER.exception("Failed to handle %s", event.type)
+            await self._send_error(_internal_error(err))
+            return False
 
     async def _dispatch(self, event: Event) -> bool:
         data: dict[str, Any] = event.data if isinstance(event.data, dict) else {}
@@ -159,6 +165,10 @@ class GsvEventHandler(AsyncEventHandler):
         except (ConnectionError, RuntimeError) as err:
             _LOGGER.debug("Client went away while audio was sent: %s", err)
             session.cancel()
+        except Exception as err:  # a bug of ours: never leave the client waiting (HA has no timeout)
+            _LOGGER.exception("Sending audio failed")
+            await self._send_error(_internal_error(err))
+            await self.stop()
 
     async def _write_samples(self, rate: int, pcm: bytes) -> None:
         target = self._rate or rate
@@ -195,6 +205,10 @@ class GsvEventHandler(AsyncEventHandler):
             self._session.cancel()
         if self._sender is not None and not self._sender.done():
             self._sender.cancel()
+
+
+def _internal_error(err: Exception) -> SynthesisError:
+    return SynthesisError(f"internal error: {type(err).__name__}: {err}", code="internal-error")
 
 
 def _required_text(data: dict[str, Any], event_type: str) -> str:
