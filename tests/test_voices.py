@@ -269,6 +269,20 @@ def test_bundle_cache_rejects_corrupt_and_mismatched(tmp_path: Path, caplog: pyt
     assert cache.load("a", "k1") is None
 
 
+def test_corrupt_bundle_in_a_read_only_cache_is_rebuilt_not_fatal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = BundleCache(tmp_path / "cache")
+    path = cache.save("a", "k1", _bundle())
+    path.write_bytes(b"garbage")
+
+    def read_only(self: Path, missing_ok: bool = False) -> None:
+        raise PermissionError(30, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "unlink", read_only)
+    assert cache.load("a", "k1") is None  # the OSError of the clean-up used to escape
+
+
 def test_bundle_validates_shapes() -> None:
     with pytest.raises(ValueError, match="prompt_bert"):
         VoiceBundle(

@@ -130,7 +130,10 @@ class BundleCache:
             return VoiceBundle.from_tensors(tensors)
         except (SafetensorError, ValueError, OSError, RuntimeError, KeyError) as err:
             _LOGGER.warning("Voice bundle %s is unusable (%s); rebuilding it", path, err)
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                pass  # a read-only cache: the rebuilt bundle is kept in memory
             return None
 
     def save(self, voice_id: str, key: str, bundle: VoiceBundle) -> Path:
