@@ -162,6 +162,23 @@ def test_registry_rescans_and_logs_bad_voice_once(
     assert registry.get("../models") is None
 
 
+def test_unlistable_voice_folder_does_not_hide_the_others(
+    data_dir: Path, models: ModelPaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PermissionError listing one folder escaped scan(), so describe listed no voice at all."""
+    make_voice(data_dir, "a")
+    make_voice(data_dir, "locked")
+    listdir = Path.iterdir
+
+    def iterdir(self: Path):
+        if self.name == "locked":
+            raise PermissionError(13, "Permission denied", str(self))
+        return listdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    assert "a" in [v.id for v in VoiceRegistry(models).scan()]
+
+
 def test_registry_reuses_unchanged_voice(data_dir: Path, models: ModelPaths) -> None:
     make_voice(data_dir, "a")
     registry = VoiceRegistry(models)

@@ -71,7 +71,10 @@ class VoiceRegistry:
 
     def _load(self, folder: Path) -> Voice | None:
         voice_id = folder.name
-        folder_signature = self._folder_signature(folder)
+        try:
+            folder_signature = self._folder_signature(folder)
+        except OSError:  # a folder we may not list (permissions): load_voice says what is wrong
+            folder_signature = ((str(folder), -1, -1),)
         with self._lock:
             entry = self._entries.get(voice_id)
         if entry is not None and entry.signature == folder_signature + _stats(entry.model_files):
