@@ -115,3 +115,12 @@ def test_missing_or_file_data_dir_is_a_clear_error(
     a_file.write_text("")
     assert main([*command, "--data-dir", str(a_file), "--no-fallback"]) == 2
     assert "is not a directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("device", "expected"), [("nonsense", "--device 'nonsense'"), ("cuda:99", "--device cuda:99")])
+def test_unusable_device_is_a_clear_error(
+    device: str, expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It used to start, list the voices, and fail every request (or leave every voice out)."""
+    assert main(["voices", "--data-dir", str(tmp_path), "--device", device, "--no-fallback"]) == 2
+    assert expected in capsys.readouterr().err

@@ -198,6 +198,26 @@ def _sampling_problem(args: argparse.Namespace) -> str | None:
     return None
 
 
+def device_problem(args: argparse.Namespace) -> str | None:
+    """A device torch cannot use would leave every voice failing at its first request."""
+    device = getattr(args, "device", None)
+    if device is None:
+        return None
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as err:
+        return f"--device {device!r}: {err}"
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            return f"--device {device}: CUDA is not available (no GPU visible, or a CPU-only torch)"
+        if parsed.index is not None and parsed.index >= count:
+            return f"--device {device}: only {count} CUDA device(s) visible"
+    return None
+
+
 def data_dir_problem(args: argparse.Namespace) -> str | None:
     """A --data-dir that is missing would otherwise serve no voice without a word."""
     data_dir = getattr(args, "data_dir", None)
@@ -357,7 +377,7 @@ def run_download(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    problem = data_dir_problem(args)
+    problem = data_dir_problem(args) or device_problem(args)
     if problem is not None:
         print(f"wyoming-gsv {args.command}: {problem}", file=sys.stderr)
         return 2
