@@ -65,6 +65,15 @@ def test_synth_unknown_voice_fails_clearly(data_dir: Path, tmp_path: Path, capsy
     assert not (tmp_path / "x.wav").exists()
 
 
+def test_synth_output_folder_missing_fails_before_synthesis(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "missing" / "x.wav"
+    argv = ["synth", "--data-dir", str(data_dir), "--voice", "plain", "--no-fallback", "hi", "-o", str(out)]
+    assert main(argv) == 2  # it used to synthesize, then die in wave.open with a traceback
+    assert f"cannot write {out}" in capsys.readouterr().err
+
+
 def test_phonemize_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["phonemize", "--language", "en", "Hello world."]) == 0
     result = json.loads(capsys.readouterr().out)

@@ -297,6 +297,9 @@ def run_synth(args: argparse.Namespace) -> int:
     from .synthesis.runtime import Runtime
     from .synthesis.speech import SynthesisError
 
+    if not args.output.parent.is_dir():  # found out now, not after the synthesis
+        print(f"wyoming-gsv synth: cannot write {args.output}: {args.output.parent} is not a folder", file=sys.stderr)
+        return 2
     text = sys.stdin.read() if args.text == "-" else args.text
     runtime = Runtime(runtime_settings(args))
     if runtime.registry.get(args.voice) is None:
