@@ -185,6 +185,15 @@ def _uri_problem(args: argparse.Namespace) -> str | None:
             return f"--uri {args.uri!r}: a tcp:// URI needs a host and a port, e.g. tcp://0.0.0.0:10200"
     elif args.zeroconf:
         return f"--zeroconf needs a tcp:// URI, not {args.uri!r}"
+    if args.zeroconf_host is not None:
+        import ipaddress
+
+        try:
+            address = ipaddress.ip_address(args.zeroconf_host)
+        except ValueError:
+            address = None
+        if not isinstance(address, ipaddress.IPv4Address) or address.is_unspecified:
+            return f"--zeroconf-host {args.zeroconf_host!r}: must be this machine's IPv4 address, e.g. 192.168.1.20"
     return None
 
 
