@@ -45,6 +45,26 @@ def test_voices_lists_status_and_builds_bundles(data_dir: Path, capsys: pytest.C
     assert len(list((data_dir / "cache").glob("tiny.*.safetensors"))) == 1
 
 
+def test_voices_reports_a_voice_whose_bundle_fails_and_goes_on(
+    data_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any failure building one voice's bundle (here the text frontend's) used to end the listing
+    with a traceback."""
+    from wyoming_gsv.synthesis.gsv_backend import GsvBackend
+
+    def failing_bundle(self, voice):
+        if voice.id == "plain":
+            raise FileNotFoundError("Open JTalk dictionary not found")
+        return original(self, voice)
+
+    original = GsvBackend.bundle
+    monkeypatch.setattr(GsvBackend, "bundle", failing_bundle)
+    assert main(["voices", "--data-dir", str(data_dir), "--threads", "1", "--no-fallback"]) == 1
+    lines = {line.split("\t")[0]: line for line in capsys.readouterr().out.splitlines() if "\t" in line}
+    assert "UNUSABLE: FileNotFoundError: Open JTalk dictionary not found" in lines["plain"]
+    assert "ready" in lines["tiny"] and "LEFT OUT" in lines["broken"]
+
+
 def test_synth_is_deterministic_with_top_k_1_and_no_noise(data_dir: Path, tmp_path: Path) -> None:
     outputs = []
     for name in ("a.wav", "b.wav"):

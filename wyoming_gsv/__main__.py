@@ -359,6 +359,8 @@ def run_voices(args: argparse.Namespace) -> int:
                 status = "ready (bundle cached)"
             except SynthesisError as err:
                 status, failures = f"UNUSABLE: {err}", failures + 1
+            except Exception as err:  # e.g. a transcript the text frontend cannot read: report, go on
+                status, failures = f"UNUSABLE: {type(err).__name__}: {err}", failures + 1
         print(f"{voice.id}\t{voice.language}\t{voice.description}\t{status}")
     for voice_id, problem in sorted(runtime.registry.problems().items()):
         if voice_id not in {v.id for v in voices}:
