@@ -18,7 +18,7 @@ import pytest
 import torch
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
-from wyoming.event import read_event
+from wyoming.event import Event, read_event
 from wyoming.server import AsyncTcpServer
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeVoice
 
@@ -164,7 +164,8 @@ def test_stdio_answers_a_request_whose_input_has_ended(data_dir: Path) -> None:
     output, types = io.BytesIO(done.stdout), []
     while (event := read_event(output)) is not None:
         types.append(event.type)
-    assert types[0] == "audio-start" and types[-1] == "audio-stop" and "audio-chunk" in types
+    problem = f"events {types[:3]}...{types[-3:]}; stdout starts {done.stdout[:200]!r}; stderr {done.stderr[-1500:]!r}"
+    assert types and types[0] == "audio-start" and types[-1] == "audio-stop" and "audio-chunk" in types, problem
 
 
 async def test_unit_symbols_from_home_assistant_are_spoken(served: Served) -> None:
@@ -200,3 +201,33 @@ async def test_unexpected_failure_handling_an_event_is_an_error_event(
     assert [event.type for event in received] == ["error"]
     assert Error.from_event(received[0]).code == "internal-error"
     assert await served.wait_for_endings(1) == [None]  # nothing escaped the handler task
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"text": "Hello there.", "voice": "tiny"}, "audio-stop"),  # a bare string names the voice
+        ({"text": "Hello there.", "voice": ["tiny"]}, "audio-stop"),  # unusable voice field: default voice
+        ({"text": "Hello there.", "voice": {"name": 5}}, "audio-stop"),
+        ({"text": 5}, "error"),
+        ({"text": ["Hello"]}, "error"),
+    ],
+)
+async def test_wrongly_typed_fields_are_tolerated_or_refused_cleanly(served: Served, data: dict, expected: str) -> None:
+    received = await asyncio.wait_for(send_and_collect_until(served.port, Event(type="synthesize", data=data)), 30)
+    assert received[-1].type == expected
+    if expected == "error":
+        assert Error.from_event(received[-1]).code == "missing-data"
+    assert await served.wait_for_endings(1) == [None]  # the handler ended cleanly either way
+
+
+async def send_and_collect_until(port: int, event: Event) -> list[Event]:
+    """Send one event; read up to audio-stop or error."""
+    received: list[Event] = []
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        await client.write_event(event)
+        while not received or received[-1].type not in ("audio-stop", "error"):
+            reply = await client.read_event()
+            assert reply is not None, f"closed after {[e.type for e in received]}"
+            received.append(reply)
+    return received

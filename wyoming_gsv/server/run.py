@@ -56,9 +56,20 @@ async def serve(
         await server.run(_kept(factory, stdio_handlers) if isinstance(server, AsyncStdioServer) else factory)
         for handler in stdio_handlers:
             await handler.finish_pending()
+            await _flush(handler.writer)
     finally:
         if advertiser is not None:
             await advertiser.stop()
+
+
+async def _flush(writer: StreamWriter) -> None:
+    """Until every buffered byte is written: drain() alone returns while up to 64 KiB still wait
+    in the transport, which a process that exits next would lose."""
+    try:
+        writer.transport.set_write_buffer_limits(high=0)
+        await writer.drain()
+    except ConnectionError:
+        pass  # nobody reads stdout any more
 
 
 def _kept(
