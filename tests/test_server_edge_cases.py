@@ -231,3 +231,28 @@ async def send_and_collect_until(port: int, event: Event) -> list[Event]:
             assert reply is not None, f"closed after {[e.type for e in received]}"
             received.append(reply)
     return received
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+async def test_silent_answer_still_gives_home_assistant_a_wav_header(
+    served: Served, monkeypatch: pytest.MonkeyPatch, streaming: bool
+) -> None:
+    """When every sentence comes out silent, HA still needs one audio-start (its WAV header)
+    and, in a stream, a matching audio-stop before synthesize-stopped."""
+    from wyoming_gsv.synthesis.session import SpeechSession
+
+    async def no_pieces(self):
+        return
+        yield  # an async generator that yields nothing
+
+    monkeypatch.setattr(SpeechSession, "pieces", no_pieces)
+    if streaming:
+        events = [SynthesizeStart().event(), SynthesizeChunk(text="Hello there.").event(), SynthesizeStop().event()]
+        expected = ["audio-start", "audio-stop", "synthesize-stopped"]
+    else:
+        events = [Synthesize(text="Hello there.").event()]
+        expected = ["audio-start", "audio-stop"]
+    async with AsyncTcpClient("127.0.0.1", served.port) as client:
+        for event in events:
+            await client.write_event(event)
+        assert await _read_until(client, expected[-1]) == expected

@@ -152,13 +152,16 @@ class GsvEventHandler(AsyncEventHandler):
                     await self._write_samples(piece.speech.rate, piece.speech.samples.tobytes())
                 if streaming and piece.last:
                     await self.write_event(AudioStop().event())
-            if not streaming:
-                if not started:
-                    self._rate = self._rate or 16000
-                    await self.write_event(AudioStart(rate=self._rate, width=SAMPLE_WIDTH, channels=CHANNELS).event())
-                await self.write_event(AudioStop().event())
-            else:
+            if not started:
+                # Every sentence came out silent; HA still builds its WAV header from an audio-start.
+                self._rate = self._rate or 16000
+                await self.write_event(AudioStart(rate=self._rate, width=SAMPLE_WIDTH, channels=CHANNELS).event())
+                if streaming:
+                    await self.write_event(AudioStop().event())
+            if streaming:
                 await self.write_event(SynthesizeStopped().event())
+            else:
+                await self.write_event(AudioStop().event())
         except SynthesisError as err:
             await self._send_error(err)
             await self.stop()
