@@ -38,9 +38,13 @@ class BertFeaturizer:
             raise ModelFileError(path, f"cannot load BERT tokenizer ({exc})") from exc
         # Only the encoder is used (hidden states); the masked-LM head may be absent.
         model = load_pretrained(
-            AutoModelForMaskedLM.from_pretrained, path, "BERT", needed=lambda key: not key.startswith("cls.")
+            AutoModelForMaskedLM.from_pretrained,
+            path,
+            "BERT",
+            device=device,
+            dtype=dtype,
+            needed=lambda key: not key.startswith("cls."),
         )
-        model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
         return cls(tokenizer, model, torch.device(device), dtype)
 
     @property

@@ -37,9 +37,12 @@ def load_pretrained(
     path: Path,
     what: str,
     *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
     needed: Callable[[str], bool] = lambda key: True,
 ) -> ModelT:
-    """Call a `from_pretrained` offline and refuse weights that leave needed parameters unset.
+    """Call a `from_pretrained` offline and refuse weights that leave needed parameters unset;
+    returns the model on `device` in `dtype`, in eval mode, without gradients.
 
     transformers only warns when the config asks for layers the weights lack (they would be
     randomly initialised); `needed` says which missing keys matter.
@@ -52,4 +55,4 @@ def load_pretrained(
     if missing:
         shown = ", ".join(missing[:4]) + (f" (+{len(missing) - 4} more)" if len(missing) > 4 else "")
         raise ModelFileError(path, f"{what} weights do not fit its config.json: missing {shown}")
-    return model
+    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)

@@ -43,9 +43,13 @@ class HubertEncoder:
         check_model_folder(path, "HuBERT")
         # masked_spec_embed is only used for training-time masking.
         model = load_pretrained(
-            HubertModel.from_pretrained, path, "HuBERT", needed=lambda key: "masked_spec_embed" not in key
+            HubertModel.from_pretrained,
+            path,
+            "HuBERT",
+            device=device,
+            dtype=dtype,
+            needed=lambda key: "masked_spec_embed" not in key,
         )
-        model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
         return cls(model, torch.device(device), dtype)
 
     @property
