@@ -109,17 +109,21 @@ class GsvEventHandler(AsyncEventHandler):
         return build_info(self.settings.program, self.service.voices()).event()
 
     async def _open(self, data: dict[str, Any]) -> SpeechSession:
-        if self._streaming and self._session is not None:
-            # A new request before synthesize-stop: the client gave up on the open stream.
-            _LOGGER.warning("New request before synthesize-stop; dropping the unfinished stream")
-            self._streaming = False
-            self._session.cancel()
-            if self._sender is not None:
-                self._sender.cancel()
+        # A new request before synthesize-stop: the client gave up on the open stream.
+        self._drop_open_stream("New request before synthesize-stop; dropping the unfinished stream")
         await self._wait_for_sender()  # one request at a time per connection, in order
         voice_name, language = _voice_request(data.get("voice"))
         self._session = self.service.open_session(voice_name, language)
         return self._session
+
+    def _drop_open_stream(self, why: str) -> None:
+        """Cancel a stream that will never get its synthesize-stop (logged as `why`)."""
+        if self._streaming and self._session is not None:
+            _LOGGER.warning(why)
+            self._streaming = False
+            self._session.cancel()
+            if self._sender is not None:
+                self._sender.cancel()
 
     async def _wait_for_sender(self) -> None:
         if self._sender is not None and not self._sender.done():
@@ -195,12 +199,7 @@ class GsvEventHandler(AsyncEventHandler):
     async def finish_pending(self) -> None:
         """Until the request under way has sent its audio (the input ended; the output is open).
         A stream that never got its synthesize-stop would never end, so it is dropped."""
-        if self._streaming and self._session is not None:
-            _LOGGER.warning("Input ended inside a stream (no synthesize-stop); dropping it")
-            self._streaming = False
-            self._session.cancel()
-            if self._sender is not None:
-                self._sender.cancel()
+        self._drop_open_stream("Input ended inside a stream (no synthesize-stop); dropping it")
         await self._wait_for_sender()
 
     async def disconnect(self) -> None:
