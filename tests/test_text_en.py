@@ -10,7 +10,7 @@ import pytest
 from text_golden import iter_segments
 
 from wyoming_gsv.text import english
-from wyoming_gsv.text.english import EnglishG2P, MissingNltkDataError, NeuralG2P
+from wyoming_gsv.text.english import EnglishG2P, MissingNltkDataError
 from wyoming_gsv.text.symbols import cleaned_text_to_sequence
 
 # clean_text (frontend.py) prefixes English segments shorter than this with a "," phone.
@@ -128,9 +128,3 @@ def test_missing_nltk_data_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp
     assert info.value.packages == ["averaged_perceptron_tagger_eng"]
     # Normalization needs no NLTK data.
     assert EnglishG2P().normalize("It is 5 km.") == "It is five km."
-
-
-def test_module_functions_share_one_loaded_instance(en: EnglishG2P) -> None:
-    assert english.default_g2p() is english.default_g2p()
-    assert english.g2p(english.normalize("Hello world."))[0] == english.default_g2p().g2p("Hello world.")[0]
-    assert isinstance(english.default_g2p()._loaded().neural, NeuralG2P)

@@ -195,9 +195,8 @@ def test_unknown_symbol_is_a_clear_error(zh: ChineseG2P) -> None:
         zh.g2p("好%")
 
 
-def test_module_functions_share_one_instance() -> None:
-    from wyoming_gsv.text import chinese
-
-    assert chinese.normalize("3个") == "三个"
-    phones, word2ph = chinese.g2p("三个")
+def test_normalize_then_g2p_on_one_instance() -> None:
+    zh = ChineseG2P()
+    assert zh.normalize("3个") == "三个"
+    phones, word2ph = zh.g2p("三个")
     assert phones[:2] == ["s", "an1"] and word2ph == [2, 2]

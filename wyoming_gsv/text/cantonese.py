@@ -9,7 +9,6 @@ the Mandarin symbols. word2ph is 2 per character and 1 per punctuation mark.
 from __future__ import annotations
 
 import re
-from functools import cache
 from typing import Callable
 
 from .extras import import_extra
@@ -132,17 +131,3 @@ class CantoneseG2P:
         if self._jyutping is None:
             self._jyutping = import_extra("ToJyutping", language=_LANGUAGE, extra=_EXTRA).get_jyutping_list
         return self._jyutping(text)
-
-
-@cache
-def default_g2p() -> CantoneseG2P:
-    """The process-wide instance behind the module-level functions."""
-    return CantoneseG2P()
-
-
-def normalize(text: str) -> str:
-    return default_g2p().normalize(text)
-
-
-def g2p(norm_text: str) -> tuple[list[str], list[int]]:
-    return default_g2p().g2p(norm_text)

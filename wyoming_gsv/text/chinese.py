@@ -177,17 +177,3 @@ def _word_pinyin(word: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     initials = lazy_pinyin(word, neutral_tone_with_five=True, style=Style.INITIALS)
     finals = lazy_pinyin(word, neutral_tone_with_five=True, style=Style.FINALS_TONE3)
     return tuple(initials), tuple(finals)
-
-
-@functools.cache
-def _shared() -> ChineseG2P:
-    # For callers without a TextFrontend; the frontend holds its own ChineseG2P.
-    return ChineseG2P()
-
-
-def normalize(text: str) -> str:
-    return _shared().normalize(text)
-
-
-def g2p(norm_text: str) -> tuple[list[str], list[int]]:
-    return _shared().g2p(norm_text)

@@ -27,7 +27,6 @@ import threading
 import unicodedata
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -520,13 +519,3 @@ def _possessive_ending(last_phone: str) -> list[str]:
     if last_phone in ("S", "Z", "SH", "ZH", "CH", "JH"):  # sibilant
         return ["AH0", "Z"]
     return ["Z"]
-
-
-@cache
-def default_g2p() -> EnglishG2P:
-    """The process-wide instance behind the module-level functions (dictionary and models load once)."""
-    return EnglishG2P()
-
-
-def g2p(norm_text: str) -> tuple[list[str], None]:
-    return default_g2p().g2p(norm_text)

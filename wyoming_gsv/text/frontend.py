@@ -4,8 +4,8 @@ without the BERT model, and ``text/cleaner.py``'s ``clean_text``).
 A language *mode* (``all_zh``, ``zh``, ``en``, ``auto``, ...) decides how text is split into
 language segments; each segment is normalized and converted to phones by its language module,
 then mapped to symbol ids. The per-language modules (``chinese``, ``english``, ``japanese``,
-``korean``, ``cantonese``) each provide ``normalize(text)`` and ``g2p(norm_text)``; the frontend
-owns one instance of each, created on first use.
+``korean``, ``cantonese``) each provide a class with ``normalize(text)`` and ``g2p(norm_text)``;
+the frontend owns one instance of each, created on first use.
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ class TextFrontend:
         if mode not in LANGUAGE_MODES:
             raise ValueError(f"unknown language mode {mode!r}; choose one of {', '.join(LANGUAGE_MODES)}")
         if mode == "en":
-            return [LangSpan("en", _collapse_spaces(text))]
+            return [LangSpan("en", _collapse_runs_of_spaces(text))]
         if mode in ("all_zh", "all_yue"):
             spans = self.segmenter.split(text, "zh")
         elif mode in ("all_ja", "all_ko"):
@@ -228,15 +228,7 @@ def _collapse_runs_of_spaces(text: str) -> str:
     return re.sub(r" {2,}", " ", text)
 
 
-def _collapse_spaces(text: str) -> str:
-    while "  " in text:
-        text = text.replace("  ", " ")
-    return text
-
-
 def _load_language(lang: str) -> LanguageG2P:
     module_name, class_name = _LANGUAGE_MODULES[lang]
     module = importlib.import_module(f"{__package__}.{module_name}")
-    factory = getattr(module, class_name, None)
-    # A language module without the class still works through its module-level functions.
-    return factory() if factory is not None else module  # type: ignore[return-value]
+    return getattr(module, class_name)()

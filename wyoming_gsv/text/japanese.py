@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import threading
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -166,17 +165,3 @@ class JapaneseG2P:
         labels = jtalk.make_label(jtalk.run_frontend(run))
         # Drop the "^" start and the "$"/"?" end marks of the run.
         return prosody_phones(labels)[1:-1]
-
-
-@cache
-def default_g2p() -> JapaneseG2P:
-    """The process-wide instance behind the module-level functions (Open JTalk loads once)."""
-    return JapaneseG2P()
-
-
-def normalize(text: str) -> str:
-    return default_g2p().normalize(text)
-
-
-def g2p(norm_text: str) -> tuple[list[str], None]:
-    return default_g2p().g2p(norm_text)

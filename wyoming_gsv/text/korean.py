@@ -15,7 +15,6 @@ import contextlib
 import io
 import re
 import threading
-from functools import cache
 from typing import Any, Callable
 
 from .extras import MissingExtraError, has_module, import_extra
@@ -140,17 +139,3 @@ class KoreanG2P:
     def _phone(self, char: str) -> str:
         phone = _MARK_TO_PHONE.get(char, char)
         return phone if phone in self._symbols else PAUSE
-
-
-@cache
-def default_g2p() -> KoreanG2P:
-    """The process-wide instance behind the module-level functions (g2pk2 loads once)."""
-    return KoreanG2P()
-
-
-def normalize(text: str) -> str:
-    return default_g2p().normalize(text)
-
-
-def g2p(norm_text: str) -> tuple[list[str], None]:
-    return default_g2p().g2p(norm_text)
