@@ -100,3 +100,25 @@ def unpacked_v2(v2_tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
         "bert": v2_tiny / "bert_tiny",
         "ref_wav": v2_tiny / "ref_32k.wav",
     }
+
+
+@pytest.fixture(scope="session")
+def v3v4(fixtures_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The gsv-v3v4 set unpacked into upstream's layout (see tests/v3v4_fixture.py)."""
+    from v3v4_fixture import unpack_v3v4
+
+    return unpack_v3v4(_require(fixtures_dir / "gsv-v3v4"), tmp_path_factory.mktemp("gsv-v3v4"))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--slow", action="store_true", default=os.environ.get("WYOMING_GSV_SLOW") == "1",
+        help="also run the long full-size parity checks (v3/v4 decode B and batched P: minutes each)",
+    )
+
+
+@pytest.fixture
+def slow_enabled(request: pytest.FixtureRequest) -> None:
+    """For tests that take minutes on a 2-core CPU: run with --slow (or WYOMING_GSV_SLOW=1)."""
+    if not request.config.getoption("--slow"):
+        pytest.skip("long full-size check: run with --slow (see tests/test_sovits_v3.py)")

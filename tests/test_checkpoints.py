@@ -157,8 +157,10 @@ def test_sovits_header_tags(tmp_path: Path, s2_bytes: bytes, tag: bytes, version
 
 
 @pytest.mark.parametrize(("tag", "message"),
-                         [(b"03", "v3 LoRA"), (b"04", "v4 LoRA"), (b"02", "v3 models")])
-def test_sovits_v3_v4_refused(tmp_path: Path, s2_bytes: bytes, tag: bytes, message: str) -> None:
+                         [(b"03", "no usable 'lora_rank'"), (b"04", "no usable 'lora_rank'"),
+                          (b"02", "detected as SoVITS v3 but lacks keys")])
+def test_sovits_v3_v4_tag_on_v2_content_refused(tmp_path: Path, s2_bytes: bytes, tag: bytes,
+                                                message: str) -> None:
     path = _write(tmp_path, "tagged.pth", tag + s2_bytes[2:])
     with pytest.raises(ModelFileError, match=message):
         load_sovits_checkpoint(path)

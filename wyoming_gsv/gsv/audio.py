@@ -65,9 +65,13 @@ def load_audio(path: str | Path, sample_rate: int, *, normalize_peak: bool = Fal
 
 def load_reference_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     """The reference as the official spectrogram path reads it: mono, sinc-resampled, peak <= 1."""
+    return _normalized(load_reference_waveform(path, sample_rate))
+
+
+def load_reference_waveform(path: str | Path, sample_rate: int) -> np.ndarray:
+    """Mono, sinc-resampled, not normalised: what the v3/v4 reference mel is computed from."""
     mono, file_sr = _read_mono(Path(path))
-    mono = sinc_resample(torch.from_numpy(mono), file_sr, sample_rate).numpy()
-    return _normalized(mono)
+    return sinc_resample(torch.from_numpy(mono), file_sr, sample_rate).numpy()
 
 
 def _normalized(audio: np.ndarray) -> np.ndarray:

@@ -6,7 +6,9 @@ OrderedDict), and the s2 config class `utils.HParams` is mapped to a local attri
 so no `utils` module is ever imported. Some s2 writers replace the zip's leading `PK` by a
 2-byte version tag ("05" = v2Pro, ...); we put `PK` back in memory before reading.
 
-Every problem with a file surfaces as one `ModelFileError(path, problem)`.
+SoVITS v3/v4 LoRA fine-tunes (tags "03"/"04") hold only what training changed; `lora.py` merges
+them onto their pretrained base. Every problem with a file surfaces as one
+`ModelFileError(path, problem)`.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ HASH_PREFIX_BYTES = 8192
 
 GPT_KEY_PREFIX = "model."
 SOVITS_VERSIONS = ("v1", "v2", "v2Pro", "v2ProPlus", "v3", "v4")
-SUPPORTED_SOVITS_VERSIONS = ("v1", "v2", "v2Pro", "v2ProPlus")
+SUPPORTED_SOVITS_VERSIONS = SOVITS_VERSIONS
+VOCODER_VERSIONS = ("v3", "v4")  # the DiT + vocoder family (SynthesizerTrnV3)
 
 # (symbol_version, model_version, is_lora) of the official pretrained s2 files, keyed by the
 # md5 of their first 8192 bytes (upstream `process_ckpt.get_sovits_version_from_path_fast`).
@@ -72,6 +75,15 @@ _SOVITS_REQUIRED_KEYS = (
     "dec.conv_pre.weight",
     "ssl_proj.weight",
 )
+_SOVITS_V3_REQUIRED_KEYS = (
+    "enc_p.ssl_proj.weight",
+    "enc_p.text_embedding.weight",
+    "quantizer.vq.layers.0._codebook.embed",
+    "ssl_proj.weight",
+    "bridge.0.weight",
+    "wns1.pre.weight",
+    "cfm.estimator.proj_out.weight",
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,6 +118,7 @@ class SovitsCheckpoint:
     version: str  # one of SOVITS_VERSIONS
     is_lora: bool
     path: Path
+    lora_rank: int | None = None  # v3/v4 LoRA files: the adapters' rank (alpha equals it)
 
     @property
     def model_config(self) -> dict[str, Any]:
@@ -217,6 +230,15 @@ def _torch_load_zip(path: Path, head: bytes) -> Any:
         raise ModelFileError(path, f"cannot read file: {err.strerror or err}") from err
     except Exception as err:  # torch/zip/pickle raise many types for damaged files
         raise ModelFileError(path, f"cannot unpickle checkpoint: {err}") from err
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, Any]:
+    """A `torch.save`d dict (e.g. a vocoder's state dict), read with the allow-list unpickler."""
+    path = Path(path)
+    head = _read_head(path, 2)
+    if head[:2] != ZIP_MAGIC:
+        raise ModelFileError(path, "not a PyTorch checkpoint (no zip header)")
+    return _as_dict(path, _torch_load_zip(path, head))
 
 
 def _as_dict(path: Path, obj: Any) -> dict[str, Any]:
@@ -347,14 +369,25 @@ def _check_gpt_fits(path: Path, model: dict[str, Any], weights: dict[str, torch.
 # SoVITS (s2)
 
 
-def sovits_version_from_hash(digest: str) -> tuple[str, str, bool] | None:
+def sovits_version_from_hash(
+    digest: str, extra: dict[str, tuple[str, str, bool]] | None = None
+) -> tuple[str, str, bool] | None:
     """(symbol_version, model_version, is_lora) for a known pretrained file's 8 KiB md5."""
-    return PRETRAINED_SOVITS_HASHES.get(digest.lower())
+    digest = digest.lower()
+    if extra and digest in extra:
+        return extra[digest]
+    return PRETRAINED_SOVITS_HASHES.get(digest)
 
 
-def guess_sovits_version(head: bytes, size: int) -> tuple[str, str, bool]:
-    """Upstream's fast guess from the first 8192 bytes and the file size: hash, tag, size."""
-    known = sovits_version_from_hash(hashlib.md5(head[:HASH_PREFIX_BYTES]).hexdigest())
+def guess_sovits_version(
+    head: bytes, size: int, extra_hashes: dict[str, tuple[str, str, bool]] | None = None
+) -> tuple[str, str, bool]:
+    """Upstream's fast guess from the first 8192 bytes and the file size: hash, tag, size.
+
+    Only the md5 of the official s2Gv4.pth tells it apart from v3: any other untagged file over
+    700 MiB counts as v3, as upstream. `extra_hashes` adds md5s to the pretrained table.
+    """
+    known = sovits_version_from_hash(hashlib.md5(head[:HASH_PREFIX_BYTES]).hexdigest(), extra_hashes)
     if known is not None:
         return known
     if head[:2] != ZIP_MAGIC:
@@ -369,26 +402,40 @@ def guess_sovits_version(head: bytes, size: int) -> tuple[str, str, bool]:
     return ("v2", "v3", False)
 
 
-def load_sovits_checkpoint(path: str | Path,
-                           dtype: torch.dtype | None = torch.float32) -> SovitsCheckpoint:
-    """Load a SoVITS (s2) `.pth`; v3/v4 and LoRA files are recognised and refused."""
+def load_sovits_checkpoint(
+    path: str | Path,
+    dtype: torch.dtype | None = torch.float32,
+    *,
+    version: str | None = None,
+    extra_hashes: dict[str, tuple[str, str, bool]] | None = None,
+) -> SovitsCheckpoint:
+    """Load a SoVITS (s2) `.pth`, its version detected as upstream does (see guess_sovits_version).
+
+    version: the model version when the caller knows it (a LoRA's pretrained base, which upstream
+    loads without looking at it). A v3/v4 LoRA file comes back unmerged (`is_lora`, `lora_rank`).
+    """
     path = Path(path)
     head = _read_head(path, HASH_PREFIX_BYTES)
     if len(head) < 2:
         raise ModelFileError(path, "file is empty or truncated")
     try:
-        _, model_version, is_lora = guess_sovits_version(head, path.stat().st_size)
+        _, model_version, is_lora = guess_sovits_version(head, path.stat().st_size, extra_hashes)
     except ValueError as err:
         raise ModelFileError(path, f"not a SoVITS weights file ({err}; expected 'PK' or a "
                                    "version tag 00-06)") from err
+    if version is not None:
+        if version not in SOVITS_VERSIONS:
+            raise ValueError(f"unknown SoVITS version {version!r}")
+        model_version, is_lora = version, False
     _refuse_unsupported(path, model_version, is_lora)
 
     checkpoint = _as_dict(path, _torch_load_zip(path, head))
     raw = _weights(path, checkpoint)
     if _looks_like_gpt(raw) and not _looks_like_sovits(raw):
         raise ModelFileError(path, "this is a GPT (s1) checkpoint, expected a SoVITS (s2) .pth")
-    if "lora_rank" in checkpoint:
-        _refuse_unsupported(path, model_version, True)
+    if "lora_rank" in checkpoint and not is_lora:
+        raise ModelFileError(path, "holds LoRA weights but its header is not the v3/v4 LoRA tag "
+                                   "('03'/'04'), so its base model cannot be told")
 
     try:
         config = _plain(checkpoint.get("config"))
@@ -398,11 +445,17 @@ def load_sovits_checkpoint(path: str | Path,
             or not isinstance(config.get("data"), dict):
         raise ModelFileError(path, "SoVITS file has no 'config' with 'model' and 'data' sections")
 
+    if model_version in VOCODER_VERSIONS:
+        lora_rank = _lora_rank(path, checkpoint) if is_lora else None
+        if not is_lora:
+            _check_sovits_v3_fits(path, model_version, raw)
+        return SovitsCheckpoint(weights=cast_weights(raw, dtype), config=config, version=model_version,
+                                is_lora=is_lora, path=path, lora_rank=lora_rank)
+
     text_embedding = raw.get("enc_p.text_embedding.weight")
     if text_embedding is None:
-        # Upstream treats a model without text embedding as the v3-style architecture.
-        _refuse_unsupported(path, "v3", is_lora)
-        raise AssertionError("unreachable")
+        raise ModelFileError(path, f"SoVITS weights lack enc_p.text_embedding.weight (detected as "
+                                   f"{model_version}; upstream would build it as a v3-style model)")
     if model_version not in ("v2Pro", "v2ProPlus"):
         model_version = "v1" if text_embedding.shape[0] == V1_SYMBOL_COUNT else "v2"
 
@@ -412,12 +465,28 @@ def load_sovits_checkpoint(path: str | Path,
 
 
 def _refuse_unsupported(path: Path, model_version: str, is_lora: bool) -> None:
-    if is_lora:
+    if is_lora and model_version not in VOCODER_VERSIONS:
         raise ModelFileError(path, f"SoVITS {model_version} LoRA weights are not supported "
-                                   "(only v1, v2, v2Pro and v2ProPlus)")
+                                   "(LoRA fine-tunes exist for v3 and v4 only)")
     if model_version not in SUPPORTED_SOVITS_VERSIONS:
-        raise ModelFileError(path, f"SoVITS {model_version} models are not supported yet "
-                                   "(only v1, v2, v2Pro and v2ProPlus)")
+        raise ModelFileError(path, f"SoVITS {model_version} models are not supported")
+
+
+def _lora_rank(path: Path, checkpoint: dict[str, Any]) -> int:
+    rank = checkpoint.get("lora_rank")
+    if isinstance(rank, str) and rank.isdigit():  # the training config keeps it as text
+        rank = int(rank)
+    if not isinstance(rank, int) or isinstance(rank, bool) or rank <= 0:
+        raise ModelFileError(path, f"LoRA file has no usable 'lora_rank' (got {rank!r})")
+    return rank
+
+
+def _check_sovits_v3_fits(path: Path, version: str, weights: dict[str, torch.Tensor]) -> None:
+    missing = [key for key in _SOVITS_V3_REQUIRED_KEYS if key not in weights]
+    if missing:
+        has_decoder = "dec.conv_pre.weight" in weights
+        why = " (it has a v1/v2 decoder instead: a v2 file over 700 MiB?)" if has_decoder else ""
+        raise ModelFileError(path, f"detected as SoVITS {version} but lacks keys {missing}{why}")
 
 
 def _check_sovits_fits(path: Path, config: dict[str, Any],

@@ -191,10 +191,10 @@ class TextEncoder(nn.Module):
         return y, m_p, logs_p
 
 
-class SovitsModel(nn.Module):
-    """GPT-SoVITS v1/v2 `SynthesizerTrn`, inference only."""
+class SovitsBase(nn.Module):
+    """What every SoVITS version shares: the text encoder, the reference side (global embedding
+    `ge`, prompt semantic codes) and loading. Subclasses add the decoder."""
 
-    supported_versions: tuple[str, ...] = ("v1", "v2")
     needs_speaker_embedding = False  # v2Pro and later condition ge on a speaker-verification embedding
 
     def __init__(self, config: SovitsConfig) -> None:
@@ -202,61 +202,17 @@ class SovitsModel(nn.Module):
         c = config
         self.config = config
         self.enc_p = TextEncoder(c)
-        self.dec = Generator(
-            c.inter_channels,
-            c.resblock,
-            c.resblock_kernel_sizes,
-            c.resblock_dilation_sizes,
-            c.upsample_rates,
-            c.upsample_initial_channel,
-            c.upsample_kernel_sizes,
-            c.gin_channels,
-            post_bias=c.conv_post_bias,
-        )
-        self.flow = ResidualCouplingBlock(c.inter_channels, c.hidden_channels, 5, 1, 4, c.gin_channels)
         self.ref_enc = MelStyleEncoder(c.ref_bins, c.gin_channels)
         if c.semantic_frame_rate == "25hz":
             self.ssl_proj = nn.Conv1d(SSL_DIM, SSL_DIM, 2, stride=2)
         else:
             self.ssl_proj = nn.Conv1d(SSL_DIM, SSL_DIM, 1)
         self.quantizer = SemanticCodebook()
-        self.eval().requires_grad_(False)  # inference only
 
-    # ----------------------------------------------------------------------------- loading
-    @classmethod
-    def from_checkpoint(
-        cls,
-        ckpt: SovitsCheckpoint,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
-        *,
-        generator_dtype: torch.dtype | None = None,
-    ) -> SovitsModel:
-        """Build from a loaded s2 checkpoint; ModelFileError if config and weights do not fit.
+    def load_weights(self, weights: dict[str, Tensor], path: Any = "<weights>", assign: bool = False) -> None:
+        """Load an official state dict (weight norm folded, codebook renamed, extras ignored).
 
-        generator_dtype: run only the HiFi-GAN generator (over 90% of the compute) in another
-        dtype, e.g. bfloat16 on CPUs with AVX512-BF16 (about 2x faster, ~1% RMS deviation).
-        """
-        if ckpt.version not in cls.supported_versions:
-            raise ModelFileError(ckpt.path, f"SoVITS {ckpt.version} files are not supported yet")
-        config = SovitsConfig.from_hparams(ckpt.config, ckpt.version, str(ckpt.path))
-        config.conv_post_bias = "dec.conv_post.bias" in ckpt.weights
-        try:
-            model = cls(config)
-        except (ValueError, RuntimeError, TypeError) as exc:
-            raise ModelFileError(ckpt.path, f"config does not describe a usable SoVITS model: {exc}") from exc
-        model.load_weights(ckpt.weights, ckpt.path)
-        model.to(device=device, dtype=dtype)
-        if generator_dtype is not None:
-            model.set_generator_dtype(generator_dtype)
-        return model
-
-    def set_generator_dtype(self, dtype: torch.dtype) -> None:
-        """Run the waveform generator (`dec`) in `dtype`; everything else keeps the model dtype."""
-        self.dec.to(dtype=dtype)
-
-    def load_weights(self, weights: dict[str, Tensor], path: Any = "<weights>") -> None:
-        """Load an official state dict (weight norm folded, codebook renamed, extras ignored)."""
+        assign: take the tensors over instead of copying (a model built on the meta device)."""
         folded = fold_weight_norm(weights)
         state = {
             (name.replace(CODEBOOK_PREFIX, "quantizer.") if name.startswith(CODEBOOK_PREFIX) else name): value
@@ -264,7 +220,7 @@ class SovitsModel(nn.Module):
         }
         expected = self.state_dict()
         check_weights(path, "SoVITS", state, expected)
-        self.load_state_dict({name: state[name] for name in expected}, strict=True)
+        self.load_state_dict({name: state[name] for name in expected}, strict=True, assign=assign)
 
     # ---------------------------------------------------------------------------- properties
     @property
@@ -273,16 +229,13 @@ class SovitsModel(nn.Module):
 
     @property
     def sampling_rate(self) -> int:
+        """The model's own rate (hps): its spectrogram's, and the v1/v2 family's output."""
         return self.config.sampling_rate
 
     @property
-    def hop_length(self) -> int:
-        return self.config.hop_length
-
-    @property
-    def samples_per_code(self) -> int:
-        """Output samples per semantic token (1280 for 25 Hz codes at 32 kHz)."""
-        return self.config.frames_per_code * self.config.hop_length
+    def output_rate(self) -> int:
+        """Sample rate of the synthesised audio."""
+        return self.config.sampling_rate
 
     @property
     def device(self) -> torch.device:
@@ -291,10 +244,6 @@ class SovitsModel(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return self.quantizer.embed.dtype
-
-    @property
-    def generator_dtype(self) -> torch.dtype:
-        return self.dec.conv_pre.weight.dtype
 
     # ----------------------------------------------------------------------- reference side
     def spectrogram(self, audio: Tensor) -> Tensor:
@@ -337,6 +286,76 @@ class SovitsModel(nn.Module):
         """HuBERT features [1, 768, T50] -> prompt semantic ids [T25] (int64)."""
         x = self.ssl_proj(hubert_features.to(device=self.device, dtype=self.dtype))
         return self.quantizer.encode(x)[0]
+
+
+class SovitsModel(SovitsBase):
+    """GPT-SoVITS v1/v2 `SynthesizerTrn`, inference only."""
+
+    supported_versions: tuple[str, ...] = ("v1", "v2")
+
+    def __init__(self, config: SovitsConfig) -> None:
+        super().__init__(config)
+        c = config
+        self.dec = Generator(
+            c.inter_channels,
+            c.resblock,
+            c.resblock_kernel_sizes,
+            c.resblock_dilation_sizes,
+            c.upsample_rates,
+            c.upsample_initial_channel,
+            c.upsample_kernel_sizes,
+            c.gin_channels,
+            post_bias=c.conv_post_bias,
+        )
+        self.flow = ResidualCouplingBlock(c.inter_channels, c.hidden_channels, 5, 1, 4, c.gin_channels)
+        self.eval().requires_grad_(False)  # inference only
+
+    # ----------------------------------------------------------------------------- loading
+    @classmethod
+    def from_checkpoint(
+        cls,
+        ckpt: SovitsCheckpoint,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        *,
+        generator_dtype: torch.dtype | None = None,
+    ) -> SovitsModel:
+        """Build from a loaded s2 checkpoint; ModelFileError if config and weights do not fit.
+
+        generator_dtype: run only the HiFi-GAN generator (over 90% of the compute) in another
+        dtype, e.g. bfloat16 on CPUs with AVX512-BF16 (about 2x faster, ~1% RMS deviation).
+        """
+        if ckpt.version not in cls.supported_versions:
+            raise ModelFileError(ckpt.path, f"SoVITS {ckpt.version} files are not supported yet")
+        config = SovitsConfig.from_hparams(ckpt.config, ckpt.version, str(ckpt.path))
+        config.conv_post_bias = "dec.conv_post.bias" in ckpt.weights
+        try:
+            model = cls(config)
+        except (ValueError, RuntimeError, TypeError) as exc:
+            raise ModelFileError(ckpt.path, f"config does not describe a usable SoVITS model: {exc}") from exc
+        model.load_weights(ckpt.weights, ckpt.path)
+        model.to(device=device, dtype=dtype)
+        if generator_dtype is not None:
+            model.set_generator_dtype(generator_dtype)
+        return model
+
+    def set_generator_dtype(self, dtype: torch.dtype) -> None:
+        """Run the waveform generator (`dec`) in `dtype`; everything else keeps the model dtype."""
+        self.dec.to(dtype=dtype)
+
+    # ---------------------------------------------------------------------------- properties
+    @property
+    def hop_length(self) -> int:
+        return self.config.hop_length
+
+    @property
+    def samples_per_code(self) -> int:
+        """Output samples per semantic token (1280 for 25 Hz codes at 32 kHz)."""
+        return self.config.frames_per_code * self.config.hop_length
+
+    @property
+    def generator_dtype(self) -> torch.dtype:
+        return self.dec.conv_pre.weight.dtype
 
     # --------------------------------------------------------------------------- synthesis
     @torch.inference_mode()

@@ -204,7 +204,8 @@ class WN(nn.Module):
             out = 2 * hidden if i < n_layers - 1 else hidden
             self.res_skip_layers.append(nn.Conv1d(hidden, out, 1))
 
-    def forward(self, x: Tensor, g: Tensor) -> Tensor:
+    def forward(self, x: Tensor, g: Tensor, mask: Tensor | None = None) -> Tensor:
+        """mask [B, 1, T] (optional): frames past a length are zeroed after every layer, as upstream."""
         cond = self.cond_layer(g)
         output = torch.zeros_like(x)
         step = 2 * self.hidden
@@ -213,10 +214,12 @@ class WN(nn.Module):
             res_skip_acts = res_skip(acts)
             if i < self.n_layers - 1:
                 x = x + res_skip_acts[:, : self.hidden]
+                if mask is not None:
+                    x = x * mask
                 output = output + res_skip_acts[:, self.hidden :]
             else:
                 output = output + res_skip_acts
-        return output
+        return output if mask is None else output * mask
 
 
 class ResidualCouplingLayer(nn.Module):
@@ -348,7 +351,8 @@ class Generator(nn.Module):
             for k, d in zip(resblock_kernel_sizes, resblock_dilation_sizes):
                 self.resblocks.append(block(ch, k, tuple(d)))
         self.conv_post = nn.Conv1d(ch, 1, 7, padding=3, bias=post_bias)
-        self.cond = nn.Conv1d(gin_channels, upsample_initial_channel, 1)
+        # gin_channels 0: no speaker conditioning (the v4 vocoder).
+        self.cond = nn.Conv1d(gin_channels, upsample_initial_channel, 1) if gin_channels else None
 
     def context_frames(self) -> int:
         """Input frames on each side that can reach an output sample (receptive-field radius).
@@ -367,8 +371,10 @@ class Generator(nn.Module):
         radius += self.conv_post.padding[0] / samples_per_frame
         return math.ceil(radius) + 1
 
-    def forward(self, x: Tensor, g: Tensor) -> Tensor:
-        x = self.conv_pre(x) + self.cond(g)
+    def forward(self, x: Tensor, g: Tensor | None) -> Tensor:
+        x = self.conv_pre(x)
+        if self.cond is not None:
+            x = x + self.cond(g)
         for i, up in enumerate(self.ups):
             x = up(F.leaky_relu(x, LRELU_SLOPE))
             blocks = self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels]
