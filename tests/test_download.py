@@ -23,7 +23,7 @@ from wyoming_gsv import download
 from wyoming_gsv.download import PRETRAINED, Downloader, DownloadError, HubUnreachable, files_for_versions
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-LFS_SUFFIXES = (".bin", ".ckpt", ".pth")
+LFS_SUFFIXES = (".bin", ".ckpt", ".pth", ".pt")
 
 
 @dataclass
@@ -154,6 +154,25 @@ def test_several_versions_share_files(hub: FakeHub, tmp_path: Path) -> None:
     assert len(hub.gets()) == len(wanted)  # s1v3.ckpt, sv and the encoders fetched once
     assert (tmp_path / "models" / PRETRAINED["v2ProPlus"].sv).read_bytes() == hub.files[PRETRAINED["v2Pro"].sv]
     assert not (tmp_path / "models" / PRETRAINED["v2"].sovits).exists()
+
+
+def test_v3_v4_fetch_their_base_and_vocoder_files_only(hub: FakeHub, tmp_path: Path) -> None:
+    """v3/v4 LoRA fine-tunes need the pretrained SoVITS and the vocoder under upstream's names."""
+    assert _run_cli(tmp_path, hub.url, "--version", "v3") == 0
+    models = tmp_path / "models"
+    for rel in ("s1v3.ckpt", "s2Gv3.pth", "models--nvidia--bigvgan_v2_24khz_100band_256x/config.json",
+                "models--nvidia--bigvgan_v2_24khz_100band_256x/bigvgan_generator.pt"):
+        assert (models / rel).read_bytes() == hub.files[rel]
+    assert not (models / "gsv-v4-pretrained").exists()
+    assert len(hub.gets()) == len(PRETRAINED["v3"].files())
+
+    hub.requests.clear()
+    assert _run_cli(tmp_path, hub.url, "--version", "v4") == 0
+    for rel in ("gsv-v4-pretrained/s2Gv4.pth", "gsv-v4-pretrained/vocoder.pth"):
+        assert (models / rel).read_bytes() == hub.files[rel]
+    # Only v4's own files were fetched; the GPT and encoders shared with v3 were already verified.
+    assert sorted(path.rsplit("/", 1)[-1] for _, path, _ in hub.gets()) == ["s2Gv4.pth", "vocoder.pth"]
+    assert not (models / PRETRAINED["v2"].sovits).exists()
 
 
 def test_partial_download_resumes_with_a_range_request(hub: FakeHub, tmp_path: Path) -> None:

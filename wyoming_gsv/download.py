@@ -30,6 +30,8 @@ BERT_DIR = "chinese-roberta-wwm-ext-large"
 _HUBERT_FILES = tuple(f"{HUBERT_DIR}/{name}" for name in ("config.json", "preprocessor_config.json", "pytorch_model.bin"))
 _BERT_FILES = tuple(f"{BERT_DIR}/{name}" for name in ("config.json", "tokenizer.json", "pytorch_model.bin"))
 _SV_FILE = "sv/pretrained_eres2netv2w24s4ep4.ckpt"
+BIGVGAN_DIR = "models--nvidia--bigvgan_v2_24khz_100band_256x"  # v3's vocoder (NVIDIA BigVGAN v2)
+_BIGVGAN_FILES = (f"{BIGVGAN_DIR}/config.json", f"{BIGVGAN_DIR}/bigvgan_generator.pt")
 
 # NLTK data g2p_en needs (the POS tagger for homographs, and cmudict). Fetched where a network exists.
 NLTK_PACKAGES = (
@@ -49,13 +51,14 @@ class PretrainedSet:
     gpt: str
     sovits: str
     sv: str | None = None  # speaker-verification model (v2Pro family only)
+    vocoder: tuple[str, ...] = ()  # mel vocoder files (v3: BigVGAN folder, v4: vocoder.pth)
     hubert_dir: str = HUBERT_DIR
     bert_dir: str = BERT_DIR
 
     def files(self) -> tuple[str, ...]:
         """Every file of this set, in download order (shared encoders first)."""
         extra = (self.sv,) if self.sv else ()
-        return (*_HUBERT_FILES, *_BERT_FILES, self.gpt, self.sovits, *extra)
+        return (*_HUBERT_FILES, *_BERT_FILES, self.gpt, self.sovits, *extra, *self.vocoder)
 
 
 # THE table of official file names; the server looks for these same paths under DIR/models/.
@@ -69,6 +72,14 @@ PRETRAINED: dict[str, PretrainedSet] = {
         ),
         PretrainedSet(version="v2Pro", gpt="s1v3.ckpt", sovits="v2Pro/s2Gv2Pro.pth", sv=_SV_FILE),
         PretrainedSet(version="v2ProPlus", gpt="s1v3.ckpt", sovits="v2Pro/s2Gv2ProPlus.pth", sv=_SV_FILE),
+        # v3/v4 LoRA fine-tunes need these pretrained files as their base, under these same names.
+        PretrainedSet(version="v3", gpt="s1v3.ckpt", sovits="s2Gv3.pth", vocoder=_BIGVGAN_FILES),
+        PretrainedSet(
+            version="v4",
+            gpt="s1v3.ckpt",
+            sovits="gsv-v4-pretrained/s2Gv4.pth",
+            vocoder=("gsv-v4-pretrained/vocoder.pth",),
+        ),
     )
 }
 DEFAULT_VERSION = "v2"
