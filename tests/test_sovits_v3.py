@@ -7,6 +7,7 @@ goldens' own fp32 rounding); codes, lengths and shapes exact. One model is loade
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -32,6 +33,11 @@ def assert_close(actual: torch.Tensor | np.ndarray, golden: np.ndarray, what: st
     assert actual.shape == golden.shape, f"{what}: shape {actual.shape}, golden {golden.shape}"
     limit = rel * max(1.0, float(np.abs(golden).max()))
     diff = float(np.abs(actual - golden).max())
+    log = os.environ.get("WYOMING_GSV_PARITY_LOG")  # the report's parity table is made from this
+    if log:
+        test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0]
+        with open(log, "a", encoding="utf-8") as out:
+            out.write(f"{test}\t{what}\t{diff:.3g}\t{limit:.3g}\n")
     assert diff <= limit, f"{what}: max |diff| {diff:.3g} > {limit:.3g}"
 
 
@@ -86,7 +92,7 @@ def test_version_detection_as_upstream(v3v4: V3V4Files) -> None:
     fixture's md5s added to the pretrained table; and what the loader concludes."""
     for name, entry in v3v4.manifest["version_detection"].items():
         path = v3v4.root / entry["path_in_set"]
-        head = path.read_bytes()[:HASH_PREFIX_BYTES] if path.stat().st_size < 100_000_000 else _head(path)
+        head = _head(path)
         assert head[:2].decode() == entry["head2"], name
         size = path.stat().st_size
         assert size == entry["size"], name
@@ -215,12 +221,12 @@ def test_flow_matching_euler(model: SovitsV3Model, goldens, v3v4: V3V4Files) -> 
 
 def test_noise_comes_from_the_generator(model: SovitsV3Model, goldens) -> None:
     g = goldens["cfm"]
-    mu, prompt = t(g["mu"]).T[None][..., :40], t(g["prompt"])[None][..., :16]
+    mu, prompt = t(g["mu"]).T[None][..., :12], t(g["prompt"])[None][..., :4]
     a = model.cfm.sample(mu, prompt, 1, generator=torch.Generator().manual_seed(5))
     b = model.cfm.sample(mu, prompt, 1, generator=torch.Generator().manual_seed(5))
     c = model.cfm.sample(mu, prompt, 1, generator=torch.Generator().manual_seed(6))
     assert torch.equal(a, b) and not torch.equal(a, c)
-    assert torch.all(a[..., :16] == 0)  # the prompt's place stays zero
+    assert torch.all(a[..., :4] == 0)  # the prompt's place stays zero
 
 
 # --------------------------------------------------------------------------------- vocoder

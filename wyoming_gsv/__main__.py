@@ -23,7 +23,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 _LOGGER = logging.getLogger("wyoming_gsv")
 
 COMMANDS = ("serve", "synth", "voices", "phonemize", "download")
-SAMPLING_FLAGS = ("top_k", "top_p", "temperature", "repetition_penalty", "speed", "noise_scale", "seed")
+SAMPLING_FLAGS = ("top_k", "top_p", "temperature", "repetition_penalty", "speed", "noise_scale", "seed",
+                  "sample_steps")
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ def _add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speed", type=float)
     parser.add_argument("--noise-scale", type=float)
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--sample-steps", type=int, help="SoVITS v3/v4: Euler steps of the mel sampler (default 32)")
 
 
 def _add_synth_arguments(parser: argparse.ArgumentParser) -> None:

@@ -17,10 +17,19 @@ import torch
 
 from ..gsv.audio import AudioFileError, load_audio, load_reference_audio
 from ..gsv.bert import BertFeaturizer
-from ..gsv.checkpoints import load_gpt_checkpoint, load_sovits_checkpoint
+from ..gsv.bigvgan import Vocoder
+from ..gsv.checkpoints import (
+    HASH_PREFIX_BYTES,
+    VOCODER_VERSIONS,
+    SovitsCheckpoint,
+    guess_sovits_version,
+    load_gpt_checkpoint,
+    load_sovits_checkpoint,
+)
 from ..gsv.errors import ModelFileError
-from ..gsv.sovits import SovitsModel
+from ..gsv.sovits import SovitsBase, SovitsModel
 from ..gsv.sovits_pro import sovits_from_checkpoint
+from ..gsv.sovits_v3 import PromptContext, SovitsV3Model, load_vocoder
 from ..gsv.speaker import SpeakerEncoder
 from ..gsv.ssl import SSL_SAMPLE_RATE, HubertEncoder, ssl_pad_samples
 from ..gsv.t2s import BERT_DIM, GenerationCancelled, SamplingParams, Text2Semantic
@@ -33,8 +42,9 @@ _LOGGER = logging.getLogger(__name__)
 
 # Silence after each sentence (upstream's fragment_interval), so sentences do not run together.
 SENTENCE_GAP_SECONDS = 0.3
-# What every supported SoVITS version (v2, v2Pro, v2ProPlus) vocodes at.
+# What the v1/v2 family (v2, v2Pro, v2ProPlus) vocodes at; v3 and v4 have their own vocoders.
 SUPPORTED_OUTPUT_RATE = 32000
+VOCODER_OUTPUT_RATES = {"v3": 24000, "v4": 48000}
 
 
 @dataclass(frozen=True)
@@ -55,7 +65,7 @@ class ModelPair:
     """One voice's GPT and SoVITS, plus the symbol-table version its text needs."""
 
     t2s: Text2Semantic
-    sovits: SovitsModel
+    sovits: SovitsBase  # SovitsModel (v1/v2 family) or SovitsV3Model (v3/v4)
     text_version: str
 
 
@@ -85,6 +95,7 @@ class GsvBackend:
         self._bert: BertFeaturizer | None = None
         self._speaker: SpeakerEncoder | None = None
         self._pairs: OrderedDict[tuple[Path, Path], ModelPair] = OrderedDict()
+        self._vocoders: dict[Path, Vocoder] = {}  # shared by every v3/v4 voice of a version
         self._bundles: dict[str, tuple[Voice, str, VoiceBundle]] = {}
         self._lock = threading.RLock()  # the CLI and warm-up may call from another thread
 
@@ -97,7 +108,9 @@ class GsvBackend:
         (a voice whose model does not load still gets answered in its format by the fallback)."""
         with self._lock:
             pair = self._pairs.get((voice.gpt, voice.sovits)) if voice is not None else None
-        return pair.sovits.sampling_rate if pair is not None else SUPPORTED_OUTPUT_RATE
+        if pair is not None:
+            return pair.sovits.output_rate
+        return _output_rate_of_file(voice.sovits) if voice is not None else SUPPORTED_OUTPUT_RATE
 
     # ------------------------------------------------------------------ models
     @property
@@ -137,7 +150,7 @@ class GsvBackend:
             sovits_ckpt = load_sovits_checkpoint(sovits)
             pair = ModelPair(
                 t2s=Text2Semantic.from_checkpoint(gpt_ckpt, self.device, self.settings.dtype),
-                sovits=sovits_from_checkpoint(sovits_ckpt, self.device, self.settings.dtype),
+                sovits=self._sovits_model(sovits_ckpt),
                 text_version=gpt_ckpt.version,
             )
             if self.settings.gpt_int8:
@@ -149,6 +162,18 @@ class GsvBackend:
             while len(self._pairs) > self.settings.max_model_pairs:
                 self._pairs.popitem(last=False)
             return pair
+
+    def _sovits_model(self, ckpt: SovitsCheckpoint) -> SovitsBase:
+        if ckpt.version not in VOCODER_VERSIONS:
+            return sovits_from_checkpoint(ckpt, self.device, self.settings.dtype)
+        # v3/v4: the vocoder (and a LoRA's base) sit in DIR/models/ under upstream's names.
+        base, vocoder_path = self.models.v3_files(ckpt.version)
+        vocoder = self._vocoders.get(vocoder_path)
+        if vocoder is None:
+            _LOGGER.info("Loading the SoVITS %s vocoder from %s", ckpt.version, vocoder_path)
+            vocoder = load_vocoder(ckpt.version, vocoder_path)
+            self._vocoders[vocoder_path] = vocoder
+        return SovitsV3Model.from_checkpoint(ckpt, vocoder, base=base, device=self.device, dtype=self.settings.dtype)
 
     # ------------------------------------------------------------------ voice bundles
     def bundle(self, voice: Voice) -> VoiceBundle:
@@ -179,7 +204,9 @@ class GsvBackend:
         wav16k = load_audio(voice.reference.path, SSL_SAMPLE_RATE)
         features = self.hubert().features(wav16k, ssl_pad_samples(sovits.sampling_rate))
         prompt_codes = sovits.extract_prompt_codes(features).reshape(-1).to("cpu", torch.int64)
-        references = [load_reference_audio(ref.path, sovits.sampling_rate) for ref in (voice.reference, *voice.aux_references)]
+        # v3/v4 use the first reference only (upstream ignores aux references there).
+        refs = (voice.reference,) if isinstance(sovits, SovitsV3Model) else (voice.reference, *voice.aux_references)
+        references = [load_reference_audio(ref.path, sovits.sampling_rate) for ref in refs]
         specs = [sovits.spectrogram(torch.from_numpy(audio)) for audio in references]
         speakers = None
         if sovits.needs_speaker_embedding:  # v2Pro family: ge also carries the speaker
@@ -189,6 +216,9 @@ class GsvBackend:
         prompt = self.text_features(prompt_text(voice), voice.prompt_language, pair.text_version)
         # Kept beside ge so the speaker network never runs again for this voice (one row per reference).
         extras = {"speaker_embeddings": torch.stack(speakers).float().cpu()} if speakers else {}
+        if isinstance(sovits, SovitsV3Model):  # the sampler's in-context prompt: reference mel + features
+            context = sovits.prompt_context(prompt_codes, prompt.phone_ids, ge, sovits.reference_mel(voice.reference.path))
+            extras |= {"prompt_mel": context.mel[0].float().cpu(), "prompt_features": context.features[0].float().cpu()}
         return VoiceBundle(
             prompt_codes=prompt_codes,
             prompt_phones=prompt.phone_ids,
@@ -246,7 +276,7 @@ class GsvBackend:
         )
         target_phones = target.phone_ids.to(device)
         chunked = None
-        if self.settings.chunk_tokens > 0 and params.speed == 1.0:
+        if self.settings.chunk_tokens > 0 and params.speed == 1.0 and isinstance(pair.sovits, SovitsModel):
             chunked = ChunkedDecoder(
                 pair.sovits, target_phones, bundle.ge, params, generator, emit, self.settings.chunk_tokens
             )
@@ -264,9 +294,16 @@ class GsvBackend:
             return
         if codes.numel() == 0 or should_stop():
             return
-        rate = pair.sovits.sampling_rate
+        rate = pair.sovits.output_rate
         if chunked is not None:
             chunked.finish(codes)
+        elif isinstance(pair.sovits, SovitsV3Model):  # whole sentences: upstream has no finer streaming
+            context = PromptContext(features=bundle.extras["prompt_features"][None], mel=bundle.extras["prompt_mel"][None])
+            audio = pair.sovits.synthesize(
+                codes, target_phones, bundle.ge, context, sample_steps=params.sample_steps, speed=params.speed,
+                generator=generator,
+            )
+            emit(Speech(rate=rate, samples=float_to_int16(audio.cpu().numpy())))
         else:
             audio = pair.sovits.decode(
                 codes, target_phones, bundle.ge, speed=params.speed, noise_scale=params.noise_scale, generator=generator
@@ -348,6 +385,17 @@ class ChunkedDecoder:
             self.done = total
         self.pieces += 1
         self.emit(Speech(rate=self.sovits.sampling_rate, samples=float_to_int16(segment, normalize=False)))
+
+
+def _output_rate_of_file(sovits: Path) -> int:
+    """The output rate of a SoVITS file not loaded yet, from its version (read from the first bytes)."""
+    try:
+        with open(sovits, "rb") as file:
+            head = file.read(HASH_PREFIX_BYTES)
+        version = guess_sovits_version(head, sovits.stat().st_size)[1]
+    except (OSError, ValueError):
+        return SUPPORTED_OUTPUT_RATE
+    return VOCODER_OUTPUT_RATES.get(version, SUPPORTED_OUTPUT_RATE)
 
 
 def prompt_text(voice: Voice) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..download import BERT_DIR as BERT_FOLDER
-from ..download import DEFAULT_VERSION, PRETRAINED
+from ..download import BIGVGAN_DIR, DEFAULT_VERSION, PRETRAINED
 from ..download import HUBERT_DIR as HUBERT_FOLDER
 
 # The official pretrained files as `wyoming-gsv download` lays them out, then simple names.
@@ -27,6 +27,14 @@ class ModelPaths:
     gpt: Path | None
     sovits: Path | None
     sv: Path  # speaker verification (v2Pro family); only read when such a voice is used
+
+    def v3_files(self, version: str) -> tuple[Path, Path]:
+        """(pretrained SoVITS, vocoder) a v3/v4 voice needs, in upstream's layout under DIR/models/:
+        the base its LoRA fine-tunes apply to, and BigVGAN's folder (v3) or vocoder.pth (v4)."""
+        models = self.data_dir / "models"
+        files = PRETRAINED[version]
+        vocoder = models / BIGVGAN_DIR if version == "v3" else models / files.vocoder[0]
+        return models / files.sovits, vocoder
 
     @classmethod
     def resolve(

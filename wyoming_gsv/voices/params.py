@@ -18,6 +18,7 @@ class VoiceParams:
     speed: float = 1.0
     noise_scale: float = 0.5
     seed: int | None = None
+    sample_steps: int = 32  # SoVITS v3/v4: Euler steps of the mel sampler (fewer: faster, rougher)
 
     def __post_init__(self) -> None:
         # Types first: YAML and clients hand over strings, booleans or .nan, which would otherwise
@@ -38,6 +39,8 @@ class VoiceParams:
             problems.append("speed must be in [0.25, 4]")
         if self.noise_scale < 0.0:
             problems.append("noise_scale must be >= 0")
+        if not 1 <= self.sample_steps <= MAX_SAMPLE_STEPS:
+            problems.append(f"sample_steps must be in [1, {MAX_SAMPLE_STEPS}]")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -57,6 +60,7 @@ class VoiceParams:
         return replace(self, **changes) if changes else self
 
 
-_WHOLE = ("top_k", "seed")
+MAX_SAMPLE_STEPS = 128
+_WHOLE = ("top_k", "seed", "sample_steps")
 _REAL = ("top_p", "temperature", "repetition_penalty", "speed", "noise_scale")
 PARAM_NAMES: tuple[str, ...] = tuple(f.name for f in fields(VoiceParams))
