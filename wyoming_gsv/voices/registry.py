@@ -107,8 +107,8 @@ def _log_checks(voice: Voice) -> None:
     """The reference check's verdict, once per change of the folder (refusals are VoiceErrors)."""
     clips = [("", voice.reference)] + [(f" style {s.name!r}", s.reference) for s in voice.styles]
     for label, reference in clips:
-        if reference.report is not None and reference.report.verdict != "good":
-            _LOGGER.warning("Voice %r%s reference check: %s", voice.id, label, reference.report.summary())
+        if reference.report is not None:  # advice only: refused clips are VoiceErrors, logged as such
+            _LOGGER.info("Voice %r%s reference check: %s", voice.id, label, reference.report.summary())
     for name, problem in voice.style_problems:
         _LOGGER.error("Voice %r: style %r left out: %s", voice.id, name, problem)
 
