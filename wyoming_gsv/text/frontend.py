@@ -16,6 +16,7 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+from .reading_rules import before_language_split, before_normalizer
 from .langsegment import LangSegmenter, LangSpan
 from .segmentation import EmptyTextError, pre_seg_text, replace_consecutive_punctuation
 from .symbols import UNK, cleaned_text_to_sequence, symbol_to_id
@@ -98,9 +99,12 @@ class TextFrontend:
     Thread-safe; heavy state (dictionaries, taggers, detectors) loads on first use and once.
     """
 
-    def __init__(self, languages: dict[str, LanguageG2P] | None = None) -> None:
-        """``languages`` replaces the built-in g2p object of some languages (tests, experiments)."""
+    def __init__(self, languages: dict[str, LanguageG2P] | None = None, reading_rules: bool = True) -> None:
+        """``languages`` replaces the built-in g2p object of some languages (tests, experiments);
+        ``reading_rules=False`` leaves out our readings of times, units, money... (``reading_rules``)
+        and gives upstream's output exactly."""
         self.segmenter = LangSegmenter()
+        self.reading_rules = reading_rules
         self._languages: dict[str, LanguageG2P] = dict(languages or {})
         self._lock = threading.Lock()
 
@@ -131,6 +135,8 @@ class TextFrontend:
                 if char in text_used:
                     text_used, silence = text_used.replace(char, ","), symbol
                     break
+        if self.reading_rules:
+            text_used = before_normalizer(text_used, lang_used)
         module = self.language(lang_used)
         norm_text = module.normalize(text_used)
         phones, word2ph = module.g2p(norm_text)
@@ -200,7 +206,10 @@ class TextFrontend:
         return result
 
     def _phonemize_once(self, text: str, mode: str, version: str) -> PhonemizedText:
-        spans = self.split_languages(_collapse_runs_of_spaces(text), mode)
+        text = _collapse_runs_of_spaces(text)
+        if self.reading_rules:
+            text = before_language_split(text, mode)
+        spans = self.split_languages(text, mode)
         segments = [self.clean_text(span.text, span.lang, version) for span in spans]
         word2ph: list[int] | None = []
         for segment in segments:
