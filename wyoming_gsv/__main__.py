@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import __version__
+from .synthesis.session import DEFAULT_MAX_CHARS
 
 # Set before anything loads torch (its OpenMP reads it once, at load; nothing above imports
 # torch, and the commands import it lazily): idle OpenMP threads sleep instead of spinning. On a
@@ -90,7 +91,10 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-streaming", action="store_true", help="do not advertise streaming synthesis")
     parser.add_argument("--voice", help="voice used when a request names none (default: the first)")
     parser.add_argument(
-        "--max-chars", type=_positive_int, default=2000, help="longest text per request (default: %(default)s)"
+        "--max-chars",
+        type=_positive_int,
+        default=DEFAULT_MAX_CHARS,
+        help="longest text of a synthesize request, and most text a stream may have waiting (default: %(default)s)",
     )
     parser.add_argument(
         "--max-queue", type=_positive_int, default=8, help="requests waiting for the engine (default: %(default)s)"
@@ -113,7 +117,9 @@ def _add_synth_arguments(parser: argparse.ArgumentParser) -> None:
     _add_common_arguments(parser)
     parser.add_argument("--voice", required=True, help="voice id (folder name under DATA_DIR/voices/)")
     parser.add_argument("--language", help="text language code, for voices that speak several")
-    parser.add_argument("--max-chars", type=_positive_int, default=20000, help="longest text (default: %(default)s)")
+    parser.add_argument(
+        "--max-chars", type=_positive_int, default=DEFAULT_MAX_CHARS, help="longest text (default: %(default)s)"
+    )
     parser.add_argument("-o", "--output", type=Path, required=True, help="WAV file to write")
     _add_sampling_arguments(parser)
     parser.add_argument("text", help="text to speak ('-' reads standard input)")
@@ -256,7 +262,7 @@ def runtime_settings(args: argparse.Namespace) -> Any:
         chunk_tokens=args.chunk_tokens,
         gpt_int8=args.gpt_int8,
         max_queue=getattr(args, "max_queue", 8),
-        max_chars=args.max_chars if hasattr(args, "max_chars") else 2000,
+        max_chars=getattr(args, "max_chars", DEFAULT_MAX_CHARS),
         default_voice=getattr(args, "voice", None),
         param_overrides={k: v for k, v in overrides.items() if v is not None},
         use_fallback=not args.no_fallback,

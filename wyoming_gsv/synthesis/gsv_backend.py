@@ -207,9 +207,10 @@ class GsvBackend:
             raise SynthesisError(f"voice {voice.id!r} cannot be used: {err}", code="voice-unusable") from err
 
     # ------------------------------------------------------------------ text
-    def text_features(self, text: str, mode: str, version: str) -> TextFeatures:
-        """Phone ids and BERT features (BERT only for Chinese segments, zeros elsewhere)."""
-        phonemized = self.frontend.phonemize(text, mode, version)
+    def text_features(self, text: str, mode: str, version: str, *, other_scripts: bool = False) -> TextFeatures:
+        """Phone ids and BERT features (BERT only for Chinese segments, zeros elsewhere);
+        ``other_scripts``: spans in a script ``mode`` does not read are read in ``auto`` mode."""
+        phonemized = self.frontend.phonemize(text, mode, version, other_scripts=other_scripts)
         parts = []
         for segment in phonemized.segments:
             if not segment.phone_ids:
@@ -385,7 +386,7 @@ class GsvSpeaker:
             if should_stop():
                 return
             try:
-                target = self.backend.text_features(chunk, self.mode, pair.text_version)
+                target = self.backend.text_features(chunk, self.mode, pair.text_version, other_scripts=True)
             except EmptyTextError:
                 continue
             self.backend.speak_features(pair, bundle, target, self.params, should_stop, self._generator, emit)

@@ -9,7 +9,7 @@ from typing import Any, Callable, Protocol
 from ..voices import Voice, VoiceParams, VoiceRegistry, mode_for_language_code
 from .engine import Engine
 from .fallback_on_error import FallbackOnError
-from .session import SentenceSplitter, SpeechSession
+from .session import DEFAULT_MAX_CHARS, SentenceSplitter, SpeechSession
 from .speech import BadRequest, Emit, Speaker, Speech, ShouldStop
 
 _LOGGER = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ PLACEHOLDER_VOICE = VoiceListing(
 
 @dataclass(frozen=True)
 class ServiceSettings:
-    max_chars: int = 2000  # per request (a stream counts all its chunks)
+    max_chars: int = DEFAULT_MAX_CHARS  # text waiting to be spoken, per request
     default_voice: str | None = None  # voice used when a request names none
     param_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. from CLI flags
     # A GPT-SoVITS voice whose engine fails (broken model, out of memory) is answered by the

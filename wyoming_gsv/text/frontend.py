@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from .reading_rules import before_language_split, before_normalizer
 from .langsegment import LangSegmenter, LangSpan
+from .scripts import ModeSpan, spans_by_script
 from .segmentation import EmptyTextError, pre_seg_text, replace_consecutive_punctuation
 from .symbols import UNK, cleaned_text_to_sequence, symbol_to_id
 
@@ -189,27 +190,35 @@ class TextFrontend:
             spans = [LangSpan("yue" if s.lang == "zh" else s.lang, s.text) for s in spans]
         return spans
 
-    def phonemize(self, text: str, mode: str, version: str = "v2") -> PhonemizedText:
+    def phonemize(
+        self, text: str, mode: str, version: str = "v2", *, other_scripts: bool = False
+    ) -> PhonemizedText:
         """Segments, normalized text, phones, ids and word2ph of ``text`` read in ``mode``.
 
+        ``other_scripts`` (the request path): a span written in a script ``mode`` does not read
+        (hanzi for ``en``, kana for ``zh``...) is read in ``auto`` mode instead of being lost.
         Raises ``ValueError`` for an unknown mode and ``EmptyTextError`` for blank text (or when
         no phones are left even after the retry).
         """
         if not text.strip():
             raise EmptyTextError()
-        result = self._phonemize_once(text, mode, version)
+        result = self._phonemize_once(text, mode, version, other_scripts)
         if len(result.phones) < MIN_PHONES:
-            result = self._phonemize_once("." + _collapse_runs_of_spaces(text), mode, version)
+            result = self._phonemize_once("." + _collapse_runs_of_spaces(text), mode, version, other_scripts)
             result.retried_with_dot = True
         if not result.phones:
             raise EmptyTextError()
         return result
 
-    def _phonemize_once(self, text: str, mode: str, version: str) -> PhonemizedText:
+    def _phonemize_once(self, text: str, mode: str, version: str, other_scripts: bool) -> PhonemizedText:
         text = _collapse_runs_of_spaces(text)
-        if self.reading_rules:
-            text = before_language_split(text, mode)
-        spans = self.split_languages(text, mode)
+        parts = spans_by_script(text, mode) if other_scripts else [ModeSpan(mode, text)]
+        spans: list[LangSpan] = []
+        for part in parts:
+            if len(parts) > 1 and not part.text.strip():
+                continue  # the space between two spans of other scripts
+            part_text = before_language_split(part.text, part.mode) if self.reading_rules else part.text
+            spans += self.split_languages(part_text, part.mode)
         segments = [self.clean_text(span.text, span.lang, version) for span in spans]
         word2ph: list[int] | None = []
         for segment in segments:
