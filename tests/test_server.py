@@ -27,6 +27,7 @@ from wyoming_gsv.server.run import bound_port, handler_factory
 from wyoming_gsv.synthesis.engine import EngineJob
 from wyoming_gsv.synthesis.gsv_backend import GsvBackend
 from wyoming_gsv.synthesis.runtime import Runtime, RuntimeSettings
+from wyoming_gsv.text.segmentation import pre_seg_text, replace_consecutive_punctuation
 from wyoming_gsv.voices import BundleCache
 
 SENTENCES = ["Hello there.", "How are you today?", "This is the last one."]
@@ -225,6 +226,25 @@ async def test_voices_follow_the_disk_without_restart(port: int, runtime: Runtim
     finally:
         shutil.rmtree(data_dir / "voices" / "added")
     assert {v.name for v in (await describe(port)).tts[0].voices} == {"tiny"}
+
+
+@pytest.mark.parametrize("cut", ["cut0", "cut1", "cut5"])
+async def test_voice_text_split_speaks_the_official_chunks(port: int, runtime: Runtime, unpacked_v2, monkeypatch, cut: str) -> None:
+    """A voice with `text_split: cutN` speaks exactly the chunks of upstream's preprocess (after
+    each, the 0.3 s silence); the default voice speaks our sentences."""
+    data_dir = runtime.settings.data_dir
+    config = tiny_voice_config(description="Official split", text_split=cut)
+    make_voice(data_dir, "official", reference=unpacked_v2["ref_wav"], config=config)
+    text = "Hi. This is it, really!! Short one... And then the last sentence of this text"
+    chunks = pre_seg_text(replace_consecutive_punctuation(text), "en", cut)
+    try:
+        spoken = Spy(monkeypatch, runtime.backend, "speak_features")
+        result = await ha_synthesize(port, text, voice="official")
+        assert result.error is None and result.audio
+        assert spoken.calls == len(chunks)
+        assert result.seconds >= 0.3 * len(chunks)
+    finally:
+        shutil.rmtree(data_dir / "voices" / "official")
 
 
 async def test_requests_never_recompute_the_bundle(port: int, runtime: Runtime, monkeypatch) -> None:

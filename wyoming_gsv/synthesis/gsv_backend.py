@@ -376,12 +376,15 @@ class GsvSpeaker:
 
     def speak(self, text: str, should_stop: ShouldStop, emit: Emit) -> None:
         pair, bundle = self.backend.prepare(self.voice)
-        try:
-            # Upstream's per-text fix-ups (a leading mark before a very short text, a closing full
-            # stop, very long text split); "cut0": the sentence splitter already cut the text.
-            chunks = pre_seg_text(text, self.mode, "cut0")
-        except EmptyTextError:
-            return
+        if self.voice.text_split:
+            chunks = [text]  # already one of pre_seg_text's chunks (the voice's OfficialSplitter)
+        else:
+            try:
+                # Upstream's per-text fix-ups (a leading mark before a very short text, a closing
+                # full stop, very long text split); "cut0": the sentence splitter already cut it.
+                chunks = pre_seg_text(text, self.mode, "cut0")
+            except EmptyTextError:
+                return
         for chunk in chunks:
             if should_stop():
                 return
