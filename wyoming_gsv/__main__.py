@@ -133,6 +133,11 @@ def _add_voices_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_phonemize_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--language", default="auto", help="language mode (zh, en, ja, ko, yue, auto, ...)")
     parser.add_argument("--text-version", default="v2", choices=("v1", "v2"))
+    parser.add_argument(
+        "--upstream",
+        action="store_true",
+        help="the official frontend's reading: no reading rules, other scripts not read in their own language",
+    )
     parser.add_argument("text")
 
 
@@ -379,9 +384,14 @@ def run_voices(args: argparse.Namespace) -> int:
 
 def run_phonemize(args: argparse.Namespace) -> int:
     from .text.frontend import TextFrontend
+    from .text.scripts import drop_unspeakable
 
     try:
-        result = TextFrontend().phonemize(args.text, args.language, args.text_version)
+        if args.upstream:
+            result = TextFrontend(reading_rules=False).phonemize(args.text, args.language, args.text_version)
+        else:  # as a request is read: unspeakable characters dropped, other scripts in their language
+            text = drop_unspeakable(args.text).text
+            result = TextFrontend().phonemize(text, args.language, args.text_version, other_scripts=True)
     except ValueError as err:  # unknown mode, or nothing to speak
         print(f"wyoming-gsv phonemize: {err}", file=sys.stderr)
         return 2
