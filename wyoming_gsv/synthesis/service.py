@@ -6,10 +6,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol
 
+from ..text.segmentation import OfficialSplitter
 from ..voices import Voice, VoiceParams, VoiceRegistry, mode_for_language_code
 from .engine import Engine
 from .fallback_on_error import FallbackOnError
-from .session import SentenceSplitter, SpeechSession
+from .session import DEFAULT_MAX_CHARS, SentenceSplitter, SpeechSession
 from .speech import BadRequest, Emit, Speaker, Speech, ShouldStop
 
 _LOGGER = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ PLACEHOLDER_VOICE = VoiceListing(
 
 @dataclass(frozen=True)
 class ServiceSettings:
-    max_chars: int = 2000  # per request (a stream counts all its chunks)
+    max_chars: int = DEFAULT_MAX_CHARS  # text waiting to be spoken, per request
     default_voice: str | None = None  # voice used when a request names none
     param_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. from CLI flags
     # A GPT-SoVITS voice whose engine fails (broken model, out of memory) is answered by the
@@ -114,29 +115,31 @@ class TtsService:
         """A session for this voice (and style: `speaker`), with sampling settings `overrides` on
         top of the voice's and the command line's (the voice page's preview); raises BadRequest
         (unknown voice or speaker, language it cannot speak, bad setting)."""
-        bound, mode = self._resolve(voice_name, language, speaker, overrides or {})
+        bound, mode, voice = self._resolve(voice_name, language, speaker, overrides or {})
+        text_split = voice.text_split if voice is not None else None
+        splitter = OfficialSplitter(mode, text_split) if text_split else self.splitter_factory(mode)
         return SpeechSession(
             self.engine,
             bound,
-            self.splitter_factory(mode),
+            splitter,
             language=mode,
             max_chars=self.settings.max_chars,
         )
 
     def _resolve(
         self, voice_name: str | None, language: str | None, style: str | None, overrides: Mapping[str, Any]
-    ) -> tuple[Speaker, str]:
+    ) -> tuple[Speaker, str, Voice | None]:
         name = voice_name or self.settings.default_voice
         voice = self.registry.get(name) if name else self._first_voice()
         if voice is None:
             rescue = self._rescue_unusable(name)
             if rescue is not None:
-                return rescue, _language_mode(language, "auto", ("en", "en_US"))
+                return rescue, _language_mode(language, "auto", ("en", "en_US")), None
             fallback = self._fallback_for(name)
             if fallback is not None and style:
                 raise BadRequest(f"unknown speaker {style!r}: the fallback voice has no speakers", code="unknown-speaker")
             if fallback is not None:
-                return fallback, _language_mode(language, "en", ("en", "en_US"))
+                return fallback, _language_mode(language, "en", ("en", "en_US")), None
             if name and name != PLACEHOLDER_VOICE.name:
                 raise BadRequest(f"unknown voice {name!r}", code="unknown-voice")
             raise BadRequest(f"no voice is installed: {PLACEHOLDER_VOICE.description}", code="no-voice")
@@ -152,7 +155,7 @@ class TtsService:
             assert self.fallback is not None
             rescue = FallbackSpeaker(self.fallback, self.speakers.output_rate(voice))
             speaker = FallbackOnError(speaker, rescue, voice.id)
-        return speaker, mode
+        return speaker, mode, voice
 
     def _first_voice(self) -> Voice | None:
         voices = self.registry.scan()

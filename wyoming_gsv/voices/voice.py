@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from ..text.segmentation import CUT_METHODS
 from .errors import VoiceError
 from .languages import LANGUAGE_MODES, advertised_languages
 from .models import ModelPaths
@@ -23,7 +24,7 @@ DEFAULT_LANGUAGE = "auto"
 VOICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 _YAML_KEYS = frozenset(
-    {"description", "language", "prompt_language", "languages", "gpt", "sovits", "aux_refs", *PARAM_NAMES}
+    {"description", "language", "prompt_language", "languages", "gpt", "sovits", "aux_refs", "text_split", *PARAM_NAMES}
 )
 
 
@@ -53,6 +54,8 @@ class Voice:
     sovits: Path
     params: VoiceParams
     languages: tuple[str, ...]  # codes advertised to Home Assistant
+    # Upstream's split method (cut0..cut5) applied to a whole request; None: our sentence splitter.
+    text_split: str | None = None
     styles: tuple[Style, ...] = ()  # usable styles, sorted by name
     style_problems: tuple[tuple[str, str], ...] = ()  # (style name, why it is left out)
     style: str | None = None  # the style this object speaks with (None: the main clip)
@@ -110,6 +113,10 @@ def load_voice(folder: Path, models: ModelPaths) -> Voice:
     elif not isinstance(languages, list) or not languages or not all(isinstance(x, str) for x in languages):
         raise VoiceError(voice_id, folder / VOICE_YAML, "languages must be a non-empty list of codes")
 
+    text_split = config.get("text_split")
+    if text_split is not None and text_split not in CUT_METHODS:
+        raise VoiceError(voice_id, folder / VOICE_YAML, f"text_split {text_split!r} is not one of {', '.join(CUT_METHODS)}")
+
     styles, style_problems = _load_styles(voice_id, folder / STYLES_DIR, prompt_language)
     description = config.get("description") or voice_id
     return Voice(
@@ -127,6 +134,7 @@ def load_voice(folder: Path, models: ModelPaths) -> Voice:
         languages=tuple(languages),
         styles=styles,
         style_problems=style_problems,
+        text_split=text_split,
     )
 
 
