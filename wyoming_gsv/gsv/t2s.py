@@ -192,22 +192,31 @@ class SinePosition(nn.Module):
 
 class SelfAttention(nn.Module):
     """Fused q,k,v projection plus output projection. The official state dict stores the fused
-    projection like `nn.MultiheadAttention` (`in_proj_weight`, `in_proj_bias`); a load hook maps
-    those to the `in_proj` Linear (as gpt-fast maps wq/wk/wv to wqkv), so that every matmul of the
-    model is an `nn.Linear` that `quantize_int8` can swap."""
+    projection like `nn.MultiheadAttention` (`in_proj_weight`, `in_proj_bias`); state-dict hooks
+    map those names to and from the `in_proj` Linear (as gpt-fast maps wq/wk/wv to wqkv), so
+    every matmul of the model is an `nn.Linear` that `quantize_int8` can swap while the state
+    dict keeps the official names both ways."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.in_proj = nn.Linear(dim, 3 * dim)
         self.out_proj = nn.Linear(dim, dim)
-        self._register_load_state_dict_pre_hook(self._official_names)
+        self.register_load_state_dict_pre_hook(self._from_official_names)
+        self.register_state_dict_post_hook(self._to_official_names)
 
     @staticmethod
-    def _official_names(state_dict: dict[str, Tensor], prefix: str, *_args: Any) -> None:
+    def _from_official_names(_module: nn.Module, state_dict: dict[str, Tensor], prefix: str,
+                             *_args: Any) -> None:
         for name in ("weight", "bias"):
-            official = f"{prefix}in_proj_{name}"
-            if official in state_dict:
-                state_dict[f"{prefix}in_proj.{name}"] = state_dict.pop(official)
+            if f"{prefix}in_proj_{name}" in state_dict:
+                state_dict[f"{prefix}in_proj.{name}"] = state_dict.pop(f"{prefix}in_proj_{name}")
+
+    @staticmethod
+    def _to_official_names(_module: nn.Module, state_dict: dict[str, Tensor], prefix: str,
+                           *_args: Any) -> None:
+        for name in ("weight", "bias"):
+            if f"{prefix}in_proj.{name}" in state_dict:
+                state_dict[f"{prefix}in_proj_{name}"] = state_dict.pop(f"{prefix}in_proj.{name}")
 
 
 class Int8Linear(nn.Module):
@@ -465,6 +474,8 @@ class Text2Semantic(nn.Module):
         self.ar_audio_position = SinePosition(dim)
         self.h = Encoder(dim, config.num_heads, config.num_layers)
         self.ar_predict_layer = nn.Linear(dim, config.vocab_size, bias=False)
+        # How decode steps run when a call does not say; None: default_decode_mode.
+        self.decode_mode: DecodeMode | None = None
         # Free decode buffers (KVCache), reused by later generations; see setup_caches.
         self._cache_pool: list[KVCache] = []
         self._cache_pool_lock = threading.Lock()
@@ -612,7 +623,7 @@ class Text2Semantic(nn.Module):
         `on_token` sees every generated token as it is accepted (for streaming); the return
         value follows upstream's slicing (see module doc). Raises `GenerationCancelled` when
         `should_stop()` turns True (checked before every step). `mode` picks how decode steps
-        run (see `DecodeMode`; default `default_decode_mode`)."""
+        run (see `DecodeMode`; default: the model's `decode_mode`, else `default_decode_mode`)."""
         rows = self._run([phone_ids], [bert], prompt, params, generator, should_stop, on_token,
                          mode)
         return self._official_slice(rows[0], prompt is not None, path)
@@ -692,7 +703,7 @@ class Text2Semantic(nn.Module):
              should_stop: Callable[[], bool] | None,
              on_token: Callable[[int], None] | None, mode: DecodeMode | None) -> list[_Row]:
         self._check_inputs(phone_ids, bert, prompt)
-        mode = mode or self.default_decode_mode
+        mode = mode or self.decode_mode or self.default_decode_mode
         if mode == "graph" and self.device.type != "cuda":
             raise ValueError("decode mode 'graph' (CUDA graphs) needs a model on a CUDA device")
         prefix_len = max(p.numel() for p in phone_ids) + (0 if prompt is None else prompt.numel())
