@@ -8,7 +8,9 @@ download). Three tables:
 1. GPT decode: tokens/s at batch 1 and 4, ms per step, prefill ms and VRAM peak, for the eager
    steps ("exact": attention over exactly the valid KV; "bucketed": the static-shape step run
    eagerly) and the captured one ("graph": that step replayed as a CUDA graph per KV bucket).
-   The EOS row of the random GPT is zeroed so that every row runs the full `--tokens`.
+   The EOS row of the random GPT is zeroed so that every row runs the full `--tokens`. Last
+   row: 4 separate requests through the continuous batcher (wall time includes their prefills;
+   "ms/step" is then the total over the tokens of one row).
 2. In process, the backend as the server builds it (default settings, so streaming as the
    server streams): time to first audio for a short and a two-sentence announcement, total
    time, audio seconds, RTF = total / audio, VRAM peak; eager ("exact") against captured.
@@ -42,6 +44,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_t2s import V2_CONFIG, build_v2_model, random_inputs  # noqa: E402
 from wyoming_gsv.gsv.t2s import DecodeMode, SamplingParams, Text2Semantic  # noqa: E402
+from wyoming_gsv.gsv.t2s_batch import ContinuousBatcher, DecodeRequest  # noqa: E402
 
 PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 TEXT_PHONES, PROMPT_TOKENS = 70, 100  # reference + target phones, a 4 s reference's tokens
@@ -134,6 +137,29 @@ def measure_decode(model: Text2Semantic, batch: int, mode: DecodeMode, tokens: i
     return DecodeRow(batch, mode, batch / step, 1000 * step, 1000 * first, peak_mib(device))
 
 
+def measure_batcher(model: Text2Semantic, requests: int, tokens: int, reps: int) -> DecodeRow:
+    """`requests` sentences submitted at once to the continuous batcher (each its own request,
+    seed and prefill), timed until the last one is done; tokens/s counts every row's tokens."""
+    device = model.device
+    phones, bert, prompt = random_inputs(TEXT_PHONES, PROMPT_TOKENS)
+    params = SamplingParams(top_k=15, max_tokens=tokens, early_stop=10_000)
+    batcher = ContinuousBatcher(model, max_rows=requests)
+
+    def run() -> None:
+        futures = [batcher.submit(DecodeRequest(
+            phones[: TEXT_PHONES - 3 * row], bert[:, : TEXT_PHONES - 3 * row], prompt, params,
+            generator=torch.Generator(device).manual_seed(row))) for row in range(requests)]
+        batcher.run_until_idle()
+        assert all(len(future.result()) == tokens - 1 for future in futures)
+
+    reset_peak(device)
+    run()  # warm-up: buffers and graphs
+    total = statistics.median(wall(run, device) for _ in range(reps))
+    batcher.close()
+    return DecodeRow(requests, f"{batcher.mode}, batcher", requests * tokens / total,
+                     1000 * total / tokens, float("nan"), peak_mib(device))
+
+
 def decode_table(device: torch.device, dtype: torch.dtype, tokens: int,
                  reps: int) -> list[DecodeRow]:
     model = gpt_model(device, dtype)
@@ -141,18 +167,20 @@ def decode_table(device: torch.device, dtype: torch.dtype, tokens: int,
     for batch in (1, 4):
         for mode in modes_for(device):
             rows.append(measure_decode(model, batch, mode, tokens, reps))
+    rows.append(measure_batcher(model, 4, tokens, reps))
     return rows
 
 
 def print_decode(rows: list[DecodeRow]) -> None:
-    header = (f"{'batch':>5} {'mode':<9} {'tokens/s':>9} {'ms/step':>8} {'prefill ms':>10} "
+    header = (f"{'batch':>5} {'mode':<18} {'tokens/s':>9} {'ms/step':>8} {'prefill ms':>10} "
               f"{'VRAM MiB':>9} {'vs exact':>8}")
     print(header)
     print("-" * len(header))
     exact = {row.batch: row.tokens_per_s for row in rows if row.mode == "exact"}
     for row in rows:
-        print(f"{row.batch:>5} {row.mode:<9} {row.tokens_per_s:9.1f} {row.step_ms:8.3f} "
-              f"{row.prefill_ms:10.2f} {row.vram_mib:9.1f} {row.tokens_per_s / exact[row.batch]:8.2f}")
+        ratio = row.tokens_per_s / exact.get(row.batch, float("nan"))
+        print(f"{row.batch:>5} {row.mode:<18} {row.tokens_per_s:9.1f} {row.step_ms:8.3f} "
+              f"{row.prefill_ms:10.2f} {row.vram_mib:9.1f} {ratio:8.2f}")
 
 
 # ----------------------------------------------------------------------------- 2. end to end

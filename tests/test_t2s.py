@@ -351,7 +351,7 @@ def test_bucketed_step_logits_match_golden(model: Text2Semantic, golden, inputs)
     try:
         with torch.inference_mode():
             cache.make_finite()
-            logits = [model._prefill([phones], [bert], prompt, cache)]
+            logits = [model.prefill([phones], [bert], prompt, cache)]
             for step in range(1, steps):
                 position = torch.tensor([prefix + step - 1])
                 logits.append(model.decode_step(generated[step - 1 : step], position,
