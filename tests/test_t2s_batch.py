@@ -193,3 +193,21 @@ def test_cpu_runs_the_static_step_eagerly(model) -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):
             ContinuousBatcher(model, mode="graph")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_graph_batcher_matches_single_runs(v2_tiny: Path, golden) -> None:
+    """On CUDA (fp32): rows joining at different steps, replayed graphs per row count and KV
+    bucket, the same tokens as each request alone."""
+    cuda = Text2Semantic.from_checkpoint(load_gpt_checkpoint(v2_tiny / "s1_tiny_v2.ckpt"),
+                                         device="cuda")
+    requests = _requests(golden, 3, params=SamplingParams(top_k=1, max_tokens=300,
+                                                          early_stop=10_000))
+    batcher = ContinuousBatcher(cuda, max_rows=3)
+    assert batcher.mode == "graph"
+    futures = [batcher.submit(requests[0])]
+    _steps(batcher, 9)
+    futures += [batcher.submit(request) for request in requests[1:]]
+    batcher.run_until_idle()
+    batcher.close()
+    assert [f.result().tolist() for f in futures] == [_alone(cuda, r) for r in requests]
