@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import __version__
+from .synthesis.session import DEFAULT_MAX_CHARS
 
 # Set before anything loads torch (its OpenMP reads it once, at load; nothing above imports
 # torch, and the commands import it lazily): idle OpenMP threads sleep instead of spinning. On a
@@ -91,7 +92,10 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-streaming", action="store_true", help="do not advertise streaming synthesis")
     parser.add_argument("--voice", help="voice used when a request names none (default: the first)")
     parser.add_argument(
-        "--max-chars", type=_positive_int, default=2000, help="longest text per request (default: %(default)s)"
+        "--max-chars",
+        type=_positive_int,
+        default=DEFAULT_MAX_CHARS,
+        help="longest text of a synthesize request, and most text a stream may have waiting (default: %(default)s)",
     )
     parser.add_argument(
         "--max-queue", type=_positive_int, default=8, help="requests waiting for the engine (default: %(default)s)"
@@ -115,7 +119,9 @@ def _add_synth_arguments(parser: argparse.ArgumentParser) -> None:
     _add_common_arguments(parser)
     parser.add_argument("--voice", required=True, help="voice id (folder name under DATA_DIR/voices/)")
     parser.add_argument("--language", help="text language code, for voices that speak several")
-    parser.add_argument("--max-chars", type=_positive_int, default=20000, help="longest text (default: %(default)s)")
+    parser.add_argument(
+        "--max-chars", type=_positive_int, default=DEFAULT_MAX_CHARS, help="longest text (default: %(default)s)"
+    )
     parser.add_argument("-o", "--output", type=Path, required=True, help="WAV file to write")
     _add_sampling_arguments(parser)
     parser.add_argument("text", help="text to speak ('-' reads standard input)")
@@ -124,11 +130,26 @@ def _add_synth_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_voices_arguments(parser: argparse.ArgumentParser) -> None:
     _add_common_arguments(parser)
     parser.add_argument("--no-build", action="store_true", help="only list; do not build missing bundles")
+    parser.add_argument(
+        "--check",
+        nargs="*",
+        metavar="CLIP",
+        type=Path,
+        help="check reference clips (levels, noise, length, transcript fit) and give advice: every "
+        "voice's (no CLIP given) or these files' (with --transcript/--language)",
+    )
+    parser.add_argument("--transcript", help="with --check CLIP: what is said in the clip")
+    parser.add_argument("--language", default="auto", help="with --check CLIP: the transcript's language mode")
 
 
 def _add_phonemize_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--language", default="auto", help="language mode (zh, en, ja, ko, yue, auto, ...)")
     parser.add_argument("--text-version", default="v2", choices=("v1", "v2"))
+    parser.add_argument(
+        "--upstream",
+        action="store_true",
+        help="the official frontend's reading: no reading rules, other scripts not read in their own language",
+    )
     parser.add_argument("text")
 
 
@@ -258,7 +279,7 @@ def runtime_settings(args: argparse.Namespace) -> Any:
         chunk_tokens=args.chunk_tokens,
         gpt_int8=args.gpt_int8,
         max_queue=getattr(args, "max_queue", 8),
-        max_chars=args.max_chars if hasattr(args, "max_chars") else 2000,
+        max_chars=getattr(args, "max_chars", DEFAULT_MAX_CHARS),
         default_voice=getattr(args, "voice", None),
         param_overrides={k: v for k, v in overrides.items() if v is not None},
         use_fallback=not args.no_fallback,
@@ -348,8 +369,10 @@ async def _synthesize(runtime: Any, voice: str, language: str | None, text: str)
 
 def run_voices(args: argparse.Namespace) -> int:
     from .synthesis.runtime import Runtime
-    from .synthesis.speech import SynthesisError
+    from .synthesis.studio import describe_failure
 
+    if args.check is not None:
+        return run_voice_checks(args)
     runtime = Runtime(runtime_settings(args))
     voices = runtime.registry.scan()
     failures = 0
@@ -359,10 +382,8 @@ def run_voices(args: argparse.Namespace) -> int:
             try:
                 runtime.backend.prepare(voice)
                 status = "ready (bundle cached)"
-            except SynthesisError as err:
-                status, failures = f"UNUSABLE: {err}", failures + 1
             except Exception as err:  # e.g. a transcript the text frontend cannot read: report, go on
-                status, failures = f"UNUSABLE: {type(err).__name__}: {err}", failures + 1
+                status, failures = f"UNUSABLE: {describe_failure(err)}", failures + 1
         print(f"{voice.id}\t{voice.language}\t{voice.description}\t{status}")
     for voice_id, problem in sorted(runtime.registry.problems().items()):
         if voice_id not in {v.id for v in voices}:
@@ -373,11 +394,53 @@ def run_voices(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def run_voice_checks(args: argparse.Namespace) -> int:
+    """`voices --check`: the reference check of given clips, or of every voice folder's clips."""
+    from .voices import ModelPaths, VoiceRegistry
+    from .voices.check import ClipError, check_clip
+    from .voices.reference import find_reference
+
+    refused = 0
+    for clip in args.check:
+        try:
+            report = check_clip(clip, args.transcript, args.language)
+            line = report.summary()
+            refused += report.refused
+        except ClipError as err:
+            line, refused = f"refused: {err}", refused + 1
+        print(f"{clip}\t{line}")
+    if args.check:
+        return 1 if refused else 0
+    registry = VoiceRegistry(ModelPaths.resolve(args.data_dir, gpt=args.gpt, sovits=args.sovits))
+    for voice in registry.scan():
+        clips = [(voice.id, voice.reference)] + [(f"{voice.id}@{s.name}", s.reference) for s in voice.styles]
+        for name, reference in clips:
+            print(f"{name}\t{reference.report.summary() if reference.report else 'ok'}")
+        for style, problem in voice.style_problems:
+            print(f"{voice.id}@{style}\trefused: {problem}")
+            refused += 1
+    for voice_id, problem in sorted(registry.problems().items()):
+        print(f"{voice_id}\tLEFT OUT: {problem}")
+        refused += 1
+        clip = find_reference(registry.voices_dir / voice_id)
+        if clip is not None:  # left out for another reason (e.g. no models yet): still judge the clip
+            try:
+                print(f"{voice_id}\tclip: {check_clip(clip).summary()}")
+            except ClipError as err:
+                print(f"{voice_id}\tclip: refused: {err}")
+    return 1 if refused else 0
+
+
 def run_phonemize(args: argparse.Namespace) -> int:
     from .text.frontend import TextFrontend
+    from .text.scripts import drop_unspeakable
 
     try:
-        result = TextFrontend().phonemize(args.text, args.language, args.text_version)
+        if args.upstream:
+            result = TextFrontend(reading_rules=False).phonemize(args.text, args.language, args.text_version)
+        else:  # as a request is read: unspeakable characters dropped, other scripts in their language
+            text = drop_unspeakable(args.text).text
+            result = TextFrontend().phonemize(text, args.language, args.text_version, other_scripts=True)
     except ValueError as err:  # unknown mode, or nothing to speak
         print(f"wyoming-gsv phonemize: {err}", file=sys.stderr)
         return 2

@@ -83,7 +83,7 @@ class GsvEventHandler(AsyncEventHandler):
         elif SynthesizeStart.is_type(event.type):
             await self._launch(await self._open(data), streaming=True)
         elif SynthesizeChunk.is_type(event.type):
-            self._chunk(data)
+            await self._chunk(data)
         elif Synthesize.is_type(event.type):
             if self._streaming:
                 _LOGGER.debug("Ignoring synthesize inside a stream (sent for compatibility)")
@@ -112,8 +112,8 @@ class GsvEventHandler(AsyncEventHandler):
         # A new request before synthesize-stop: the client gave up on the open stream.
         self._drop_open_stream("New request before synthesize-stop; dropping the unfinished stream")
         await self._wait_for_sender()  # one request at a time per connection, in order
-        voice_name, language = _voice_request(data.get("voice"))
-        self._session = self.service.open_session(voice_name, language)
+        voice_name, language, speaker = _voice_request(data.get("voice"))
+        self._session = self.service.open_session(voice_name, language, speaker)
         return self._session
 
     def _drop_open_stream(self, why: str) -> None:
@@ -133,12 +133,13 @@ class GsvEventHandler(AsyncEventHandler):
         self._streaming = streaming
         self._sender = asyncio.create_task(self._send_audio(session, streaming=streaming))
 
-    def _chunk(self, data: dict[str, Any]) -> None:
+    async def _chunk(self, data: dict[str, Any]) -> None:
         text = _required_text(data, "synthesize-chunk")
         if not self._streaming or self._session is None:
             _LOGGER.warning("Ignoring synthesize-chunk outside a stream")
             return
         self._session.feed(text)
+        await self._session.wait_for_room()  # a long answer waits here, not in memory
 
     async def _send_audio(self, session: SpeechSession, *, streaming: bool) -> None:
         """Streaming: audio-start/chunks/audio-stop per sentence, then synthesize-stopped.
@@ -220,11 +221,15 @@ def _required_text(data: dict[str, Any], event_type: str) -> str:
     return text
 
 
-def _voice_request(voice: Any) -> tuple[str | None, str | None]:
-    """(name, language) from a voice field; tolerant of None and of a bare string."""
+def _voice_request(voice: Any) -> tuple[str | None, str | None, str | None]:
+    """(name, language, speaker) from a voice field; tolerant of None and of a bare string."""
     if isinstance(voice, str):
-        return voice or None, None
+        return voice or None, None, None
     if isinstance(voice, dict):
-        name, language = voice.get("name"), voice.get("language")
-        return (name if isinstance(name, str) and name else None, language if isinstance(language, str) else None)
-    return None, None
+        name, language, speaker = voice.get("name"), voice.get("language"), voice.get("speaker")
+        return (
+            name if isinstance(name, str) and name else None,
+            language if isinstance(language, str) else None,
+            speaker if isinstance(speaker, str) and speaker else None,
+        )
+    return None, None, None

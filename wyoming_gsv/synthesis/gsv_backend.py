@@ -5,6 +5,7 @@ Runs on the engine's worker thread only (models are not shared across threads).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections import OrderedDict
@@ -45,6 +46,24 @@ SENTENCE_GAP_SECONDS = 0.3
 # What the v1/v2 family (v2, v2Pro, v2ProPlus) vocodes at; v3 and v4 have their own vocoders.
 SUPPORTED_OUTPUT_RATE = 32000
 VOCODER_OUTPUT_RATES = {"v3": 24000, "v4": 48000}
+# The code that makes a voice bundle: the text frontend (transcript -> phones), the models'
+# reference side (HuBERT codes, BERT features, timbre) and build_bundle here. Its content is part of
+# the bundle key, so changed code rebuilds bundles without anyone bumping a version number.
+_PACKAGE = Path(__file__).resolve().parent.parent
+BUNDLE_CODE = (_PACKAGE / "text", _PACKAGE / "gsv", Path(__file__).resolve())
+
+
+def code_fingerprint(paths: tuple[Path, ...] = BUNDLE_CODE) -> str:
+    """SHA-256 over the files (source and data; caches skipped) under ``paths``, names included."""
+    digest = hashlib.sha256()
+    for root in paths:
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for path in files:
+            if "__pycache__" in path.parts or path.suffix == ".pyc":
+                continue
+            digest.update(path.relative_to(root.parent).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -98,6 +117,7 @@ class GsvBackend:
         self._vocoders: dict[Path, Vocoder] = {}  # shared by every v3/v4 voice of a version
         self._bundles: dict[str, tuple[Voice, str, VoiceBundle]] = {}
         self._lock = threading.RLock()  # the CLI and warm-up may call from another thread
+        self.code_fingerprint = code_fingerprint()  # once per backend (one per process)
 
     # ------------------------------------------------------------------ SpeakerFactory
     def speaker(self, voice: Voice, params: VoiceParams, mode: str) -> "GsvSpeaker":
@@ -179,24 +199,43 @@ class GsvBackend:
     def bundle(self, voice: Voice) -> VoiceBundle:
         """The voice's precomputed reference side: memory, else disk cache, else built now."""
         with self._lock:
-            known = self._bundles.get(voice.id)
+            name = voice.bundle_id  # a style has its own bundle
+            known = self._bundles.get(name)
             if known is not None and known[0] is voice:
                 return known[2]
-            key = bundle_key(voice, self.models, {"dtype": str(self.settings.dtype)})
+            key = self.bundle_key(voice)
             if known is not None and known[1] == key:
-                self._bundles[voice.id] = (voice, key, known[2])
+                self._bundles[name] = (voice, key, known[2])
                 return known[2]
-            bundle = self.cache.load(voice.id, key)
+            bundle = self.cache.load(name, key)
             if bundle is None:
-                _LOGGER.info("Building voice bundle for %r", voice.id)
+                _LOGGER.info("Building voice bundle for %r", name)
                 bundle = self.build_bundle(voice)
                 try:
-                    self.cache.save(voice.id, key, bundle)
+                    self.cache.save(name, key, bundle)
                 except OSError as err:  # e.g. a data dir mounted read-only: speak anyway
-                    _LOGGER.warning("Cannot cache the bundle of voice %r (%s); it is rebuilt each start", voice.id, err)
+                    _LOGGER.warning("Cannot cache the bundle of voice %r (%s); it is rebuilt each start", name, err)
             bundle = bundle.to(self.device, self.settings.dtype)
-            self._bundles[voice.id] = (voice, key, bundle)
+            self._bundles[name] = (voice, key, bundle)
             return bundle
+
+    def bundle_key(self, voice: Voice) -> str:
+        return bundle_key(voice, self.models, {"dtype": str(self.settings.dtype), "code": self.code_fingerprint})
+
+    def has_bundle(self, voice: Voice) -> bool:
+        """Whether the voice's bundle is in memory or in the disk cache (nothing is built or loaded)."""
+        with self._lock:
+            known = self._bundles.get(voice.bundle_id)
+        if known is not None and known[0] is voice:
+            return True
+        key = self.bundle_key(voice)
+        return (known is not None and known[1] == key) or self.cache.path_for(voice.bundle_id, key).is_file()
+
+    def loaded_version(self, voice: Voice) -> str | None:
+        """The SoVITS version of the voice's model files, if they are loaded."""
+        with self._lock:
+            pair = self._pairs.get((voice.gpt, voice.sovits))
+        return pair.sovits.version if pair is not None else None
 
     def build_bundle(self, voice: Voice) -> VoiceBundle:
         pair = self.model_pair(voice.gpt, voice.sovits)
@@ -232,14 +271,16 @@ class GsvBackend:
         try:
             return self.model_pair(voice.gpt, voice.sovits), self.bundle(voice)
         except (ModelFileError, AudioFileError) as err:
-            if self.on_broken is not None:
+            # A style's bad clip spoils that style only; bad model files spoil the voice.
+            if self.on_broken is not None and (voice.style is None or isinstance(err, ModelFileError)):
                 self.on_broken(voice.id, str(err))
-            raise SynthesisError(f"voice {voice.id!r} cannot be used: {err}", code="voice-unusable") from err
+            raise SynthesisError(f"voice {voice.bundle_id!r} cannot be used: {err}", code="voice-unusable") from err
 
     # ------------------------------------------------------------------ text
-    def text_features(self, text: str, mode: str, version: str) -> TextFeatures:
-        """Phone ids and BERT features (BERT only for Chinese segments, zeros elsewhere)."""
-        phonemized = self.frontend.phonemize(text, mode, version)
+    def text_features(self, text: str, mode: str, version: str, *, other_scripts: bool = False) -> TextFeatures:
+        """Phone ids and BERT features (BERT only for Chinese segments, zeros elsewhere);
+        ``other_scripts``: spans in a script ``mode`` does not read are read in ``auto`` mode."""
+        phonemized = self.frontend.phonemize(text, mode, version, other_scripts=other_scripts)
         parts = []
         for segment in phonemized.segments:
             if not segment.phone_ids:
@@ -423,17 +464,20 @@ class GsvSpeaker:
 
     def speak(self, text: str, should_stop: ShouldStop, emit: Emit) -> None:
         pair, bundle = self.backend.prepare(self.voice)
-        try:
-            # Upstream's per-text fix-ups (a leading mark before a very short text, a closing full
-            # stop, very long text split); "cut0": the sentence splitter already cut the text.
-            chunks = pre_seg_text(text, self.mode, "cut0")
-        except EmptyTextError:
-            return
+        if self.voice.text_split:
+            chunks = [text]  # already one of pre_seg_text's chunks (the voice's OfficialSplitter)
+        else:
+            try:
+                # Upstream's per-text fix-ups (a leading mark before a very short text, a closing
+                # full stop, very long text split); "cut0": the sentence splitter already cut it.
+                chunks = pre_seg_text(text, self.mode, "cut0")
+            except EmptyTextError:
+                return
         for chunk in chunks:
             if should_stop():
                 return
             try:
-                target = self.backend.text_features(chunk, self.mode, pair.text_version)
+                target = self.backend.text_features(chunk, self.mode, pair.text_version, other_scripts=True)
             except EmptyTextError:
                 continue
             self.backend.speak_features(pair, bundle, target, self.params, should_stop, self._generator, emit)
