@@ -182,6 +182,7 @@ async def test_status_lists_unusable_voices_with_the_cli_reason(studio: Studio, 
     lines = dict(line.split("\t", 1) for line in cli.stdout.splitlines())
     assert lines["badweights"].endswith("UNUSABLE: " + status.problem)
     assert lines["broken"].endswith("LEFT OUT: " + statuses["broken"].problem)
+    assert lines["tiny@cheerful"].endswith("ready (bundle cached)")  # styles are listed and built too
 
 
 async def test_preview_uses_overrides_and_the_same_engine_queue(studio: Studio, runtime: Runtime) -> None:

@@ -123,7 +123,7 @@ class Studio:
         voice = self.registry.get(voice_id)
         if voice is None:
             return False
-        for variant in (voice, *(voice.with_style(name) for name in voice.style_names())):
+        for variant in voice.variants():
             self._state(variant)
         return True
 
@@ -164,7 +164,7 @@ class Studio:
                 return UNUSABLE, failed[1]
             if (voice.bundle_id, key) in self._pending:
                 return BUILDING, None
-        if self.backend.has_bundle(voice):
+        if self.backend.has_bundle(voice, key):
             return READY, None
         self._queue_build(voice, key)
         return BUILDING, None
@@ -176,9 +176,12 @@ class Studio:
                 return
             self._pending.add(job_id)
 
+        build = _BundleBuild(self, voice)
+
         def on_result(_index: int, _speech: Speech | None, error: BaseException | None, last: bool) -> None:
             if not last:
                 return
+            error = error or build.error
             with self._lock:
                 self._pending.discard(job_id)
                 if error is not None:
@@ -189,7 +192,7 @@ class Studio:
                 _LOGGER.info("Voice %r ready", voice.bundle_id)
 
         try:
-            self.engine.submit(EngineJob(speaker=_BundleBuild(self, voice), on_result=on_result), 0, "build")
+            self.engine.submit(EngineJob(speaker=build, on_result=on_result), 0, "build")
         except EngineBusy:
             with self._lock:
                 self._pending.discard(job_id)  # asked again at the next status request
@@ -242,12 +245,18 @@ class _BundleBuild:
     def __init__(self, studio: Studio, voice: Voice) -> None:
         self.studio = studio
         self.voice = voice
+        self.error: BaseException | None = None
 
     def prepare(self) -> None:
         pass
 
     def speak(self, text: str, should_stop: ShouldStop, emit: Emit) -> None:
-        pair, _bundle = self.studio.backend.prepare(self.voice)
+        try:
+            pair, _bundle = self.studio.backend.prepare(self.voice)
+        except Exception as err:  # reported in the voice's status (and logged once here)
+            self.error = err
+            _LOGGER.error("Voice %r cannot be built: %s", self.voice.bundle_id, describe_failure(err))
+            return
         self.studio._remember_version(self.voice.sovits, pair.sovits.version)
 
 
