@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 import server_client
-from server_client import describe, ha_synthesize
+from server_client import describe, ha_stream
 from v3v4_fixture import LORA_FILES, V3V4Files
 from voice_data import link_tiny_models, make_voice, read_wav, tiny_voice_config
 from wyoming.server import AsyncTcpServer
@@ -66,7 +66,9 @@ async def test_v4_voice_over_wyoming_at_48_khz(data_dir: Path, monkeypatch) -> N
         info = await describe(port)
         names = {voice.name for voice in info.tts[0].voices}
         assert {"lora_v3", "lora_v4"} <= names
-        result = await ha_synthesize(port, TEXT, voice="lora_v4")
+        # HA's streaming path: the WAV header comes from audio-start, which must carry 48 kHz.
+        result = await ha_stream(port, [TEXT], voice="lora_v4")
+        assert result.error is None
         assert (result.rate, result.width, result.channels) == (48000, 2, 1)
         assert result.seconds > 0.2
     finally:
