@@ -251,9 +251,13 @@ async def test_consent_is_required(client: TestClient, runtime: Runtime, clip: b
 
 
 async def test_gpt_file_given_as_sovits_is_refused(client: TestClient, runtime: Runtime, clip: bytes) -> None:
-    before = _snapshot(runtime)
+    tuned = runtime.settings.data_dir / "models" / "tuned"
+    tuned.mkdir(exist_ok=True)
     gpt_upload = (runtime.settings.data_dir / "models" / "gpt.ckpt").read_bytes()
-    for fields in ({"sovits_path": "models/gpt.ckpt"}, {"sovits": gpt_upload}):
+    (tuned / "anna-e15.ckpt").write_bytes(gpt_upload)  # a fine-tuned GPT file the user put there
+    before = _snapshot(runtime)
+    assert "models/tuned/anna-e15.ckpt" in (await (await client.get("api/models")).json())["gpt"]
+    for fields in ({"sovits_path": "models/tuned/anna-e15.ckpt"}, {"sovits": gpt_upload}):
         response = await client.post("api/voices", data=_voice_form("wrongmodel", clip, **fields))
         body = await response.json()
         assert response.status == 400 and body["field"] == "sovits", body

@@ -130,9 +130,17 @@ def browser(studio: Studio, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 def _wait(driver, condition, timeout: float = STEP_TIMEOUT, what: str = "") -> object:
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(lambda d: condition(d), message=what)
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.2).until(lambda d: condition(d), message=what)
+    except TimeoutException:
+        shown = driver.execute_script(
+            "return [...document.querySelectorAll('.message, .field-error, .check, #voices tbody, #styles')]"
+            ".filter(e => !e.hidden && e.textContent.trim()).map(e => e.className + ': ' + e.textContent.trim())"
+        )
+        raise AssertionError(f"waited {timeout} s for {what}; the page shows: {shown}") from None
 
 
 def _voice_row_status(driver, voice_id: str) -> str | None:
@@ -214,6 +222,7 @@ def test_studio_in_a_real_browser(studio: Studio, browser, unpacked_v2: dict[str
     style_form.find_element(By.NAME, "transcript").send_keys(TRANSCRIPT)
     style_form.find_element(By.CSS_SELECTOR, ".clip-file").send_keys(str(clip))
     _wait(driver, lambda d: _check_shown(d, "#style-form"), 60, "style clip checked")
+    _screenshot(driver, tmp_path)  # list, preview and a checked clip with its waveform in one picture
     style_form.find_element(By.ID, "save-style").click()
     _wait(
         driver,
@@ -225,7 +234,6 @@ def test_studio_in_a_real_browser(studio: Studio, browser, unpacked_v2: dict[str
         what="style ready",
     )
     _wait(driver, lambda d: _voice_row_status(d, VOICE_ID) == "ready", what="voice ready after the style")
-    _screenshot(driver, tmp_path)
 
     # ---- the Wyoming side, over TCP, without a restart
     info: Info = asyncio.run(describe(studio.wyoming_port))

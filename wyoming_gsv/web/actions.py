@@ -26,6 +26,8 @@ _LOGGER = logging.getLogger(__name__)
 
 WAVEFORM_POINTS = 800
 _WHOLE_PARAMS = frozenset({"top_k", "seed"})
+# How the store words "that id is taken" (another save won, or it existed): the page offers to replace.
+_CONFLICT_SIGNS = ("already exists", "confirm to replace", "at the same moment")
 
 
 class StudioError(Exception):
@@ -199,7 +201,9 @@ class _store_errors:
 
     def __exit__(self, kind: Any, err: BaseException | None, _tb: Any) -> bool:
         if isinstance(err, StoreError):
-            code = getattr(err, "code", None) or ("exists" if "already exists" in str(err) else "bad-request")
+            code = getattr(err, "code", None) or (
+                "exists" if any(sign in str(err) for sign in _CONFLICT_SIGNS) else "bad-request"
+            )
             status = 404 if code == "not-found" else 409 if code == "exists" else 400
             raise StudioError(str(err), field=err.field, status=status, code=code) from err
         return False

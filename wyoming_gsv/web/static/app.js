@@ -218,8 +218,12 @@ class ClipPicker {
     }
     const box = $(".check", this.root);
     box.hidden = false;
-    box.className = "check pending";
-    box.textContent = "Checking the clip…";
+    if (this.report) {
+      box.classList.add("pending"); // keep the old report in place: no jump under the pointer
+    } else {
+      box.className = "check pending";
+      box.textContent = "Checking the clip…";
+    }
     try {
       this.report = await api("POST", "api/check", form);
     } catch (err) {
