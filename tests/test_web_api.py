@@ -39,7 +39,19 @@ def runtime(unpacked_v2: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
     runtime = Runtime(RuntimeSettings(data_dir=data_dir, threads=1, use_fallback=False))
     runtime.start()
     yield runtime
+    _wait_for_builds(runtime)
     runtime.close()
+
+
+def _wait_for_builds(runtime: Runtime, timeout: float = READY_TIMEOUT) -> None:
+    """Let background bundle builds finish: a process that exits while torch runs on the engine
+    thread aborts instead of ending."""
+    studio = StudioActions(runtime, WebSettings()).studio
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(
+        v.status == "building" or any(s.status == "building" for s in v.styles) for v in studio.voices()
+    ):
+        time.sleep(0.2)
 
 
 async def _client(runtime: Runtime, settings: WebSettings) -> TestClient:

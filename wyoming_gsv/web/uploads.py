@@ -4,6 +4,8 @@ client that went away mid-upload)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import shutil
 import tempfile
 from contextlib import asynccontextmanager
@@ -11,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AsyncIterator
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, ClientPayloadError, web
+
+_LOGGER = logging.getLogger(__name__)
 
 MAX_FIELD_CHARS = 64 * 1024  # text fields (transcript, description...)
 _BLOCK = 1 << 16
@@ -80,6 +84,9 @@ async def uploaded_form(request: web.Request, temp_root: Path, max_bytes: int) -
                     out.write(block)
             form.files.setdefault(part.name, []).append(target)
         yield form
+    except (ConnectionError, ClientPayloadError, asyncio.CancelledError) as err:
+        _LOGGER.info("Upload interrupted (%s); nothing was kept", type(err).__name__)
+        raise
     finally:
         shutil.rmtree(form.folder, ignore_errors=True)
 
