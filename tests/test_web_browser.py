@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -25,8 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import soundfile
 from wyoming.info import Info
 
+from clip_data import speechlike
 from conftest import PROJECT_ROOT
 from server_client import describe
 from voice_data import link_tiny_models
@@ -118,6 +121,7 @@ def browser(studio: Studio, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--no-first-run", "--autoplay-policy=no-user-gesture-required", "--window-size=1280,1500",
+        "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",  # a microphone that beeps
         f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
     ):
         options.add_argument(flag)
@@ -170,9 +174,24 @@ def test_studio_in_a_real_browser(studio: Studio, browser, unpacked_v2: dict[str
     _wait(driver, lambda d: d.execute_script("return document.body.dataset.ready === '1'"), 60, "page loaded")
     assert driver.find_element(By.ID, "no-voices").is_displayed()
 
-    # ---- add a voice: upload, check, transcript, consent, save
+    # ---- add a voice: record (Chromium's fake microphone), then a long clip, then the real one
     driver.find_element(By.ID, "add-voice").click()
     form = driver.find_element(By.ID, "voice-form")
+    record = form.find_element(By.CSS_SELECTOR, ".record")
+    record.click()
+    _wait(driver, lambda d: "Stop" in record.text, 20, "recording started")
+    time.sleep(4)
+    record.click()
+    _wait(driver, lambda d: "recording.wav" in form.find_element(By.CSS_SELECTOR, ".clip-name").text, 30, "recording used")
+    _wait(driver, lambda d: "Sample rate" in form.find_element(By.CSS_SELECTOR, ".check").text, 60, "recording checked")
+
+    long_clip = tmp_path / "long.flac"
+    soundfile.write(str(long_clip), speechlike(25.0, 32000, pauses=((0.0, 12.0),)), 32000)
+    form.find_element(By.CSS_SELECTOR, ".clip-file").send_keys(str(long_clip))
+    _wait(driver, lambda d: "Using " in form.find_element(By.CSS_SELECTOR, ".window-info").text, 60, "window proposed")
+    start, end = (float(x) for x in re.findall(r"Using ([\d.]+)–([\d.]+) s", form.find_element(By.CSS_SELECTOR, ".window-info").text)[0])
+    assert 3.0 <= end - start <= 10.0 and start >= 11.0, (start, end)  # the speech, not the silent start
+
     form.find_element(By.CSS_SELECTOR, ".clip-file").send_keys(str(clip))
     _wait(driver, lambda d: _check_shown(d, "#voice-form"), 60, "reference check shown")
     report = form.find_element(By.CSS_SELECTOR, ".check").text
@@ -278,8 +297,11 @@ async def ha_synthesize_speaker(port: int, text: str, voice: str, speaker: str) 
 def _screenshot(driver, tmp_path: Path) -> None:
     """The page as the README shows it; always taken (a blank page fails here), kept when asked."""
     driver.execute_script("window.scrollTo(0, 0)")
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1280, min(max(height, 900), 2400))
+    for _ in range(3):  # the window's chrome takes some height: grow until the page fits
+        inner, height = driver.execute_script("return [window.innerHeight, document.documentElement.scrollHeight]")
+        if inner >= height:
+            break
+        driver.set_window_size(1280, driver.get_window_size()["height"] + min(height - inner, 1200))
     png = driver.get_screenshot_as_png()
     assert png.startswith(b"\x89PNG") and len(png) > 20_000
     (tmp_path / "voice-studio.png").write_bytes(png)

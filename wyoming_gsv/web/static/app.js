@@ -233,7 +233,8 @@ class ClipPicker {
       $(".waveform", this.root).hidden = true;
       return;
     }
-    if (!this.window && this.report.proposed_window) this.window = this.report.proposed_window.slice();
+    const proposed = this.report.proposed_window;
+    if (!this.window && proposed) this.window = [proposed.start, proposed.end];
     this.drawWaveform();
     renderReport(box, this.report);
   }
