@@ -101,7 +101,7 @@ def start_server(data_dir: Path, args: argparse.Namespace, flags: list[str]) -> 
 
 async def run_case(base: str, port: int, reps: int, cold: bool) -> dict[str, list[float]]:
     results: dict[str, list[float]] = {"save_to_ready": [], "preview_first_audio": [], "announcement": []}
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers={"X-Studio-Page": "1"}) as session:
         for rep in range(1 if cold else reps):
             voice_id = f"{'cold' if cold else 'warm'}{rep}"
             results["save_to_ready"].append(await save_to_ready(session, base, voice_id, seed=rep + (50 if cold else 0)))

@@ -26,7 +26,7 @@ from wyoming_gsv.synthesis.runtime import Runtime, RuntimeSettings
 from wyoming_gsv.web.actions import StudioActions
 from wyoming_gsv.web.app import STATIC_DIR, create_app
 from wyoming_gsv.web.security import access_middleware
-from wyoming_gsv.web.settings import INGRESS_GATEWAY, TOKEN_COOKIE, TOKEN_HEADER, WebSettings
+from wyoming_gsv.web.settings import INGRESS_GATEWAY, PAGE_HEADER, TOKEN_COOKIE, TOKEN_HEADER, WebSettings
 
 TRANSCRIPT = "This is a reference voice."
 READY_TIMEOUT = 120.0
@@ -55,7 +55,8 @@ def _wait_for_builds(runtime: Runtime, timeout: float = READY_TIMEOUT) -> None:
 
 
 async def _client(runtime: Runtime, settings: WebSettings) -> TestClient:
-    client = TestClient(TestServer(create_app(StudioActions(runtime, settings), settings), host="127.0.0.1"))
+    app = create_app(StudioActions(runtime, settings), settings)
+    client = TestClient(TestServer(app, host="127.0.0.1"), headers={PAGE_HEADER: "1"})  # as the page sends
     await client.start_server()
     return client
 
@@ -146,6 +147,19 @@ async def test_token_is_required_by_header_or_cookie(runtime: Runtime) -> None:
         assert (await client.get("api/voices", cookies={TOKEN_COOKIE: "s3cret"})).status == 200
     finally:
         await client.close()
+
+
+async def test_other_websites_cannot_change_voices(client: TestClient, runtime: Runtime, clip: bytes) -> None:
+    """A cross-site form post carries no custom header (sending one needs a CORS preflight, which the
+    studio never grants): changes without the page's header are refused."""
+    before = _snapshot(runtime)
+    async with aiohttp.ClientSession() as foreign:  # no X-Studio-Page header
+        url = f"http://127.0.0.1:{client.port}/api/voices"
+        response = await foreign.post(url, data=_voice_form("forged", clip))
+        assert response.status == 403 and PAGE_HEADER in (await response.json())["error"]
+        assert (await foreign.delete(url + "/tiny")).status == 403
+        assert (await foreign.options(url, headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})).headers.get("Access-Control-Allow-Origin") is None
+    assert _snapshot(runtime) == before
 
 
 @pytest.mark.parametrize(
@@ -302,7 +316,8 @@ async def test_a_browser_that_disconnects_mid_upload_leaves_nothing(client: Test
     reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
     writer.write(
         (
-            f"POST /api/voices HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(head) + len(clip) + 100}\r\n"
+            f"POST /api/voices HTTP/1.1\r\nHost: 127.0.0.1\r\n{PAGE_HEADER}: 1\r\n"
+            f"Content-Length: {len(head) + len(clip) + 100}\r\n"
             f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n"
         ).encode()
         + head

@@ -232,11 +232,14 @@ async def _preview(request: web.Request) -> web.StreamResponse:
                 await response.prepare(request)
                 await response.write(wav_header(piece.speech.rate))
             await response.write(piece.speech.samples.tobytes())
-    except BaseException:
-        session.cancel()  # the page went away (or the synthesis failed): free the engine
+    except (ConnectionError, asyncio.CancelledError):
+        session.cancel()  # the page went away: free the engine for the next request
+        raise
+    except SynthesisError as err:
+        session.cancel()
         if response is None:
-            raise
-        _LOGGER.warning("Preview of %r ended early", request.match_info["voice"], exc_info=True)
+            raise  # nothing sent yet: the page gets the message
+        _LOGGER.warning("Preview of %r stopped mid-way: %s", request.match_info["voice"], err)
         return response
     if response is None:
         raise StudioError("the preview produced no audio", field="text")

@@ -1,5 +1,6 @@
 """Who may use the studio: the add-on admits only Home Assistant's ingress gateway and loopback;
-elsewhere a token (header or cookie, compared in constant time) guards every API call."""
+elsewhere a token (header or cookie, compared in constant time) guards every API call; changes
+need the page's own header (no cross-site form can send it)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Awaitable, Callable
 
 from aiohttp import web
 
-from .settings import TOKEN_COOKIE, TOKEN_HEADER, WebSettings
+from .settings import PAGE_HEADER, TOKEN_COOKIE, TOKEN_HEADER, WebSettings
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -27,6 +28,8 @@ def access_middleware(settings: WebSettings) -> Callable[[web.Request, Handler],
         # The page's files hold nothing private; it asks for the token when the API answers 401.
         if expected is not None and request.path.startswith("/api/") and not _token_matches(request, expected):
             return web.json_response({"error": "a valid studio token is required", "field": "token"}, status=401)
+        if request.method not in ("GET", "HEAD") and PAGE_HEADER not in request.headers:
+            return web.json_response({"error": f"changes need the {PAGE_HEADER} header the page sends"}, status=403)
         return await handler(request)
 
     return check_access

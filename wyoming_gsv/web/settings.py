@@ -11,6 +11,9 @@ DEFAULT_MAX_UPLOAD_MB = 50
 INGRESS_GATEWAY = "172.30.32.2"
 TOKEN_HEADER = "X-Studio-Token"
 TOKEN_COOKIE = "studio_token"
+# Sent by the page with every change. A custom header makes browsers ask (CORS preflight) before a
+# cross-site request, which the studio never allows: another website cannot add or delete voices.
+PAGE_HEADER = "X-Studio-Page"
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,9 @@ class ApiError extends Error {
 }
 
 function authHeaders() {
+  // X-Studio-Page: changes without it are refused, so other websites cannot post to the studio.
   const token = localStorage.getItem(TOKEN_KEY);
-  return token ? { "X-Studio-Token": token } : {};
+  return token ? { "X-Studio-Page": "1", "X-Studio-Token": token } : { "X-Studio-Page": "1" };
 }
 
 async function api(method, path, body) {
