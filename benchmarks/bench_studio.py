@@ -1,35 +1,31 @@
-"""Voice studio benchmark: time from "save" to "ready" for a new voice, at the REAL v2 size.
+"""Voice page, product side: time from "save" to "ready" for a new voice (and a new style).
 
-    .venv/bin/python benchmarks/bench_studio.py [--threads 2] [--reps 3] [--tokens 60]
+    .venv/bin/python benchmarks/bench_studio.py [--threads 2] [--reps 3] [--sizes tiny real-v2]
 
-Writes real-size v2 model files with seeded random weights (as bench_server.py does: GPT 24 x 512,
-SoVITS v2, HuBERT-base; official formats), starts `python -m wyoming_gsv --web` as a subprocess and
-uses the page's HTTP API as the browser does: POST the clip + transcript (multipart), then poll the
-voices list every 0.1 s until the voice is "ready" (its bundle built in the background through the
-engine queue). Two cases:
-* cold: the server was started with --no-warm-up and no voice, so the first save also loads the
-  GPT, SoVITS and HuBERT models;
-* warm: the models are loaded (a voice exists), so a save costs the bundle: HuBERT features of the
-  clip, prompt codes, reference spectrogram/embedding and the transcript's phones.
-Also: the page's streamed preview, time to its first audio byte. Baseline, measured in the same
-run on the same server: one Home Assistant announcement (Wyoming `synthesize`, one sentence, read to
-`audio-stop`), so "save to ready" reads as "so many announcements".
+For each model size, a data dir with the base models and one voice, a Runtime like the server's
+(engine started), and the voice page's Studio on top. Then, per repetition, a new voice is saved
+from a 6 s FLAC upload (store.create: decode, check, crop, write atomically) and its bundle
+build is queued on the engine; "ready" is when Studio reports it. Also timed: adding a style,
+and, as the baseline measured in the same run, the bare bundle build (backend.build_bundle on the
+same clip, models already loaded, no store, no queue). The first voice also pays for loading
+the models; it is reported on its own row.
+
+Sizes: `tiny` = the fixture models (../shared/fixtures/gsv-v2-tiny); `real-v2` = the real-size v2
+architecture with seeded random weights (see bench_server.py), English, so BERT is never loaded.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import io
-import os
+import lzma
+import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import aiohttp
 import numpy as np
 import soundfile
 import torch
@@ -38,124 +34,124 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_server import _timed_request, build_data_dir, free_port, wait_ready  # noqa: E402
+from wyoming_gsv.synthesis.runtime import Runtime, RuntimeSettings  # noqa: E402
+from wyoming_gsv.synthesis.studio import READY, Studio  # noqa: E402
+from wyoming_gsv.voices.store import VoiceDraft  # noqa: E402
 
-TRANSCRIPT = "This is the reference voice for the benchmark."
-ANNOUNCEMENT = "The front door is open."
-POLL_SECONDS = 0.1
+TINY = ROOT.parent / "shared" / "fixtures" / "gsv-v2-tiny"
+TRANSCRIPT = "This is the voice of the benchmark, saved from the page."
 
 
-def clip_bytes(seed: int) -> bytes:
-    """A 4 s speech-like harmonic clip (different per voice, so no bundle is shared)."""
-    t = np.arange(int(4.0 * 32000)) / 32000
-    wave = sum(np.sin(2 * np.pi * (130 + seed) * k * t) / k for k in range(1, 6))
-    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3.0 * t)
+def speech_clip(seconds: float, seed: int) -> bytes:
+    """A 32 kHz FLAC of harmonic syllables (4 per second) over a faint noise floor."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 32000)) / 32000
+    voice = sum(np.sin(2 * np.pi * (120 + 10 * seed) * k * t) / k for k in range(1, 6))
+    envelope = np.where((t * 4) % 1 < 0.6, np.sin(np.pi * np.clip(((t * 4) % 1) / 0.6, 0, 1)), 0)
+    audio = 0.3 * voice / np.max(np.abs(voice)) * envelope + rng.normal(0, 3e-4, t.shape)
     buffer = io.BytesIO()
-    soundfile.write(buffer, (0.3 * wave / np.max(np.abs(wave)) * envelope).astype(np.float32), 32000, format="WAV")
+    soundfile.write(buffer, audio.astype(np.float32), 32000, format="FLAC")
     return buffer.getvalue()
 
 
-async def save_to_ready(session: aiohttp.ClientSession, base: str, voice_id: str, seed: int) -> float:
-    form = aiohttp.FormData()
-    for name, value in {"id": voice_id, "transcript": TRANSCRIPT, "language": "en", "consent": "1"}.items():
-        form.add_field(name, value)
-    form.add_field("clip", clip_bytes(seed), filename="clip.wav")
-    start = time.perf_counter()
-    async with session.post(base + "api/voices", data=form) as response:
-        assert response.status == 201, await response.text()
-    while True:
-        async with session.get(base + "api/voices") as response:
-            voices = {v["id"]: v for v in (await response.json())["voices"]}
-        status = voices[voice_id]["status"]
-        if status == "ready":
-            return time.perf_counter() - start
-        assert status == "building", voices[voice_id]
-        await asyncio.sleep(POLL_SECONDS)
+def tiny_data_dir(root: Path) -> Path:
+    models = root / "models"
+    models.mkdir(parents=True)
+    hubert = models / "chinese-hubert-base"
+    hubert.mkdir()
+    for name in ("config.json", "preprocessor_config.json"):
+        shutil.copy(TINY / "hubert_tiny" / name, hubert / name)
+    with lzma.open(TINY / "hubert_tiny" / "pytorch_model.bin.xz") as src, open(hubert / "pytorch_model.bin", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    with lzma.open(TINY / "s2_tiny_v2.pth.xz") as src, open(models / "sovits.pth", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    shutil.copy(TINY / "s1_tiny_v2.ckpt", models / "gpt.ckpt")
+    shutil.copytree(TINY / "bert_tiny", models / "chinese-roberta-wwm-ext-large")
+    return root
 
 
-async def preview_first_audio(session: aiohttp.ClientSession, base: str, voice_id: str) -> float:
-    start = time.perf_counter()
-    async with session.get(base + f"api/voices/{voice_id}/preview", params={"text": ANNOUNCEMENT}) as response:
-        assert response.status == 200, await response.text()
-        received = 0
-        async for piece in response.content.iter_any():
-            received += len(piece)
-            if received > 44:  # past the WAV header: audio
-                first = time.perf_counter() - start
-                break
-        else:
-            raise AssertionError("the preview held no audio")
-    return first
+def real_v2_data_dir(root: Path) -> Path:
+    from bench_server import write_gpt, write_hubert, write_sovits
+
+    models = root / "models"
+    (models / "chinese-roberta-wwm-ext-large").mkdir(parents=True)  # never loaded for English
+    write_gpt(models / "gpt.ckpt", tokens=50)
+    write_sovits(models / "sovits.pth")
+    write_hubert(models / "chinese-hubert-base")
+    return root
 
 
-def start_server(data_dir: Path, args: argparse.Namespace, flags: list[str]) -> tuple[subprocess.Popen, int, str]:
-    port, web_port = free_port(), free_port()
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    env.setdefault("NLTK_DATA", str(ROOT.parent / "shared" / "nltk_data"))
-    command = [sys.executable, "-m", "wyoming_gsv", "--uri", f"tcp://127.0.0.1:{port}", "--data-dir", str(data_dir),
-               "--web", f"127.0.0.1:{web_port}", "--threads", str(args.threads), "--no-fallback", *flags]
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    asyncio.run(wait_ready(port, process))
-    return process, port, f"http://127.0.0.1:{web_port}/"
+def wait_ready(studio: Studio, voice_id: str, timeout: float = 600.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = studio.voice(voice_id)
+        if status is not None and status.status == READY and all(s.status == READY for s in status.styles):
+            return
+        if status is not None and status.status == "unusable":
+            raise RuntimeError(f"{voice_id}: {status.problem}")
+        time.sleep(0.01)
+    raise TimeoutError(voice_id)
 
 
-async def run_case(base: str, port: int, reps: int, cold: bool) -> dict[str, list[float]]:
-    results: dict[str, list[float]] = {"save_to_ready": [], "preview_first_audio": [], "announcement": []}
-    async with aiohttp.ClientSession(headers={"X-Studio-Page": "1"}) as session:
-        for rep in range(1 if cold else reps):
-            voice_id = f"{'cold' if cold else 'warm'}{rep}"
-            results["save_to_ready"].append(await save_to_ready(session, base, voice_id, seed=rep + (50 if cold else 0)))
-            results["preview_first_audio"].append(await preview_first_audio(session, base, voice_id))
-            results["announcement"].append((await non_streaming_voice(port, voice_id)))
-    return results
+def measure(size: str, data_dir: Path, threads: int, reps: int) -> tuple[list[tuple[str, float]], float]:
+    """(rows of what and seconds, the baseline's seconds)."""
+    runtime = Runtime(RuntimeSettings(data_dir=data_dir, threads=threads, use_fallback=False))
+    runtime.start()
+    studio = Studio.for_runtime(runtime)
+    rows: list[tuple[str, float]] = []
+    try:
+        def save_to_ready(voice_id: str, seed: int) -> tuple[float, float]:
+            draft = VoiceDraft(voice_id, speech_clip(6.0, seed), TRANSCRIPT, language="en")
+            start = time.perf_counter()
+            studio.store.create(draft)
+            saved = time.perf_counter()
+            studio.request_build(voice_id)
+            wait_ready(studio, voice_id)
+            return saved - start, time.perf_counter() - start
 
-
-async def non_streaming_voice(port: int, voice_id: str) -> float:
-    from wyoming.audio import AudioStop
-    from wyoming.tts import Synthesize, SynthesizeVoice
-
-    run = await _timed_request(port, [Synthesize(text=ANNOUNCEMENT, voice=SynthesizeVoice(name=voice_id)).event()],
-                               AudioStop.is_type)
-    return run.total
+        save, ready = save_to_ready("first", 0)
+        rows.append(("first voice: save (store.create)", save))
+        rows.append(("first voice: save -> ready (loads the models)", ready))
+        saves, readies, styles, bare = [], [], [], []
+        for rep in range(reps):
+            save, ready = save_to_ready(f"voice{rep}", rep + 1)
+            saves.append(save)
+            readies.append(ready)
+            start = time.perf_counter()
+            studio.store.add_style(f"voice{rep}", "style", speech_clip(5.0, rep + 10), TRANSCRIPT)
+            studio.request_build(f"voice{rep}")
+            wait_ready(studio, f"voice{rep}")
+            styles.append(time.perf_counter() - start)
+            voice = runtime.registry.get(f"voice{rep}")
+            start = time.perf_counter()
+            runtime.backend.build_bundle(voice)
+            bare.append(time.perf_counter() - start)
+        baseline = statistics.median(bare)
+        rows.append(("baseline: bare bundle build (same clip, models loaded)", baseline))
+        rows.append(("voice: save (store.create)", statistics.median(saves)))
+        rows.append(("voice: save -> ready", statistics.median(readies)))
+        rows.append(("style: save -> ready", statistics.median(styles)))
+    finally:
+        runtime.close()
+    return rows, baseline
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--tokens", type=int, default=60, help="semantic tokens per sentence (25 Hz)")
+    parser.add_argument("--sizes", nargs="+", default=["tiny", "real-v2"], choices=["tiny", "real-v2"])
     args = parser.parse_args()
-
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="gsv-bench-studio-") as tmp:
-        t0 = time.perf_counter()
-        data_dir = build_data_dir(Path(tmp), args.tokens)
-        print(f"model files written in {time.perf_counter() - t0:.1f} s")
-        bench_voice = data_dir / "voices" / "bench"
-        parked = data_dir / "parked-bench"
-        bench_voice.rename(parked)  # cold: no voice, nothing loaded
-        for case, flags in (("cold (models load on save)", ["--no-warm-up"]), ("warm (models loaded)", [])):
-            if case.startswith("warm"):
-                parked.rename(bench_voice)
-            process, port, base = start_server(data_dir, args, flags)
-            try:
-                rows.append((case, asyncio.run(run_case(base, port, args.reps, cold=case.startswith("cold")))))
-            finally:
-                process.terminate()
-                process.wait(30)
-            for folder in (data_dir / "voices").iterdir():
-                if folder.name != "bench":
-                    subprocess.run(["rm", "-rf", str(folder)], check=True)
-
-    print(f"torch {torch.__version__}, cpu, {args.threads} threads, {os.cpu_count()} CPUs, {args.tokens} tokens/sentence, "
-          f"median of {args.reps} (cold: 1), load average {os.getloadavg()[0]:.2f}")
-    header = f"{'case':<28} {'save->ready s':>14} {'preview 1st audio s':>20} {'announcement s':>15} {'ready/announcement':>19}"
-    print(header)
-    print("-" * len(header))
-    for case, results in rows:
-        ready, first, baseline = (statistics.median(results[k]) for k in ("save_to_ready", "preview_first_audio", "announcement"))
-        print(f"{case:<28} {ready:14.2f} {first:20.2f} {baseline:15.2f} {ready / baseline:19.2f}")
-    print("baseline = one Wyoming `synthesize` of a one-sentence announcement with the new voice, read to audio-stop")
+    torch.set_num_threads(args.threads)
+    print(f"threads={args.threads} reps={args.reps} (medians)")
+    print(f"{'size':8} {'what':56} {'seconds':>8} {'x baseline':>10}")
+    for size in args.sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            data_dir = tiny_data_dir(root) if size == "tiny" else real_v2_data_dir(root)
+            rows, baseline = measure(size, data_dir, args.threads, args.reps)
+            for what, value in rows:
+                print(f"{size:8} {what:56} {value:8.3f} {value / baseline:10.2f}")
 
 
 if __name__ == "__main__":

@@ -102,7 +102,7 @@ def test_phonemize_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_phonemize_reads_as_a_request_unless_upstream(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["phonemize", "--language", "en", "Wake me at 7:30 pm 😀"]) == 0
-    assert json.loads(capsys.readouterr().out)["norm_text"] == "Wake me at seven thirty P M "
+    assert json.loads(capsys.readouterr().out)["norm_text"] == "Wake me at seven thirty P M"
     assert main(["phonemize", "--upstream", "--language", "en", "Wake me at 7:30 pm"]) == 0
     assert json.loads(capsys.readouterr().out)["norm_text"] == "Wake me at seven thirty a.m. pm"
 

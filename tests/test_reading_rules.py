@@ -174,6 +174,26 @@ def test_zh_mode_keeps_units_chinese(frontend: TextFrontend) -> None:
     assert result.norm_text == "温度二十一点五摄氏度,风速十二千米每小时."
 
 
+# Readings upstream's normalisers already get right, checked through the frontend so that a change
+# there (or a new rule) that breaks them is seen.
+UPSTREAM_READINGS = [
+    ("en", "The 1st and 22nd.", "The first and twenty-second."),
+    ("en", "It is 0.5 or 21.75 now.", "It is zero point five or twenty-one point seven five now."),
+    ("en", "Built in 1999.", "Built in nineteen ninety-nine."),
+    ("en", "It is noon.", "It is noon."),
+    # Chinese clock times: 7:30 is read 七点半, the everyday form (the 七点三十分 is the
+    # formal one); other minutes are read with 分.
+    ("zh", "闹钟7:30响。", "闹钟七点半响."),
+    ("zh", "现在是19:05。", "现在是十九点零五分."),
+    ("all_zh", "湿度45%。", "湿度百分之四十五."),
+]
+
+
+@pytest.mark.parametrize(("mode", "text", "norm_text"), UPSTREAM_READINGS)
+def test_readings_left_to_upstream(frontend: TextFrontend, mode: str, text: str, norm_text: str) -> None:
+    assert frontend.phonemize(text, mode).norm_text == norm_text
+
+
 def test_english_segment_inside_auto_mode(frontend: TextFrontend) -> None:
     result = frontend.phonemize("Dinner is at 19:45 tonight.", "auto")
     assert "nineteen forty-five" in result.norm_text

@@ -106,7 +106,7 @@ def _month_day(m: re.Match[str]) -> str:
 
 
 def _abbreviation(m: re.Match[str]) -> str:
-    return _ABBREVIATIONS[m.group(1)]
+    return _ABBREVIATIONS[m.group(1) or m.group(2)]
 
 
 def _minutes(minutes: str) -> str:
@@ -271,7 +271,7 @@ ENGLISH_RULES: tuple[Rule, ...] = (
             + "|".join(sorted(_AMBIGUOUS_ABBREVIATIONS, key=len, reverse=True))
             + r")(?=[.,]|\s+\d)"
         ),
-        lambda m: _ABBREVIATIONS[m.group(1) or m.group(2)],
+        _abbreviation,
     ),
     # 12-hour clock: "7:30 pm", "7:30pm", "7 PM", "12:00 a.m." -> "seven thirty P M" (upstream
     # reads "seven thirty a.m. pm").

@@ -70,28 +70,32 @@ class SpeakableText:
 
 
 def drop_unspeakable(text: str) -> SpeakableText:
-    """Take out emoji and words in scripts no frontend speaks (Cyrillic, Arabic, Greek words...)."""
+    """Take out emoji and words in scripts no frontend speaks (Cyrillic, Arabic, Greek words...),
+    with the space before them when a mark or the end follows ("room 🎶." -> "room.": English
+    normalisation would otherwise keep the space and lose the full stop)."""
     kept: list[str] = []
     dropped: list[str] = []
     index = 0
     while index < len(text):
-        char = text[index]
-        if _is_emoji_like(char):
-            dropped.append(char)
-            index += 1
-            continue
-        if char_script(char) == "other":
-            end = index
+        end = index
+        if _is_emoji_like(text[index]):
+            end = index + 1
+        elif char_script(text[index]) == "other":
             while end < len(text) and char_script(text[end]) == "other":
                 end += 1
-            if end - index >= _UNSUPPORTED_WORD_MIN_LETTERS:
-                dropped.append(text[index:end])
-            else:
+            if end - index < _UNSUPPORTED_WORD_MIN_LETTERS:
                 kept.append(text[index:end])
-            index = end
+                index = end
+                continue
+        if end == index:
+            kept.append(text[index])
+            index += 1
             continue
-        kept.append(char)
-        index += 1
+        dropped.append(text[index:end])
+        index = end
+        if index == len(text) or not (text[index].isspace() or text[index].isalnum()):
+            while kept and kept[-1] == " ":
+                kept.pop()
     return SpeakableText("".join(kept), "".join(dropped))
 
 
