@@ -392,7 +392,7 @@ async def test_add_preview_tune_style_rename_delete(client: TestClient, runtime:
     assert yaml.safe_load((_voices_dir(runtime) / "anna" / "voice.yaml").read_text())["top_k"] == 3
 
     style = aiohttp.FormData()
-    style.add_field("name", "cheerful")
+    style.add_field("style", "cheerful")
     style.add_field("transcript", TRANSCRIPT)
     style.add_field("clip", clip, filename="style.bin")
     added = await client.post("api/voices/anna/styles", data=style)

@@ -189,7 +189,7 @@ async def _add_style(request: web.Request) -> web.Response:
         voice = await _blocking(
             studio.add_style,
             request.match_info["voice"],
-            form.text("name"),
+            form.text("style"),
             clip,
             form.text("transcript"),
             window=_window(form),

@@ -683,7 +683,7 @@ async function saveStyle(event) {
 
 async function submitStyle(form, picker, overwrite) {
   const data = new FormData();
-  data.append("name", form.elements.name.value);
+  data.append("style", form.elements.style.value);
   data.append("transcript", form.elements.transcript.value);
   if (overwrite) data.append("overwrite", "1");
   picker.appendTo(data);
@@ -691,7 +691,7 @@ async function submitStyle(form, picker, overwrite) {
   button.disabled = true;
   try {
     await api("POST", `api/voices/${encodeURIComponent(state.selected)}/styles`, data);
-    showMessage(`Style “${form.elements.name.value}” added.`, "success");
+    showMessage(`Style “${form.elements.style.value}” added.`, "success");
     form.reset();
     picker.reset();
     $("#style-add").open = false;
