@@ -391,6 +391,14 @@ async def test_add_preview_tune_style_rename_delete(client: TestClient, runtime:
     assert refused.status == 400 and (await refused.json())["field"] == "top_k"
     assert yaml.safe_load((_voices_dir(runtime) / "anna" / "voice.yaml").read_text())["top_k"] == 3
 
+    bad_style = aiohttp.FormData()
+    for name, value in (("style", "../up"), ("transcript", TRANSCRIPT)):
+        bad_style.add_field(name, value)
+    bad_style.add_field("clip", clip, filename="style.bin")
+    refused_style = await client.post("api/voices/anna/styles", data=bad_style)
+    assert refused_style.status == 400 and (await refused_style.json())["field"] == "style"
+    assert not (_voices_dir(runtime) / "anna" / "styles").exists() and not (_voices_dir(runtime) / "up").exists()
+
     style = aiohttp.FormData()
     style.add_field("style", "cheerful")
     style.add_field("transcript", TRANSCRIPT)
