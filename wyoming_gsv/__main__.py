@@ -34,6 +34,8 @@ class ServeSettings:
     zeroconf_host: str | None
     samples_per_chunk: int
     warm_up: bool
+    max_connections: int
+    idle_timeout: float
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -97,6 +99,21 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--samples-per-chunk", type=_positive_int, default=2048, help="audio samples per chunk event")
     parser.add_argument("--no-warm-up", action="store_true", help="listen before the models are loaded")
+    from .server.limits import ConnectionLimits
+
+    parser.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=ConnectionLimits.max_connections,
+        help="connections open at once; one more is refused (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=_positive_seconds,
+        default=ConnectionLimits.idle_timeout,
+        help="close a connection that sends nothing for this many seconds while nothing is being "
+        "spoken for it (default: %(default)s)",
+    )
 
 
 def _add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
@@ -152,6 +169,16 @@ def _positive_int(text: str) -> int:
 
 def _non_negative_int(text: str) -> int:
     return _whole_number(text, 0)
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -272,6 +299,8 @@ def serve_settings(args: argparse.Namespace) -> ServeSettings:
         zeroconf_host=args.zeroconf_host,
         samples_per_chunk=args.samples_per_chunk,
         warm_up=not args.no_warm_up,
+        max_connections=args.max_connections,
+        idle_timeout=args.idle_timeout,
     )
 
 
@@ -279,6 +308,7 @@ def serve_settings(args: argparse.Namespace) -> ServeSettings:
 def run_serve(args: argparse.Namespace) -> int:
     from .server.handler import HandlerSettings
     from .server.info import ProgramSettings
+    from .server.limits import ConnectionLimits
     from .server.run import ZeroconfSettings, serve
     from .synthesis.runtime import Runtime
 
@@ -288,7 +318,9 @@ def run_serve(args: argparse.Namespace) -> int:
         runtime.warm_up()  # load models once, before listening
     runtime.start()
     handler = HandlerSettings(
-        program=ProgramSettings(streaming=settings.streaming), samples_per_chunk=settings.samples_per_chunk
+        program=ProgramSettings(streaming=settings.streaming),
+        samples_per_chunk=settings.samples_per_chunk,
+        limits=ConnectionLimits(max_connections=settings.max_connections, idle_timeout=settings.idle_timeout),
     )
     zeroconf = (
         ZeroconfSettings(name=settings.zeroconf_name, host=settings.zeroconf_host) if settings.zeroconf_name else None

@@ -11,7 +11,7 @@ from typing import Callable
 from wyoming.server import AsyncServer, AsyncStdioServer, AsyncTcpServer
 
 from ..synthesis.service import TtsService
-from .handler import GsvEventHandler, HandlerSettings
+from .handler import ConnectionSlots, GsvEventHandler, HandlerSettings
 from .zeroconf import ZeroconfAdvertiser, advertise_address
 
 _LOGGER = logging.getLogger(__name__)
@@ -25,7 +25,8 @@ class ZeroconfSettings:
 
 
 def handler_factory(service: TtsService, settings: HandlerSettings) -> partial[GsvEventHandler]:
-    return partial(GsvEventHandler, service=service, settings=settings)
+    """One factory per server: its handlers share the count of open connections."""
+    return partial(GsvEventHandler, service=service, settings=settings, slots=ConnectionSlots(settings.limits.max_connections))
 
 
 async def serve(

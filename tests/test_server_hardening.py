@@ -1,0 +1,317 @@
+"""What no client can do to the server over real TCP: make it buffer what a frame announces,
+raise out of a connection handler, hold more connections than allowed or hold one forever."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import logging
+import random
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from wyoming.client import AsyncTcpClient
+from wyoming.error import Error
+from wyoming.event import Event, async_read_event
+from wyoming.info import Describe, Info
+from wyoming.server import AsyncTcpServer
+from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeVoice
+
+from malformed_frames import fuzzed_frame
+from voice_data import make_tiny_data_dir
+from wyoming_gsv.server.handler import HandlerSettings
+from wyoming_gsv.server.limits import ConnectionLimits, FrameLimits
+from wyoming_gsv.server.run import bound_port, handler_factory
+from wyoming_gsv.synthesis.runtime import Runtime, RuntimeSettings
+
+DEFAULT_FRAMES = FrameLimits()
+READ_TIMEOUT = 30.0
+
+
+@pytest.fixture(scope="module")
+def runtime(unpacked_v2: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
+    torch.set_num_threads(1)
+    data_dir = make_tiny_data_dir(tmp_path_factory.mktemp("hardening-data"), unpacked_v2)
+    runtime = Runtime(RuntimeSettings(data_dir=data_dir, threads=1, use_fallback=False))
+    runtime.warm_up()
+    runtime.start()
+    yield runtime
+    runtime.close()
+
+
+class Served:
+    """A server whose handlers report how they ended: None, or the exception that escaped (asyncio
+    would only log it as "Task exception was never retrieved")."""
+
+    def __init__(self, limits: ConnectionLimits) -> None:
+        self.server = AsyncTcpServer("127.0.0.1", 0)
+        self.limits = limits
+        self.endings: list[BaseException | None] = []
+        self.port = 0
+
+    async def start(self, runtime: Runtime) -> "Served":
+        factory = handler_factory(runtime.service, HandlerSettings(samples_per_chunk=1024, limits=self.limits))
+
+        def recording_factory(reader, writer):
+            handler = factory(reader, writer)
+            run = handler.run
+
+            async def recorded_run() -> None:
+                try:
+                    await run()
+                except BaseException as err:
+                    self.endings.append(err)
+                    raise
+                self.endings.append(None)
+
+            handler.run = recorded_run
+            return handler
+
+        await self.server.start(recording_factory)
+        self.port = bound_port(self.server)
+        return self
+
+    async def wait_for_endings(self, count: int, timeout: float = 30.0) -> list[BaseException | None]:
+        deadline = time.monotonic() + timeout
+        while len(self.endings) < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return self.endings
+
+
+@pytest.fixture
+async def served(runtime: Runtime):
+    served = await Served(ConnectionLimits()).start(runtime)
+    yield served
+    await served.server.stop()
+
+
+async def _exchange(port: int, raw: bytes, *, close_input: bool = True) -> tuple[list[Event], bool]:
+    """Send raw bytes (then half-close unless told not to); the events read back and whether the
+    server closed the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(raw)
+        await writer.drain()
+        if close_input:
+            writer.write_eof()
+        events: list[Event] = []
+        while True:
+            event = await asyncio.wait_for(async_read_event(reader), READ_TIMEOUT)
+            if event is None:
+                return events, reader.at_eof()
+            events.append(event)
+    finally:
+        writer.close()
+
+
+def _frame(header: object, data: bytes = b"", payload: bytes = b"") -> bytes:
+    return json.dumps(header).encode() + b"\n" + data + payload
+
+
+def _server_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name.startswith(("wyoming_gsv.server", "asyncio"))]
+
+
+# ----------------------------------------------------------------------------- 1. bounded frames
+@pytest.mark.parametrize("field", ["data_length", "payload_length"])
+async def test_oversized_frame_is_refused_before_it_is_buffered(served: Served, field: str) -> None:
+    """600 MB announced, a few bytes sent, the connection left open: the server answers at once
+    instead of waiting to buffer 600 MB."""
+    header = {"type": "describe", field: 600_000_000}
+    events, closed = await _exchange(served.port, _frame(header, b"{" * 10), close_input=False)
+    assert [e.type for e in events] == ["error"]
+    error = Error.from_event(events[0])
+    assert error.code == "frame-too-large" and field in error.text
+    assert closed
+    assert await served.wait_for_endings(1) == [None]
+
+
+@pytest.mark.parametrize("field", ["data_length", "payload_length"])
+async def test_frame_at_the_limit_is_read(served: Served, field: str) -> None:
+    limit = DEFAULT_FRAMES.max_data_bytes if field == "data_length" else DEFAULT_FRAMES.max_payload_bytes
+    if field == "data_length":
+        body = json.dumps({"text": "x" * (limit - len('{"text": ""}'))}).encode()
+        assert len(body) == limit
+        raw = _frame({"type": "ping", "data_length": limit}, body)
+    else:
+        raw = _frame({"type": "ping", "data": {"text": "hi"}, "payload_length": limit}, payload=b"\0" * limit)
+    events, _ = await _exchange(served.port, raw)
+    assert [e.type for e in events] == ["pong"]
+
+
+# ----------------------------------------------------------------------------- 2. malformed frames
+_NESTED = b'{"t": ' + b"[" * 20_000 + b"]" * 20_000 + b"}"
+MALFORMED = {
+    "data_length string": (_frame({"type": "ping", "data_length": "12"}), "bad-frame"),
+    "data_length 1.5": (_frame({"type": "ping", "data_length": 1.5}), "bad-frame"),
+    "data_length negative": (_frame({"type": "ping", "data_length": -5}), "bad-frame"),
+    "data_length true": (_frame({"type": "ping", "data_length": True}, b"{"), "bad-frame"),
+    "payload_length string": (_frame({"type": "ping", "payload_length": "big"}), "bad-frame"),
+    "header a list": (b'["ping"]\n', "bad-frame"),
+    "header a string": (b'"ping"\n', "bad-frame"),
+    "header not JSON": (b"{type: ping\n", "bad-frame"),
+    "header not UTF-8": (b'{"type": "\xff\xfe"}\n', "bad-frame"),
+    "no type": (_frame({"data": {}}), "bad-frame"),
+    "type a number": (_frame({"type": 5}), "bad-frame"),
+    "data a list": (_frame({"type": "ping", "data": [1, 2]}), "bad-frame"),
+    "data a string": (_frame({"type": "synthesize", "data": "hello"}), "bad-frame"),
+    "data block a list": (_frame({"type": "ping", "data_length": 6}, b"[1, 2]"), "bad-frame"),
+    "data block not JSON": (_frame({"type": "ping", "data_length": 5}, b"{oops"), "bad-frame"),
+    "EOF inside data": (_frame({"type": "ping", "data_length": 100}, b'{"text": "hi'), "truncated-frame"),
+    "EOF inside payload": (_frame({"type": "ping", "payload_length": 100}, payload=b"abc"), "truncated-frame"),
+    "EOF inside header": (b'{"type": "pi', "truncated-frame"),
+    "20000 nested brackets": (b'{"type": "ping", "data": ' + b"[" * 20_000 + b"]" * 20_000 + b"}\n", "bad-frame"),
+    "20000 nested in data": (_frame({"type": "ping", "data_length": len(_NESTED)}, _NESTED), "bad-frame"),
+    "lone surrogate in ping": (b'{"type": "ping", "data": {"text": "\\ud800"}}\n', "bad-frame"),
+    "lone surrogate in synthesize": (b'{"type": "synthesize", "data": {"text": "a\\udfff"}}\n', "bad-frame"),
+    "header over 64 KiB": (b'{"type": "ping", "x": "' + b"y" * 70_000 + b'"}\n', "bad-frame"),
+}
+
+
+@pytest.mark.parametrize("raw,code", MALFORMED.values(), ids=MALFORMED.keys())
+async def test_malformed_frame_closes_the_connection_with_one_log_line(
+    served: Served, caplog: pytest.LogCaptureFixture, raw: bytes, code: str
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    events, closed = await _exchange(served.port, raw)
+    assert closed
+    assert await served.wait_for_endings(1) == [None]  # nothing escaped the handler
+    assert [e.type for e in events] == ["error"]
+    assert Error.from_event(events[0]).code == code
+    records = [r for r in _server_records(caplog) if r.levelno >= logging.INFO]
+    assert len(records) == 1, [r.getMessage()[:200] for r in records]
+    assert records[0].exc_info is None and len(records[0].getMessage()) < 300
+
+
+async def test_good_frames_before_a_bad_one_are_answered(served: Served) -> None:
+    raw = _frame({"type": "ping", "data": {"text": "one"}}) + _frame({"type": "ping", "data_length": -1})
+    events, closed = await _exchange(served.port, raw)
+    assert [e.type for e in events] == ["pong", "error"] and closed
+
+
+async def test_fuzzed_frames_never_raise_out_of_a_handler(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A few thousand seeded malformed frames, a connection each: every handler ends cleanly,
+    nothing is logged with a traceback, no task exception goes unretrieved, and the server still
+    answers describe."""
+    caplog.set_level(logging.INFO)
+    served = await Served(ConnectionLimits(max_connections=1000)).start(runtime)
+    rng = random.Random(12)
+    count = 2000
+    try:
+
+        async def one(raw: bytes) -> None:
+            reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+            try:
+                writer.write(raw)
+                writer.write_eof()
+                await writer.drain()
+                while await asyncio.wait_for(reader.read(65536), READ_TIMEOUT):
+                    pass
+            except ConnectionError:
+                pass  # the server may close first
+            finally:
+                writer.close()
+
+        frames = [fuzzed_frame(rng) for _ in range(count)]
+        for start in range(0, count, 50):
+            await asyncio.gather(*(one(raw) for raw in frames[start : start + 50]))
+        endings = await served.wait_for_endings(count)
+        assert len(endings) == count and set(endings) == {None}
+        async with AsyncTcpClient("127.0.0.1", served.port) as client:
+            await client.write_event(Describe().event())
+            assert Info.is_type((await asyncio.wait_for(client.read_event(), READ_TIMEOUT)).type)
+    finally:
+        await served.server.stop()
+    gc.collect()  # unretrieved task exceptions are reported when the task is collected
+    records = _server_records(caplog)
+    assert not [r for r in records if r.exc_info or "never retrieved" in r.getMessage()]
+    assert len(records) <= count  # at most one line per connection
+
+
+# ----------------------------------------------------------------------------- 3. connection limits
+async def test_connections_over_the_limit_are_closed_at_once(runtime: Runtime) -> None:
+    served = await Served(ConnectionLimits(max_connections=3)).start(runtime)
+    held = [await asyncio.open_connection("127.0.0.1", served.port) for _ in range(3)]
+    try:
+        await asyncio.sleep(0.2)  # the three handlers are running
+        events, closed = await _exchange(served.port, b"", close_input=False)
+        assert closed and [e.type for e in events] == ["error"]
+        assert Error.from_event(events[0]).code == "too-many-connections"
+        # The held connections still work, and a freed slot is taken by the next client.
+        reader, writer = held[0]
+        writer.write(_frame({"type": "ping"}))
+        assert (await asyncio.wait_for(async_read_event(reader), READ_TIMEOUT)).type == "pong"
+        writer.close()
+        await served.wait_for_endings(2)  # the refused one and this one
+        events, _ = await _exchange(served.port, _frame({"type": "describe"}))
+        assert [e.type for e in events] == ["info"]
+    finally:
+        for _, writer in held:
+            writer.close()
+        await served.server.stop()
+
+
+async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> list[Event]:
+    events = []
+    while (event := await asyncio.wait_for(async_read_event(reader), seconds)) is not None:
+        events.append(event)
+    return events
+
+
+@pytest.mark.parametrize("opening", [[], [SynthesizeStart(voice=SynthesizeVoice(name="tiny")).event()]], ids=["silent", "open-stream"])
+async def test_idle_connection_is_closed(runtime: Runtime, opening: list[Event]) -> None:
+    """A connection that sends nothing (or opens a stream and sends no text) holds a slot; it is
+    closed after the idle timeout with an error event."""
+    served = await Served(ConnectionLimits(idle_timeout=0.5)).start(runtime)
+    try:
+        client = AsyncTcpClient("127.0.0.1", served.port)
+        await client.connect()
+        for event in opening:
+            await client.write_event(event)
+        events = await _closed_within(client._reader, 20)  # noqa: SLF001 - the client's own stream
+        await client.disconnect()
+        assert [e.type for e in events] == ["error"]
+        assert Error.from_event(events[0]).code == "idle-timeout"
+        assert await served.wait_for_endings(1) == [None]
+    finally:
+        await served.server.stop()
+
+
+async def test_a_long_answer_is_not_cut_by_the_idle_timeout(runtime: Runtime) -> None:
+    """The client sends one synthesize and then nothing while the answer takes longer than the
+    idle timeout: that is work, not idleness."""
+    served = await Served(ConnectionLimits(idle_timeout=0.3)).start(runtime)
+    text = " ".join(f"Number {i} here." for i in range(12))
+    try:
+        async with AsyncTcpClient("127.0.0.1", served.port) as client:
+            started = time.monotonic()
+            await client.write_event(Synthesize(text=text, voice=SynthesizeVoice(name="tiny")).event())
+            types = []
+            while not types or types[-1] not in ("audio-stop", "error"):
+                event = await asyncio.wait_for(client.read_event(), 60)
+                assert event is not None, types[-3:]
+                types.append(event.type)
+            took = time.monotonic() - started
+        assert types[-1] == "audio-stop"
+        assert took > 0.3, f"the answer took {took:.2f} s: too fast to prove anything"
+    finally:
+        await served.server.stop()
+
+
+async def test_stream_with_text_then_silence_is_closed(runtime: Runtime) -> None:
+    served = await Served(ConnectionLimits(idle_timeout=1.0)).start(runtime)
+    try:
+        client = AsyncTcpClient("127.0.0.1", served.port)
+        await client.connect()
+        await client.write_event(SynthesizeStart(voice=SynthesizeVoice(name="tiny")).event())
+        await client.write_event(SynthesizeChunk(text="Hello there. And").event())
+        events = await _closed_within(client._reader, 30)  # noqa: SLF001
+        await client.disconnect()
+        assert events[-1].type == "error" and Error.from_event(events[-1]).code == "idle-timeout"
+    finally:
+        await served.server.stop()
