@@ -7,7 +7,12 @@ import asyncio
 import gc
 import json
 import logging
+import os
 import random
+import resource
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,18 +20,20 @@ import pytest
 import torch
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
-from wyoming.event import Event, async_read_event
+from wyoming.event import Event, async_read_event, read_event
 from wyoming.info import Describe, Info
 from wyoming.server import AsyncTcpServer
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeVoice
 
 from malformed_frames import fuzzed_frame
-from voice_data import make_tiny_data_dir
+from server_client import ha_synthesize
+from voice_data import fake_model_files, make_tiny_data_dir, make_voice
 from wyoming_gsv.server.handler import HandlerSettings
 from wyoming_gsv.server.limits import ConnectionLimits, FrameLimits
 from wyoming_gsv.server.run import bound_port, handler_factory
 from wyoming_gsv.synthesis.runtime import Runtime, RuntimeSettings
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FRAMES = FrameLimits()
 READ_TIMEOUT = 30.0
 
@@ -315,3 +322,90 @@ async def test_stream_with_text_then_silence_is_closed(runtime: Runtime) -> None
         assert events[-1].type == "error" and Error.from_event(events[-1]).code == "idle-timeout"
     finally:
         await served.server.stop()
+
+
+def _describe_voices(sock: socket.socket) -> list[str] | str:
+    """Voice names from describe on an open socket, or the error text."""
+    sock.sendall(_frame({"type": "describe"}))
+    event = read_event(sock.makefile("rb"))
+    assert event is not None, "connection closed instead of answering describe"
+    if event.type == "error":
+        return Error.from_event(event).text
+    return [voice.name for voice in Info.from_event(event).tts[0].voices]
+
+
+def test_descriptor_limit_leaves_describe_and_later_connections_working(tmp_path: Path) -> None:
+    """A server process that may open only 64 files, flooded with connections: describe on a
+    connection it already has still lists the voice (the voice scan needs descriptors too), and
+    clients coming after the flood are served (the accept loop survives EMFILE)."""
+    data_dir = tmp_path / "data"
+    fake_model_files(data_dir)
+    make_voice(data_dir, "anna")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    limit = 64
+
+    def lower_descriptor_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    argv = [sys.executable, "-m", "wyoming_gsv", "--uri", f"tcp://127.0.0.1:{port}", "--data-dir", str(data_dir),
+            "--no-warm-up", "--no-fallback", "--threads", "1"]
+    log = tmp_path / "server.log"
+    with open(log, "wb") as log_file:
+        server = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT,
+                                  env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}, preexec_fn=lower_descriptor_limit)
+    flood: list[socket.socket] = []
+    try:
+        first = _connect_when_listening(port, server, log)
+        assert _describe_voices(first) == ["anna"]
+        flood = [socket.create_connection(("127.0.0.1", port), timeout=READ_TIMEOUT) for _ in range(2 * limit)]
+        time.sleep(1.5)  # the server accepts what it can
+        assert _describe_voices(first) == ["anna"], log.read_text()[-3000:]
+        for sock in flood:
+            sock.close()
+        # asyncio retries accept() a second after EMFILE, and the server notices the closed
+        # connections as it reads their end: within seconds a later client is served.
+        deadline = time.monotonic() + 20
+        while True:
+            with socket.create_connection(("127.0.0.1", port), timeout=READ_TIMEOUT) as later:
+                answer = _describe_voices(later)
+            if answer == ["anna"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert answer == ["anna"], log.read_text()[-3000:]
+        first.close()
+    finally:
+        for sock in flood:
+            sock.close()
+        server.terminate()
+        server.wait(30)
+
+
+def _connect_when_listening(port: int, server: subprocess.Popen, log: Path) -> socket.socket:
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            return socket.create_connection(("127.0.0.1", port), timeout=READ_TIMEOUT)
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"server did not start:\n{log.read_text()[-3000:]}") from None
+            time.sleep(0.2)
+
+
+# ----------------------------------------------------------------------------- 5. no paths to clients
+async def test_errors_sent_to_clients_hold_no_server_paths(
+    served: Served, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data_dir = str(runtime.settings.data_dir)
+    long_name = await ha_synthesize(served.port, "Hello there.", voice="v" * 300)  # over the file name limit
+    assert long_name.error is not None and long_name.error.code == "unknown-voice"
+    assert data_dir not in long_name.error.text
+
+    def failing_open(*args, **kwargs):
+        raise OSError(5, "Input/output error", f"{data_dir}/voices/tiny/ref.wav")
+
+    monkeypatch.setattr(runtime.service, "open_session", failing_open)
+    failed = await ha_synthesize(served.port, "Hello there.", voice="tiny")
+    assert failed.error is not None and failed.error.code == "internal-error"
+    assert data_dir not in failed.error.text and "ref.wav" in failed.error.text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -289,9 +290,10 @@ class GsvEventHandler(AsyncEventHandler):
         await self._send_error_event(str(err), err.code)
 
     async def _send_error_event(self, text: str, code: str) -> None:
-        """Best effort: the client may be gone or reading nothing."""
+        """Best effort: the client may be gone or reading nothing. Server paths stay in the log."""
         try:
-            await asyncio.wait_for(self.write_event(Error(text=text, code=code).event()), ERROR_WRITE_TIMEOUT)
+            event = Error(text=without_paths(text), code=code).event()
+            await asyncio.wait_for(self.write_event(event), ERROR_WRITE_TIMEOUT)
         except (ConnectionError, RuntimeError, asyncio.TimeoutError):
             pass
 
@@ -306,6 +308,16 @@ class GsvEventHandler(AsyncEventHandler):
             self._session.cancel()
         if self._sender is not None and not self._sender.done():
             self._sender.cancel()
+
+
+# An absolute path: "/" after a start, space, quote or "(" and up to the next such stop.
+_ABSOLUTE_PATH = re.compile(r"""(?<![\w.~:/])/(?:[^\s'"/():]+/)*([^\s'"/():]*)""")
+
+
+def without_paths(text: str) -> str:
+    """An error text for a client on the LAN: absolute paths reduced to their last part
+    ('/data/voices/anna/ref.txt' -> 'ref.txt')."""
+    return _ABSOLUTE_PATH.sub(lambda m: m.group(1) or "/", text)
 
 
 def _internal_error(err: Exception) -> SynthesisError:

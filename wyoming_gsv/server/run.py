@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import resource
 from asyncio import StreamReader, StreamWriter
 from dataclasses import dataclass
 from functools import partial
@@ -24,9 +25,26 @@ class ZeroconfSettings:
     interfaces: tuple[str, ...] | None = None  # None: every interface (tests pass loopback)
 
 
+# File descriptors kept free of connections: the listening socket, zeroconf, logs, and the voice
+# scans and model/cache files a describe or request opens.
+RESERVED_DESCRIPTORS = 32
+
+
 def handler_factory(service: TtsService, settings: HandlerSettings) -> partial[GsvEventHandler]:
     """One factory per server: its handlers share the count of open connections."""
-    return partial(GsvEventHandler, service=service, settings=settings, slots=ConnectionSlots(settings.limits.max_connections))
+    slots = ConnectionSlots(connection_limit(settings.limits.max_connections))
+    return partial(GsvEventHandler, service=service, settings=settings, slots=slots)
+
+
+def connection_limit(wanted: int) -> int:
+    """`wanted`, or fewer where the process may not open that many files: connections past the
+    descriptor limit would make every file open fail (a describe's voice scan included)."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or wanted + RESERVED_DESCRIPTORS <= soft:
+        return wanted
+    allowed = max(1, soft - RESERVED_DESCRIPTORS)
+    _LOGGER.warning("Serving at most %d connections, not %d: the process may open %d files", allowed, wanted, soft)
+    return allowed
 
 
 async def serve(

@@ -19,6 +19,9 @@ VOICE_YAML = "voice.yaml"
 TRANSCRIPT = "ref.txt"
 DEFAULT_LANGUAGE = "auto"
 VOICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+# File names hold 255 bytes on common file systems; the bundle cache names a file
+# "<id>.<32-char key>.safetensors" (and ".<id>.<random>.tmp" while writing it).
+MAX_ID_LENGTH = 200
 
 _YAML_KEYS = frozenset(
     {"description", "language", "prompt_language", "languages", "gpt", "sovits", "aux_refs", *PARAM_NAMES}
@@ -48,6 +51,8 @@ def load_voice(folder: Path, models: ModelPaths) -> Voice:
     voice_id = folder.name
     if not VOICE_ID_PATTERN.match(voice_id):
         raise VoiceError(voice_id, folder, "folder name must be letters, digits, '_', '-', '.'")
+    if len(voice_id) > MAX_ID_LENGTH:
+        raise VoiceError(voice_id, folder, f"folder name is longer than {MAX_ID_LENGTH} characters (its cache file name would not fit)")
 
     config = _read_yaml(voice_id, folder / VOICE_YAML)
     language = _language(voice_id, folder / VOICE_YAML, config, "language", DEFAULT_LANGUAGE)
