@@ -29,21 +29,31 @@ class ReferenceProblem(ValueError):
 
 
 def check_reference(path: Path) -> ReferenceInfo:
-    """Read the clip once and check it; raises ReferenceProblem with a readable reason."""
+    """Check the clip's header, then (only if its length is right) read it once; raises
+    ReferenceProblem with a readable reason. An hour-long file costs a header read, not a decode."""
     try:
-        audio, sample_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        header = soundfile.info(str(path))
     except (soundfile.LibsndfileError, RuntimeError, OSError) as err:
         raise ReferenceProblem(f"cannot read audio ({err})") from err
+    _check_format(header.samplerate, header.frames / float(header.samplerate) if header.samplerate else 0.0)
+    try:
+        audio, sample_rate = soundfile.read(str(path), dtype="float32", always_2d=True,
+                                            frames=int((MAX_SECONDS + 1) * header.samplerate))
+    except (soundfile.LibsndfileError, RuntimeError, OSError) as err:
+        raise ReferenceProblem(f"cannot read audio ({err})") from err
+    # Compressed formats' headers may estimate; the decoded length is the one that counts.
     seconds = audio.shape[0] / float(sample_rate) if sample_rate else 0.0
-    if sample_rate < MIN_SAMPLE_RATE:
-        raise ReferenceProblem(f"sample rate {sample_rate} Hz is below {MIN_SAMPLE_RATE} Hz")
-    if not MIN_SECONDS <= seconds <= MAX_SECONDS:
-        raise ReferenceProblem(
-            f"clip is {seconds:.2f} s long; it must be {MIN_SECONDS:g}-{MAX_SECONDS:g} s"
-        )
+    _check_format(sample_rate, seconds)
     if audio.size == 0 or float(np.max(np.abs(audio))) < SILENCE_PEAK:
         raise ReferenceProblem("clip is silent")
     return ReferenceInfo(path=path, sample_rate=int(sample_rate), seconds=seconds)
+
+
+def _check_format(sample_rate: int, seconds: float) -> None:
+    if sample_rate < MIN_SAMPLE_RATE:
+        raise ReferenceProblem(f"sample rate {sample_rate} Hz is below {MIN_SAMPLE_RATE} Hz")
+    if not MIN_SECONDS <= seconds <= MAX_SECONDS:
+        raise ReferenceProblem(f"clip is {seconds:.2f} s long; it must be {MIN_SECONDS:g}-{MAX_SECONDS:g} s")
 
 
 def find_reference(folder: Path, stem: str = "ref") -> Path | None:

@@ -23,6 +23,11 @@ VOICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 # "<id>.<32-char key>.safetensors" (and ".<id>.<random>.tmp" while writing it).
 MAX_ID_LENGTH = 200
 
+# A transcript of a 3-10 s clip is a sentence or two; a voice.yaml a screenful. Anything far
+# longer is not what the file should hold, and is refused before it is read whole.
+MAX_TRANSCRIPT_CHARS = 2000
+MAX_YAML_BYTES = 64 * 1024
+
 _YAML_KEYS = frozenset(
     {"description", "language", "prompt_language", "languages", "gpt", "sovits", "aux_refs", *PARAM_NAMES}
 )
@@ -67,11 +72,16 @@ def load_voice(folder: Path, models: ModelPaths) -> Voice:
     if not transcript_path.is_file():
         raise VoiceError(voice_id, transcript_path, "transcript is missing")
     try:
-        transcript = transcript_path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as err:
+        transcript = _read_limited(transcript_path, 4 * MAX_TRANSCRIPT_CHARS).strip()  # UTF-8: <= 4 bytes a char
+    except (OSError, UnicodeDecodeError, ValueError) as err:
         raise VoiceError(voice_id, transcript_path, f"cannot read transcript ({err})") from err
     if not transcript:
         raise VoiceError(voice_id, transcript_path, "transcript is empty")
+    if len(transcript) > MAX_TRANSCRIPT_CHARS:
+        raise VoiceError(
+            voice_id, transcript_path, f"transcript is {len(transcript)} characters; the limit is {MAX_TRANSCRIPT_CHARS} "
+            "(it should say what the 3-10 s reference clip says)"
+        )
 
     aux_entries = config.get("aux_refs") or []
     if not isinstance(aux_entries, list) or not all(isinstance(x, str) for x in aux_entries):
@@ -113,8 +123,8 @@ def _read_yaml(voice_id: str, path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        config = yaml.load(_read_limited(path, MAX_YAML_BYTES), Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as err:
         raise VoiceError(voice_id, path, f"cannot parse ({err})") from err
     if config is None:
         return {}
@@ -125,6 +135,26 @@ def _read_yaml(voice_id: str, path: Path) -> dict[str, Any]:
         # A typo (e.g. "temprature") silently ignored would be worse than a clear refusal.
         raise VoiceError(voice_id, path, f"unknown setting(s) {', '.join(unknown)}")
     return config
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """Safe YAML without aliases: a few lines of nested aliases expand to billions of nodes, and
+    no voice setting needs one."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def _read_limited(path: Path, max_bytes: int) -> str:
+    """The file's UTF-8 text; ValueError if it is over `max_bytes` (only that much is read)."""
+    with open(path, "rb") as handle:
+        raw = handle.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise ValueError(f"file is over the limit of {max_bytes} bytes")
+    return raw.decode("utf-8")
 
 
 def _language(voice_id: str, path: Path, config: dict[str, Any], key: str, default: str) -> str:

@@ -1,0 +1,135 @@
+"""Voice files copied from the internet cannot make a scan slow, huge or wrong: every file a voice
+reads is bounded before it is read whole."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import pytest
+import soundfile
+import torch
+
+from voice_data import fake_model_files, make_voice, write_tone
+from wyoming_gsv.gsv.checkpoints import (
+    MAX_PICKLED_DEPTH,
+    MAX_PICKLED_NODES,
+    ModelFileError,
+    load_gpt_checkpoint,
+    load_sovits_checkpoint,
+)
+from wyoming_gsv.voices import ModelPaths, VoiceError, VoiceRegistry, load_voice
+from wyoming_gsv.voices.reference import MAX_SECONDS, check_reference, ReferenceProblem
+from wyoming_gsv.voices.voice import MAX_ID_LENGTH, MAX_TRANSCRIPT_CHARS, MAX_YAML_BYTES
+
+# Generous for a loaded 2-core CI machine; the unbounded code took 18 s and 340 MB on the bomb below.
+FAST_SECONDS = 5.0
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    fake_model_files(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def models(data_dir: Path) -> ModelPaths:
+    return ModelPaths.resolve(data_dir)
+
+
+def test_transcript_over_the_limit_is_refused(data_dir: Path, models: ModelPaths) -> None:
+    at_limit = make_voice(data_dir, "long", transcript="a" * MAX_TRANSCRIPT_CHARS)
+    assert len(load_voice(at_limit, models).transcript) == MAX_TRANSCRIPT_CHARS
+    over = make_voice(data_dir, "longer", transcript="a" * (MAX_TRANSCRIPT_CHARS + 1))
+    with pytest.raises(VoiceError, match=f"limit is {MAX_TRANSCRIPT_CHARS}"):
+        load_voice(over, models)
+    huge = make_voice(data_dir, "huge", transcript=None)
+    (huge / "ref.txt").write_bytes(b"a" * 50_000_000)  # never read whole
+    with pytest.raises(VoiceError, match="over the limit"):
+        load_voice(huge, models)
+
+
+def test_yaml_alias_bomb_is_refused_without_expanding(data_dir: Path, models: ModelPaths) -> None:
+    folder = make_voice(data_dir, "bomb")
+    levels = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
+    for i in range(1, 9):  # 9**9 = 387 million strings once expanded
+        prev, name = chr(ord("a") + i - 1), chr(ord("a") + i)
+        levels.append(f"{name}: &{name} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]")
+    levels.append("description: *i")
+    (folder / "voice.yaml").write_text("\n".join(levels) + "\n")
+    started = time.monotonic()
+    with pytest.raises(VoiceError, match="aliases"):
+        load_voice(folder, models)
+    assert time.monotonic() - started < FAST_SECONDS
+
+
+def test_yaml_over_the_size_limit_is_refused(data_dir: Path, models: ModelPaths) -> None:
+    folder = make_voice(data_dir, "big")
+    (folder / "voice.yaml").write_text("description: " + "x" * MAX_YAML_BYTES + "\n")
+    with pytest.raises(VoiceError, match="over the limit"):
+        load_voice(folder, models)
+
+
+def test_clip_length_comes_from_the_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long clip is refused from its header: its audio is never decoded (a rescan runs on
+    every describe)."""
+    long_clip = write_tone(tmp_path / "long.wav", seconds=6 * MAX_SECONDS, rate=16000)
+    decoded: list[str] = []
+    real_read = soundfile.read
+
+    def counting_read(*args, **kwargs):
+        decoded.append(str(args[0]))
+        return real_read(*args, **kwargs)
+
+    monkeypatch.setattr(soundfile, "read", counting_read)
+    with pytest.raises(ReferenceProblem, match="long"):
+        check_reference(long_clip)
+    assert decoded == []
+    good = write_tone(tmp_path / "good.wav", seconds=4.0, rate=16000)
+    assert check_reference(good).seconds == pytest.approx(4.0)  # a good clip is still read (silence check)
+
+
+def test_voice_id_too_long_for_a_cache_file_is_never_advertised(data_dir: Path, models: ModelPaths) -> None:
+    make_voice(data_dir, "v" * (MAX_ID_LENGTH + 1))
+    make_voice(data_dir, "ok")
+    registry = VoiceRegistry(models)
+    assert [voice.id for voice in registry.scan()] == ["ok"]
+    assert "longer than" in registry.problems()["v" * (MAX_ID_LENGTH + 1)]
+
+
+def _fan_out_bomb(levels: int, fan_out: int) -> list:
+    """A list of lists sharing one child per level: tiny pickled, fan_out**levels once walked."""
+    tree: list = [0]
+    for _ in range(levels):
+        tree = [tree] * fan_out
+    return tree
+
+
+def _saved(tmp_path: Path, name: str, checkpoint: dict) -> Path:
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    path = tmp_path / name
+    path.write_bytes(buffer.getvalue())
+    return path
+
+
+@pytest.mark.parametrize("loader", [load_sovits_checkpoint, load_gpt_checkpoint], ids=["sovits", "gpt"])
+def test_pickled_list_of_lists_bomb_is_refused_fast(tmp_path: Path, loader) -> None:
+    bomb = _fan_out_bomb(levels=5, fan_out=16)  # a million nodes behind a 1.9 KB file
+    weights = {"enc_p.text_embedding.weight": torch.zeros(2, 2), "model.x": torch.zeros(1)}
+    path = _saved(tmp_path, "bomb.pth", {"weight": weights, "config": {"model": {}, "data": {}, "x": bomb}})
+    assert path.stat().st_size < 4096
+    started = time.monotonic()
+    with pytest.raises(ModelFileError, match=f"over {MAX_PICKLED_NODES} entries"):
+        loader(path)
+    assert time.monotonic() - started < FAST_SECONDS
+
+
+def test_deeply_nested_pickle_is_refused(tmp_path: Path) -> None:
+    nested: list = []
+    for _ in range(MAX_PICKLED_DEPTH + 5):
+        nested = [nested]
+    path = _saved(tmp_path, "deep.pth", {"weight": {"enc_p.text_embedding.weight": torch.zeros(2, 2)}, "config": nested})
+    with pytest.raises(ModelFileError, match=f"over {MAX_PICKLED_DEPTH} levels"):
+        load_sovits_checkpoint(path)
