@@ -10,6 +10,7 @@ import logging
 import os
 import random
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -26,8 +27,8 @@ from wyoming.server import AsyncTcpServer
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeVoice
 
 from malformed_frames import fuzzed_frame
-from server_client import ha_synthesize
-from voice_data import fake_model_files, make_tiny_data_dir, make_voice
+from server_client import describe, ha_synthesize
+from voice_data import fake_model_files, make_tiny_data_dir, make_voice, tiny_voice_config
 from wyoming_gsv.server.handler import HandlerSettings
 from wyoming_gsv.server.limits import ConnectionLimits, FrameLimits
 from wyoming_gsv.server.run import bound_port, handler_factory
@@ -409,3 +410,37 @@ async def test_errors_sent_to_clients_hold_no_server_paths(
     failed = await ha_synthesize(served.port, "Hello there.", voice="tiny")
     assert failed.error is not None and failed.error.code == "internal-error"
     assert data_dir not in failed.error.text and "ref.wav" in failed.error.text
+
+
+# ----------------------------------------------------------------------------- 6. unbuildable voices
+async def test_voice_whose_bundle_cannot_be_built_is_left_out_until_its_files_change(
+    served: Served, runtime: Runtime, monkeypatch: pytest.MonkeyPatch, unpacked_v2: dict[str, Path]
+) -> None:
+    """Any failure building a voice's bundle (here the text side, not a model file) leaves the
+    voice out of describe until its files change, instead of failing each request of it."""
+    folder = make_voice(runtime.settings.data_dir, "oddtext", reference=unpacked_v2["ref_wav"], config=tiny_voice_config())
+    build_bundle = runtime.backend.build_bundle
+
+    def failing_build(voice):
+        if voice.id == "oddtext":
+            raise LookupError("a resource the text frontend needs is missing")
+        return build_bundle(voice)
+
+    monkeypatch.setattr(runtime.backend, "build_bundle", failing_build)
+    try:
+        assert "oddtext" in await _voice_names(served.port)
+        result = await ha_synthesize(served.port, "Hello there.", voice="oddtext")
+        assert result.error is not None and result.error.code == "voice-unusable"
+        assert "LookupError" in result.error.text
+        assert "oddtext" not in await _voice_names(served.port)
+        assert "LookupError" in runtime.registry.problems()["oddtext"]
+        monkeypatch.undo()
+        (folder / "ref.txt").write_text("This is a changed reference.", encoding="utf-8")
+        assert "oddtext" in await _voice_names(served.port)
+        assert (await ha_synthesize(served.port, "Hello there.", voice="oddtext")).audio
+    finally:
+        shutil.rmtree(folder)
+
+
+async def _voice_names(port: int) -> set[str]:
+    return {voice.name for voice in (await describe(port)).tts[0].voices}

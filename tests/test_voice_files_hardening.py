@@ -4,6 +4,7 @@ reads is bounded before it is read whole."""
 from __future__ import annotations
 
 import io
+import os
 import time
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from wyoming_gsv.gsv.checkpoints import (
     load_gpt_checkpoint,
     load_sovits_checkpoint,
 )
-from wyoming_gsv.voices import ModelPaths, VoiceError, VoiceRegistry, load_voice
+from wyoming_gsv.synthesis.runtime import Runtime, RuntimeSettings
+from wyoming_gsv.voices import BundleCache, ModelPaths, VoiceBundle, VoiceError, VoiceRegistry, load_voice
 from wyoming_gsv.voices.reference import MAX_SECONDS, check_reference, ReferenceProblem
 from wyoming_gsv.voices.voice import MAX_ID_LENGTH, MAX_TRANSCRIPT_CHARS, MAX_YAML_BYTES
 
@@ -133,3 +135,46 @@ def test_deeply_nested_pickle_is_refused(tmp_path: Path) -> None:
     path = _saved(tmp_path, "deep.pth", {"weight": {"enc_p.text_embedding.weight": torch.zeros(2, 2)}, "config": nested})
     with pytest.raises(ModelFileError, match=f"over {MAX_PICKLED_DEPTH} levels"):
         load_sovits_checkpoint(path)
+
+
+# ----------------------------------------------------------------------------- 6. a cache that cannot lie
+def _bundle() -> VoiceBundle:
+    return VoiceBundle(
+        prompt_codes=torch.arange(40, dtype=torch.int64),
+        prompt_phones=torch.arange(9, dtype=torch.int64),
+        prompt_bert=torch.randn(16, 9),
+        ge=torch.randn(1, 8, 1),
+    )
+
+
+def test_bundle_with_damaged_tensor_bytes_is_rebuilt_not_used(tmp_path: Path) -> None:
+    """safetensors checks its header, not the tensor bytes: a flipped byte in the data used to be
+    loaded as a valid bundle."""
+    cache = BundleCache(tmp_path / "cache")
+    path = cache.save("anna", "k1", _bundle())
+    assert cache.load("anna", "k1") is not None
+    raw = bytearray(path.read_bytes())
+    header_length = int.from_bytes(raw[:8], "little")
+    raw[8 + header_length + 20] ^= 0xFF  # inside the first tensor's bytes; the header is intact
+    path.write_bytes(bytes(raw))
+    assert cache.load("anna", "k1") is None
+    assert not path.exists()
+
+
+def test_temp_files_of_a_killed_writer_are_removed_at_start(tmp_path: Path) -> None:
+    fake_model_files(tmp_path)
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    abandoned = cache_dir / ".anna.x1y2z3.tmp"
+    abandoned.write_bytes(b"half a bundle")
+    an_hour_ago = time.time() - 3600
+    os.utime(abandoned, (an_hour_ago, an_hour_ago))
+    being_written = cache_dir / ".bert.a1b2c3.tmp"  # another process may be writing it now
+    being_written.write_bytes(b"in progress")
+    kept = BundleCache(cache_dir).save("anna", "k1", _bundle())
+    runtime = Runtime(RuntimeSettings(data_dir=tmp_path, threads=1, use_fallback=False))
+    try:
+        assert not abandoned.exists()
+        assert being_written.exists() and kept.exists()
+    finally:
+        runtime.close()

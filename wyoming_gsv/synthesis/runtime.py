@@ -78,9 +78,11 @@ class Runtime:
             sv=settings.sv,
         )
         self.registry = VoiceRegistry(self.models)
+        cache = BundleCache(settings.data_dir / "cache")
+        cache.remove_abandoned_temp_files()
         self.backend = GsvBackend(
             self.models,
-            BundleCache(settings.data_dir / "cache"),
+            cache,
             BackendSettings(
                 device=settings.device,
                 dtype=settings.dtype,
