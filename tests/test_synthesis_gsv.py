@@ -102,7 +102,7 @@ def test_v2pro_voice_uses_the_speaker_embedding(setup, v2pro_tiny: Path, tmp_pat
     sovits = unpack_xz(v2pro_tiny / "s2_tiny_v2pro.pth.xz", shared / "s2_tiny_v2pro.pth")
     data_dir = backend.models.data_dir
     folder = make_voice(data_dir, "pro", reference=v2pro_tiny / "ref_32k.wav", config=tiny_voice_config(sovits=str(sovits)))
-    models = ModelPaths.resolve(data_dir, sv=sv)
+    models = ModelPaths.resolve(data_dir, sv=sv, allowed_roots=(shared,))  # the sovits file lies outside the data dir
     pro_voice = VoiceRegistry(models).get(folder.name)
     assert pro_voice is not None
     pro = GsvBackend(models, backend.cache, frontend=backend.frontend)

@@ -178,3 +178,57 @@ def test_temp_files_of_a_killed_writer_are_removed_at_start(tmp_path: Path) -> N
         assert being_written.exists() and kept.exists()
     finally:
         runtime.close()
+
+
+# ----------------------------------------------------------------------------- 5. files stay inside their roots
+def _escape_by_folder_link(data_dir: Path, outside: Path) -> None:
+    real = make_voice(outside, "elsewhere")
+    (data_dir / "voices").mkdir(exist_ok=True)
+    os.symlink(real, data_dir / "voices" / "escape")
+
+
+def _escape_by_clip_link(data_dir: Path, outside: Path) -> None:
+    folder = make_voice(data_dir, "escape")
+    (folder / "ref.wav").unlink()
+    os.symlink(write_tone(outside / "clip.wav"), folder / "ref.wav")
+
+
+def _escape_by_transcript_link(data_dir: Path, outside: Path) -> None:
+    folder = make_voice(data_dir, "escape", transcript=None)
+    secret = outside / "secret.txt"
+    secret.write_text("a file the server has no business reading")
+    os.symlink(secret, folder / "ref.txt")
+
+
+def _escape_by_aux_refs(data_dir: Path, outside: Path) -> None:
+    write_tone(outside / "aux.wav")
+    relative = os.path.relpath(outside / "aux.wav", data_dir / "voices" / "escape")
+    make_voice(data_dir, "escape", config={"aux_refs": [relative]})
+
+
+def _escape_by_absolute_gpt(data_dir: Path, outside: Path) -> None:
+    (outside / "gpt.ckpt").write_bytes(b"PK-weights")
+    make_voice(data_dir, "escape", config={"gpt": str(outside / "gpt.ckpt")})
+
+
+def _escape_by_relative_sovits(data_dir: Path, outside: Path) -> None:
+    (outside / "sovits.pth").write_bytes(b"PK-weights")
+    make_voice(data_dir, "escape", config={"sovits": os.path.relpath(outside / "sovits.pth", data_dir)})
+
+
+@pytest.mark.parametrize(
+    "escape",
+    [_escape_by_folder_link, _escape_by_clip_link, _escape_by_transcript_link, _escape_by_aux_refs,
+     _escape_by_absolute_gpt, _escape_by_relative_sovits],
+    ids=["folder-symlink", "clip-symlink", "transcript-symlink", "aux_refs", "gpt-absolute", "sovits-relative"],
+)
+def test_voice_files_outside_the_data_dir_are_refused_unless_allowed(tmp_path: Path, escape) -> None:
+    data_dir, outside = tmp_path / "data", tmp_path / "outside"
+    fake_model_files(data_dir)
+    outside.mkdir()
+    escape(data_dir, outside)
+    registry = VoiceRegistry(ModelPaths.resolve(data_dir))
+    assert registry.scan() == []
+    assert "outside the data dir" in registry.problems()["escape"]
+    allowed = VoiceRegistry(ModelPaths.resolve(data_dir, allowed_roots=(outside,)))
+    assert [voice.id for voice in allowed.scan()] == ["escape"]

@@ -59,6 +59,15 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sovits", type=Path, help="default SoVITS weights for voices that name none")
     parser.add_argument("--sv", type=Path, help="speaker-verification model for v2Pro voices "
                         "(default DATA_DIR/models/sv/pretrained_eres2netv2w24s4ep4.ckpt)")
+    parser.add_argument(
+        "--allow-path",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="DIR",
+        help="a folder besides DATA_DIR that files named by voices (voice.yaml paths, symlinks) may be in; "
+        "repeatable. Anything else is refused",
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
     parser.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto")
     parser.add_argument("--threads", type=_positive_int, help="CPU threads for inference (default: all cores)")
@@ -277,6 +286,7 @@ def runtime_settings(args: argparse.Namespace) -> Any:
         gpt=args.gpt,
         sovits=args.sovits,
         sv=args.sv,
+        allowed_paths=tuple(args.allow_path),
         device=args.device,
         precision=args.precision,
         threads=args.threads or os.cpu_count(),

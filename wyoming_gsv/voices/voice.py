@@ -59,6 +59,9 @@ def load_voice(folder: Path, models: ModelPaths) -> Voice:
     if len(voice_id) > MAX_ID_LENGTH:
         raise VoiceError(voice_id, folder, f"folder name is longer than {MAX_ID_LENGTH} characters (its cache file name would not fit)")
 
+    _require_inside_roots(voice_id, folder, models, "voice folder")
+    if (folder / VOICE_YAML).exists():
+        _require_inside_roots(voice_id, folder / VOICE_YAML, models, VOICE_YAML)
     config = _read_yaml(voice_id, folder / VOICE_YAML)
     language = _language(voice_id, folder / VOICE_YAML, config, "language", DEFAULT_LANGUAGE)
     prompt_language = _language(voice_id, folder / VOICE_YAML, config, "prompt_language", language)
@@ -66,11 +69,12 @@ def load_voice(folder: Path, models: ModelPaths) -> Voice:
     reference_path = find_reference(folder)
     if reference_path is None:
         raise VoiceError(voice_id, folder / "ref.wav", "reference clip is missing (ref.wav/.flac/.mp3/.ogg)")
-    reference = _checked_reference(voice_id, reference_path)
+    reference = _checked_reference(voice_id, reference_path, models)
 
     transcript_path = folder / TRANSCRIPT
     if not transcript_path.is_file():
         raise VoiceError(voice_id, transcript_path, "transcript is missing")
+    _require_inside_roots(voice_id, transcript_path, models, "transcript")
     try:
         transcript = _read_limited(transcript_path, 4 * MAX_TRANSCRIPT_CHARS).strip()  # UTF-8: <= 4 bytes a char
     except (OSError, UnicodeDecodeError, ValueError) as err:
@@ -86,10 +90,10 @@ def load_voice(folder: Path, models: ModelPaths) -> Voice:
     aux_entries = config.get("aux_refs") or []
     if not isinstance(aux_entries, list) or not all(isinstance(x, str) for x in aux_entries):
         raise VoiceError(voice_id, folder / VOICE_YAML, "aux_refs must be a list of file names")
-    aux = tuple(_checked_reference(voice_id, folder / name) for name in aux_entries)
+    aux = tuple(_checked_reference(voice_id, folder / name, models) for name in aux_entries)
 
-    gpt = _model_file(voice_id, folder, config, "gpt", models.gpt, models.data_dir)
-    sovits = _model_file(voice_id, folder, config, "sovits", models.sovits, models.data_dir)
+    gpt = _model_file(voice_id, folder, config, "gpt", models.gpt, models)
+    sovits = _model_file(voice_id, folder, config, "sovits", models.sovits, models)
 
     try:
         params = VoiceParams().with_overrides(**{k: config.get(k) for k in PARAM_NAMES})
@@ -148,6 +152,21 @@ class _NoAliasLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
+def _require_inside_roots(voice_id: str, path: Path, models: ModelPaths, what: str) -> None:
+    """Files a voice names (or links to) stay inside the data dir or an --allow-path folder: a
+    voice folder copied from elsewhere must not make the server read any file on the machine.
+    Checked before the file is opened."""
+    try:
+        inside = models.root_of(path) is not None
+        resolved = path.resolve()
+    except (OSError, RuntimeError) as err:  # a symlink loop
+        raise VoiceError(voice_id, path, f"{what} cannot be resolved ({err})") from err
+    if not inside:
+        raise VoiceError(
+            voice_id, path, f"{what} resolves to {resolved}, outside the data dir and every --allow-path folder"
+        )
+
+
 def _read_limited(path: Path, max_bytes: int) -> str:
     """The file's UTF-8 text; ValueError if it is over `max_bytes` (only that much is read)."""
     with open(path, "rb") as handle:
@@ -166,9 +185,10 @@ def _language(voice_id: str, path: Path, config: dict[str, Any], key: str, defau
     return value
 
 
-def _checked_reference(voice_id: str, path: Path) -> ReferenceInfo:
+def _checked_reference(voice_id: str, path: Path, models: ModelPaths) -> ReferenceInfo:
     if not path.is_file():
         raise VoiceError(voice_id, path, "reference clip is missing")
+    _require_inside_roots(voice_id, path, models, "reference clip")
     try:
         return check_reference(path)
     except ReferenceProblem as err:
@@ -176,8 +196,9 @@ def _checked_reference(voice_id: str, path: Path) -> ReferenceInfo:
 
 
 def _model_file(
-    voice_id: str, folder: Path, config: dict[str, Any], key: str, default: Path | None, data_dir: Path
+    voice_id: str, folder: Path, config: dict[str, Any], key: str, default: Path | None, models: ModelPaths
 ) -> Path:
+    data_dir = models.data_dir
     value = config.get(key)
     if value is None:
         if default is None:
@@ -185,8 +206,9 @@ def _model_file(
                 voice_id, data_dir / "models", f"no {key} weights: set {key} in voice.yaml or install the base models"
             )
         path = default
-    elif isinstance(value, str) and value:
+    elif isinstance(value, str) and value and "\0" not in value:
         path = Path(value) if Path(value).is_absolute() else data_dir / value
+        _require_inside_roots(voice_id, path, models, f"{key} weights")
     else:
         raise VoiceError(voice_id, folder / VOICE_YAML, f"{key} must be a file path relative to the data dir")
     if not path.is_file():
