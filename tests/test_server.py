@@ -86,11 +86,16 @@ async def test_ha_non_streaming_reads_one_start_stop_cycle(port: int, runtime: R
     spoken = Spy(monkeypatch, runtime.backend, "speak_features")
     result = await ha_synthesize(port, " ".join(SENTENCES), voice="tiny")
     assert result.error is None
-    assert (result.rate, result.width, result.channels) == (32000, 2, 1)
+    assert (result.rate, result.width, result.channels) == (_model_rate(runtime), 2, 1)
     assert result.events.count("audio-start") == 1 and result.events[0] == "audio-start"
     assert result.events[-1] == "audio-stop"
     assert spoken.calls == len(SENTENCES)
     assert result.seconds > 0.3 * len(SENTENCES)  # at least the gap after each sentence
+
+
+def _model_rate(runtime: Runtime) -> int:
+    """The tiny voice's SoVITS output rate, as its model file says."""
+    return runtime.backend.output_rate(runtime.registry.get("tiny"))
 
 
 async def test_voice_none_uses_default_voice(port: int) -> None:
@@ -104,7 +109,7 @@ async def test_ha_stream_in_fragments_without_duplicates(port: int, runtime: Run
     fragments = [text[i : i + 7] for i in range(0, len(text), 7)]  # not on word boundaries, like HA's LLM deltas
     result = await ha_stream(port, fragments, voice="tiny")
     assert result.error is None
-    assert (result.rate, result.width, result.channels) == (32000, 2, 1)
+    assert (result.rate, result.width, result.channels) == (_model_rate(runtime), 2, 1)
     assert result.events[-1] == "synthesize-stopped"
     assert result.events.count("audio-start") == result.events.count("audio-stop") == len(SENTENCES)
     assert spoken.calls == len(SENTENCES)  # the compatibility synthesize was ignored
