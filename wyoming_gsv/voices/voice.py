@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from ..text.segmentation import CUT_METHODS
 from .errors import VoiceError
 from .languages import LANGUAGE_MODES, advertised_languages
 from .models import ModelPaths
@@ -29,7 +30,7 @@ MAX_TRANSCRIPT_CHARS = 2000
 MAX_YAML_BYTES = 64 * 1024
 
 _YAML_KEYS = frozenset(
-    {"description", "language", "prompt_language", "languages", "gpt", "sovits", "aux_refs", *PARAM_NAMES}
+    {"description", "language", "prompt_language", "languages", "gpt", "sovits", "aux_refs", "text_split", *PARAM_NAMES}
 )
 
 
@@ -49,6 +50,8 @@ class Voice:
     sovits: Path
     params: VoiceParams
     languages: tuple[str, ...]  # codes advertised to Home Assistant
+    # Upstream's split method (cut0..cut5) applied to a whole request; None: our sentence splitter.
+    text_split: str | None = None
 
 
 def load_voice(folder: Path, models: ModelPaths) -> Voice:
@@ -106,6 +109,10 @@ def load_voice(folder: Path, models: ModelPaths) -> Voice:
     elif not isinstance(languages, list) or not languages or not all(isinstance(x, str) for x in languages):
         raise VoiceError(voice_id, folder / VOICE_YAML, "languages must be a non-empty list of codes")
 
+    text_split = config.get("text_split")
+    if text_split is not None and text_split not in CUT_METHODS:
+        raise VoiceError(voice_id, folder / VOICE_YAML, f"text_split {text_split!r} is not one of {', '.join(CUT_METHODS)}")
+
     description = config.get("description") or voice_id
     return Voice(
         id=voice_id,
@@ -120,6 +127,7 @@ def load_voice(folder: Path, models: ModelPaths) -> Voice:
         sovits=sovits,
         params=params,
         languages=tuple(languages),
+        text_split=text_split,
     )
 
 
