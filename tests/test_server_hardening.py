@@ -444,3 +444,24 @@ async def test_voice_whose_bundle_cannot_be_built_is_left_out_until_its_files_ch
 
 async def _voice_names(port: int) -> set[str]:
     return {voice.name for voice in (await describe(port)).tts[0].voices}
+
+
+async def test_client_that_stops_reading_is_cut_off(runtime: Runtime, caplog: pytest.LogCaptureFixture) -> None:
+    """A client that asks for a long answer and then reads nothing held its connection (and the
+    sender task) forever: writes that wait longer than the idle timeout end the connection, and
+    the engine is free for others."""
+    served = await Served(ConnectionLimits(idle_timeout=1.0)).start(runtime)
+    text = " ".join(f"Number {i} is here and it is spoken slowly." for i in range(40))
+    try:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills up after a little audio
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", served.port))
+        await asyncio.get_running_loop().sock_sendall(sock, _frame({"type": "synthesize", "data": {"text": text}}))
+        caplog.set_level(logging.INFO)
+        assert await served.wait_for_endings(1, timeout=120) == [None]  # ended, nothing escaped
+        assert "read nothing" in caplog.text  # cut off while audio waited, not idle after the answer
+        sock.close()
+        assert (await ha_synthesize(served.port, "Hello there.", voice="tiny")).audio
+    finally:
+        await served.server.stop()

@@ -125,7 +125,7 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         type=_positive_seconds,
         default=ConnectionLimits.idle_timeout,
         help="close a connection that sends nothing for this many seconds while nothing is being "
-        "spoken for it (default: %(default)s)",
+        "spoken for it, or reads nothing for as long while audio waits for it (default: %(default)s)",
     )
 
 

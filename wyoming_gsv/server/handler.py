@@ -138,6 +138,17 @@ class GsvEventHandler(AsyncEventHandler):
         self._last_activity = loop.time()
         return event
 
+    async def write_event(self, event: Event) -> None:
+        """Send an event; a client that reads nothing for the idle timeout while audio waits for
+        it is cut off (its answer would otherwise hold the connection, and the engine's output,
+        forever)."""
+        try:
+            await asyncio.wait_for(super().write_event(event), self.settings.limits.idle_timeout)
+        except asyncio.TimeoutError:
+            _LOGGER.info("Closing connection from %s: it read nothing for %g s", self._peer(), self.settings.limits.idle_timeout)
+            self.writer.transport.abort()
+            raise ConnectionResetError("the client stopped reading") from None
+
     def _idle_time_left(self, now: float) -> float:
         """Seconds until the idle timeout; while an answer is being made it never runs out
         (an open stream is waiting for the client, so there it does)."""
