@@ -23,7 +23,7 @@ from wyoming_gsv.gsv.checkpoints import (
 from wyoming_gsv.synthesis.runtime import Runtime, RuntimeSettings
 from wyoming_gsv.voices import BundleCache, ModelPaths, VoiceBundle, VoiceError, VoiceRegistry, load_voice
 from wyoming_gsv.voices.reference import MAX_SECONDS, check_reference, ReferenceProblem
-from wyoming_gsv.voices.voice import MAX_ID_LENGTH, MAX_TRANSCRIPT_CHARS, MAX_YAML_BYTES
+from wyoming_gsv.voices.voice import MAX_ID_LENGTH, MAX_TRANSCRIPT_CHARS, MAX_YAML_BYTES, STYLES_DIR
 
 # Generous for a loaded 2-core CI machine; the unbounded code took 18 s and 340 MB on the bomb below.
 FAST_SECONDS = 5.0
@@ -232,3 +232,25 @@ def test_voice_files_outside_the_data_dir_are_refused_unless_allowed(tmp_path: P
     assert "outside the data dir" in registry.problems()["escape"]
     allowed = VoiceRegistry(ModelPaths.resolve(data_dir, allowed_roots=(outside,)))
     assert [voice.id for voice in allowed.scan()] == ["escape"]
+
+
+def test_style_files_outside_the_data_dir_and_overlong_style_names_are_left_out(tmp_path: Path) -> None:
+    data_dir, outside = tmp_path / "data", tmp_path / "outside"
+    fake_model_files(data_dir)
+    folder = make_voice(data_dir, "anna")
+    styles = folder / STYLES_DIR
+    make_voice(outside, "whisper")  # a style folder linked in from elsewhere
+    styles.mkdir()
+    os.symlink(outside / "voices" / "whisper", styles / "whisper")
+    long_style = "s" * (MAX_ID_LENGTH - len("anna"))  # "anna@sss..." one over the limit
+    write_tone(styles / long_style / "ref.wav")
+    (styles / long_style / "ref.txt").write_text("This is a reference voice.")
+    write_tone(styles / "calm" / "ref.wav")
+    (styles / "calm" / "ref.txt").write_text("This is a calm reference voice.")
+    voice = load_voice(folder, ModelPaths.resolve(data_dir))
+    assert voice.style_names() == ("calm",)
+    problems = dict(voice.style_problems)
+    assert "outside the data dir" in problems["whisper"]
+    assert "cache file name" in problems[long_style]
+    allowed = load_voice(folder, ModelPaths.resolve(data_dir, allowed_roots=(outside,)))
+    assert allowed.style_names() == ("calm", "whisper")
