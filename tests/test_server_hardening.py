@@ -465,3 +465,15 @@ async def test_client_that_stops_reading_is_cut_off(runtime: Runtime, caplog: py
         assert (await ha_synthesize(served.port, "Hello there.", voice="tiny")).audio
     finally:
         await served.server.stop()
+
+
+def test_limit_flags_default_to_the_one_place_defaults_live() -> None:
+    from wyoming_gsv.__main__ import parse_args, serve_settings
+
+    defaults = serve_settings(parse_args(["--data-dir", "/data"]))
+    assert (defaults.max_connections, defaults.idle_timeout) == (ConnectionLimits().max_connections, ConnectionLimits().idle_timeout)
+    chosen = serve_settings(parse_args(["--data-dir", "/data", "--max-connections", "5", "--idle-timeout", "2.5"]))
+    assert (chosen.max_connections, chosen.idle_timeout) == (5, 2.5)
+    for bad in (["--max-connections", "0"], ["--idle-timeout", "0"], ["--idle-timeout", "inf"]):
+        with pytest.raises(SystemExit):
+            parse_args(["--data-dir", "/data", *bad])
