@@ -7,6 +7,7 @@ The DiT is full size, so the voices use 2 sampler steps (a voice.yaml setting) t
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -41,11 +42,19 @@ def data_dir(unpacked_v2, v3v4: V3V4Files, tmp_path_factory: pytest.TempPathFact
             (models / rel).parent.mkdir(parents=True, exist_ok=True)
             os.symlink(v3v4.pretrained / rel, models / rel)
         (models / "user").mkdir(exist_ok=True)
-        os.symlink(v3v4.lora(version), models / "user" / LORA_FILES[version])
+        _place(v3v4.lora(version), models / "user" / LORA_FILES[version])  # a file the voice names: inside DIR
         config = tiny_voice_config(description=f"LoRA {version} voice", sovits=f"models/user/{LORA_FILES[version]}",
                                    sample_steps=STEPS)
         make_voice(root, f"lora_{version}", reference=v3v4.golden(v3v4.manifest["ref_wavs"]["a"]), config=config)
     return root
+
+
+def _place(source: Path, target: Path) -> None:
+    """A real file inside the data dir (voices may only name files there): hard link, else copy."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy(source, target)
 
 
 def runtime_for(data_dir: Path) -> Runtime:
@@ -102,7 +111,7 @@ def test_missing_base_or_vocoder_is_reported(data_dir: Path, tmp_path: Path, cap
     link_tiny_models(broken, {"hubert": models / "chinese-hubert-base", "bert": models / "chinese-roberta-wwm-ext-large",
                               "gpt": models / "gpt.ckpt", "sovits": models / "sovits.pth"})
     (broken / "models" / "user").mkdir()
-    os.symlink(models / "user" / LORA_FILES["v4"], broken / "models" / "user" / LORA_FILES["v4"])
+    _place(models / "user" / LORA_FILES["v4"], broken / "models" / "user" / LORA_FILES["v4"])
     vocoder = PRETRAINED["v4"].vocoder[0]
     (broken / "models" / vocoder).parent.mkdir(parents=True)
     os.symlink(models / vocoder, broken / "models" / vocoder)
