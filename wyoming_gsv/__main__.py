@@ -97,6 +97,20 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--samples-per-chunk", type=_positive_int, default=2048, help="audio samples per chunk event")
     parser.add_argument("--no-warm-up", action="store_true", help="listen before the models are loaded")
+    parser.add_argument(
+        "--fetch-models",
+        metavar="VERSION",
+        choices=_model_versions(),
+        help="download that version's missing or incomplete official files (as `download --version` "
+        "does) in the background while serving; its GPT/SoVITS become the default "
+        f"({', '.join(_model_versions())}; hub: $HF_ENDPOINT or the public hub)",
+    )
+
+
+def _model_versions() -> list[str]:
+    from .download import PRETRAINED
+
+    return list(PRETRAINED)
 
 
 def _add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
@@ -261,6 +275,7 @@ def runtime_settings(args: argparse.Namespace) -> Any:
         param_overrides={k: v for k, v in overrides.items() if v is not None},
         use_fallback=not args.no_fallback,
         fallback_on_error=args.fallback_on_error,
+        model_version=getattr(args, "fetch_models", None),
     )
 
 
@@ -279,27 +294,92 @@ def serve_settings(args: argparse.Namespace) -> ServeSettings:
 def run_serve(args: argparse.Namespace) -> int:
     from .server.handler import HandlerSettings
     from .server.info import ProgramSettings
-    from .server.run import ZeroconfSettings, serve
-    from .synthesis.runtime import Runtime
+    from .server.run import ZeroconfSettings, listen_problem, serve
 
     settings = serve_settings(args)
+    problem = listen_problem(settings.uri)  # before minutes of model loading, not after
+    if problem is not None:
+        _LOGGER.error("%s", problem)
+        return 1
+    from .synthesis.runtime import Runtime
+
     runtime = Runtime(runtime_settings(args))
-    if settings.warm_up:
-        runtime.warm_up()  # load models once, before listening
-    runtime.start()
-    handler = HandlerSettings(
-        program=ProgramSettings(streaming=settings.streaming), samples_per_chunk=settings.samples_per_chunk
-    )
-    zeroconf = (
-        ZeroconfSettings(name=settings.zeroconf_name, host=settings.zeroconf_host) if settings.zeroconf_name else None
-    )
+    fetcher = _start_fetcher(args, runtime)
     try:
-        asyncio.run(serve(settings.uri, runtime.service, handler, zeroconf))
-    except KeyboardInterrupt:
-        pass
+        if settings.warm_up:
+            runtime.warm_up()  # load models once, before listening
+        runtime.start()
+        handler = HandlerSettings(
+            program=ProgramSettings(streaming=settings.streaming), samples_per_chunk=settings.samples_per_chunk
+        )
+        zeroconf = (
+            ZeroconfSettings(name=settings.zeroconf_name, host=settings.zeroconf_host)
+            if settings.zeroconf_name
+            else None
+        )
+        asyncio.run(_until_stopped(serve(settings.uri, runtime.service, handler, zeroconf)))
+    except KeyboardInterrupt:  # Ctrl-C while the models were still loading
+        _LOGGER.info("Interrupted")
+    except OSError as err:  # e.g. the port was taken while the models loaded
+        _LOGGER.error("Cannot serve on %s: %s", settings.uri, err)
+        return 1
     finally:
-        runtime.close()
+        if fetcher is not None:
+            fetcher.stop(timeout=0.5)
+        stopped = runtime.close(timeout=SHUTDOWN_SECONDS)
+    if not stopped:
+        # The engine is inside one model call that cannot be interrupted: leave without waiting
+        # for it (and without tearing torch down under it).
+        logging.shutdown()
+        os._exit(0)
     return 0
+
+
+# The engine gets this long to stop (a sentence stops at its next generated token; a vocoder call
+# cannot be interrupted) before the process leaves without it.
+SHUTDOWN_SECONDS = 1.5
+
+
+async def _until_stopped(main: Any) -> None:
+    """Run the server until SIGTERM or SIGINT; either one stops it cleanly (connections closed,
+    running syntheses cancelled), with one log line."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(main)
+    received: list[str] = []
+
+    def stop(signum: int) -> None:
+        if not received:
+            received.append(signal.Signals(signum).name)
+            _LOGGER.info("%s received: stopping", received[0])
+        task.cancel()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        await task
+    except asyncio.CancelledError:
+        if not received:
+            raise
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+def _start_fetcher(args: argparse.Namespace, runtime: Any) -> Any:
+    """With --fetch-models: the background download (its `status()` is what pages show), started
+    now so it runs while the models present load; the voices get ready once it is done."""
+    version = getattr(args, "fetch_models", None)
+    if not version:
+        return None
+    from .download import Downloader, ModelFetcher
+
+    fetcher = ModelFetcher(
+        Downloader(args.data_dir / "models"), version, on_complete=runtime.prepare_voices
+    )
+    fetcher.start()
+    return fetcher
 
 
 def run_synth(args: argparse.Namespace) -> int:
@@ -309,6 +389,7 @@ def run_synth(args: argparse.Namespace) -> int:
     if not args.output.parent.is_dir():  # found out now, not after the synthesis
         print(f"wyoming-gsv synth: cannot write {args.output}: {args.output.parent} is not a folder", file=sys.stderr)
         return 2
+    _exit_at_once_on_ctrl_c("synth")
     text = sys.stdin.read() if args.text == "-" else args.text
     runtime = Runtime(runtime_settings(args))
     if runtime.registry.get(args.voice) is None:
@@ -330,6 +411,20 @@ def run_synth(args: argparse.Namespace) -> int:
         out.writeframes(pcm)
     print(f"Wrote {args.output} ({len(pcm) / 2 / rate:.2f} s at {rate} Hz)")
     return 0
+
+
+def _exit_at_once_on_ctrl_c(command: str) -> None:
+    """Ctrl-C ends a one-shot command at once with the shell's 130, nothing written: no
+    KeyboardInterrupt traceback, and no waiting for (or tearing torch down under) a model call
+    running on the engine thread, which is what aborted with "terminate called"."""
+    import signal
+
+    def interrupted(_signum: int, _frame: Any) -> None:
+        sys.stdout.flush()
+        print(f"wyoming-gsv {command}: interrupted", file=sys.stderr, flush=True)
+        os._exit(130)
+
+    signal.signal(signal.SIGINT, interrupted)
 
 
 async def _synthesize(runtime: Any, voice: str, language: str | None, text: str) -> tuple[int, bytes]:
@@ -399,6 +494,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if getattr(args, "debug", False) else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for chatty in ("httpx", "httpx2"):  # a line per hub request (the download logs its own progress)
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     runners = {
         "serve": run_serve,
         "synth": run_synth,

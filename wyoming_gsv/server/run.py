@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 from asyncio import StreamReader, StreamWriter
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable
+from urllib.parse import urlparse
 
 from wyoming.server import AsyncServer, AsyncStdioServer, AsyncTcpServer
 
@@ -48,18 +51,38 @@ async def serve(
         )
         await advertiser.start()
     _LOGGER.info("Ready: listening on %s", uri)
-    factory = handler_factory(service, settings)
-    stdio_handlers: list[GsvEventHandler] = []
+    handlers: list[GsvEventHandler] = []
+    factory = _kept(handler_factory(service, settings), handlers)
     try:
-        # The end of stdin ends the stdio server's loop but, unlike a TCP disconnect, stdout is
-        # still open: the last request's audio must go out before we return.
-        await server.run(_kept(factory, stdio_handlers) if isinstance(server, AsyncStdioServer) else factory)
-        for handler in stdio_handlers:
-            await handler.finish_pending()
-            await _flush(handler.writer)
+        await server.run(factory)
+        if isinstance(server, AsyncStdioServer):
+            # The end of stdin ends the stdio server's loop but, unlike a TCP disconnect, stdout
+            # is still open: the last request's audio must go out before we return.
+            for handler in handlers:
+                await handler.finish_pending()
+                await _flush(handler.writer)
     finally:
+        # Stopping (a signal, or the end of stdin): whatever is still being spoken is cancelled.
+        for handler in handlers:
+            await handler.disconnect()
         if advertiser is not None:
             await advertiser.stop()
+
+
+def listen_problem(uri: str) -> str | None:
+    """Why the server could not listen on a tcp:// URI (e.g. the port is taken), found out before
+    minutes of model loading; None if it can. Binds and closes at once, as asyncio would bind."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "tcp":
+        return None
+    try:
+        with socket.create_server((parsed.hostname or "", parsed.port or 0)):
+            pass
+    except OSError as err:
+        if err.errno == errno.EADDRINUSE:
+            return f"cannot listen on {uri}: port {parsed.port} is already in use (another wyoming-gsv, or another program)"
+        return f"cannot listen on {uri}: {err.strerror or err}"
+    return None
 
 
 async def _flush(writer: StreamWriter) -> None:
@@ -75,9 +98,10 @@ async def _flush(writer: StreamWriter) -> None:
 def _kept(
     factory: Callable[[StreamReader, StreamWriter], GsvEventHandler], handlers: list[GsvEventHandler]
 ) -> Callable[[StreamReader, StreamWriter], GsvEventHandler]:
-    """The factory, also keeping the handlers it makes."""
+    """The factory, also keeping the handlers it makes (those of closed connections are dropped)."""
 
     def make(reader: StreamReader, writer: StreamWriter) -> GsvEventHandler:
+        handlers[:] = [h for h in handlers if not h.writer.is_closing()]
         handlers.append(factory(reader, writer))
         return handlers[-1]
 
