@@ -253,6 +253,28 @@ def data_dir_problem(args: argparse.Namespace) -> str | None:
     return None
 
 
+def listen_problem(args: argparse.Namespace) -> str | None:
+    """A port already taken, found out in a second (before torch is even imported) rather than
+    after minutes of model loading: bind and close at once, as asyncio will bind."""
+    if args.command != "serve":
+        return None
+    import errno
+    import socket
+    from urllib.parse import urlparse
+
+    uri = urlparse(args.uri)
+    if uri.scheme != "tcp":
+        return None
+    try:
+        with socket.create_server((uri.hostname or "", uri.port or 0)):
+            pass
+    except OSError as err:
+        if err.errno == errno.EADDRINUSE:
+            return f"cannot listen on {args.uri}: port {uri.port} is already in use (by another wyoming-gsv, or another program)"
+        return f"cannot listen on {args.uri}: {err.strerror or err}"
+    return None
+
+
 def runtime_settings(args: argparse.Namespace) -> Any:
     from .synthesis.runtime import RuntimeSettings
 
@@ -294,14 +316,11 @@ def serve_settings(args: argparse.Namespace) -> ServeSettings:
 def run_serve(args: argparse.Namespace) -> int:
     from .server.handler import HandlerSettings
     from .server.info import ProgramSettings
-    from .server.run import ZeroconfSettings, listen_problem, serve
+    from .server.run import ZeroconfSettings, serve
+
+    from .synthesis.runtime import Runtime
 
     settings = serve_settings(args)
-    problem = listen_problem(settings.uri)  # before minutes of model loading, not after
-    if problem is not None:
-        _LOGGER.error("%s", problem)
-        return 1
-    from .synthesis.runtime import Runtime
 
     runtime = Runtime(runtime_settings(args))
     fetcher = _start_fetcher(args, runtime)
@@ -326,18 +345,25 @@ def run_serve(args: argparse.Namespace) -> int:
     finally:
         if fetcher is not None:
             fetcher.stop(timeout=0.5)
-        stopped = runtime.close(timeout=SHUTDOWN_SECONDS)
-    if not stopped:
-        # The engine is inside one model call that cannot be interrupted: leave without waiting
-        # for it (and without tearing torch down under it).
-        logging.shutdown()
-        os._exit(0)
+        if not runtime.close(timeout=SHUTDOWN_SECONDS):
+            _LOGGER.warning("The engine is still inside a model call; leaving without it")
+    _LOGGER.info("Stopped")
     return 0
 
 
 # The engine gets this long to stop (a sentence stops at its next generated token; a vocoder call
 # cannot be interrupted) before the process leaves without it.
 SHUTDOWN_SECONDS = 1.5
+
+
+def _exit_now(code: int) -> None:
+    """End the process once its own clean-up is done: the interpreter's teardown of torch and
+    onnxruntime took 2-6 s on a 2-core machine (past a service's stop budget), and a model call
+    still running on the engine thread must not see torch torn down under it."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 async def _until_stopped(main: Any) -> None:
@@ -486,7 +512,7 @@ def run_download(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    problem = data_dir_problem(args) or device_problem(args)
+    problem = data_dir_problem(args) or listen_problem(args) or device_problem(args)
     if problem is not None:
         print(f"wyoming-gsv {args.command}: {problem}", file=sys.stderr)
         return 2
@@ -503,7 +529,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "phonemize": run_phonemize,
         "download": run_download,
     }
-    return runners[args.command](args)
+    code = runners[args.command](args)
+    if argv is None:  # the program itself, not a caller in Python
+        _exit_now(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import errno
 import logging
-import socket
 from asyncio import StreamReader, StreamWriter
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable
-from urllib.parse import urlparse
 
 from wyoming.server import AsyncServer, AsyncStdioServer, AsyncTcpServer
 
@@ -67,22 +64,6 @@ async def serve(
             await handler.disconnect()
         if advertiser is not None:
             await advertiser.stop()
-
-
-def listen_problem(uri: str) -> str | None:
-    """Why the server could not listen on a tcp:// URI (e.g. the port is taken), found out before
-    minutes of model loading; None if it can. Binds and closes at once, as asyncio would bind."""
-    parsed = urlparse(uri)
-    if parsed.scheme != "tcp":
-        return None
-    try:
-        with socket.create_server((parsed.hostname or "", parsed.port or 0)):
-            pass
-    except OSError as err:
-        if err.errno == errno.EADDRINUSE:
-            return f"cannot listen on {uri}: port {parsed.port} is already in use (another wyoming-gsv, or another program)"
-        return f"cannot listen on {uri}: {err.strerror or err}"
-    return None
 
 
 async def _flush(writer: StreamWriter) -> None:
