@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import re
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -128,20 +130,36 @@ def test_addon_image_builds_from_build_yaml_on_cpu_torch() -> None:
     assert ("COPY", "addon/rootfs /") in instructions
 
 
-def test_gpu_image_runs_the_server_on_cuda() -> None:
+def _entrypoint_argv(tmp_path: Path, args: list[str]) -> list[str]:
+    """What the GPU image's entry point hands `wyoming-gsv` for `docker run IMAGE ARGS`."""
+    fake = tmp_path / "bin" / "wyoming-gsv"
+    fake.parent.mkdir(exist_ok=True)
+    fake.write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done > "$RECORD"\n')
+    fake.chmod(0o755)
+    record = tmp_path / "record"
+    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}", "RECORD": str(record)}
+    subprocess.run(["sh", str(ROOT / "docker" / "gpu-entrypoint"), *args], env=env, check=True, timeout=30)
+    return record.read_text().splitlines()
+
+
+def test_gpu_image_runs_the_server_on_cuda(tmp_path: Path) -> None:
     instructions = dockerfile_instructions(ROOT / "Dockerfile.gpu")
     base = next(rest for keyword, rest in instructions if keyword == "FROM")
     assert re.fullmatch(r"python:3\.11[\w.-]*", base)
     assert "/cpu" not in _args(instructions).get("TORCH_INDEX_URL", "")
     entrypoint = json.loads(next(rest for keyword, rest in instructions if keyword == "ENTRYPOINT"))
     command = json.loads(next(rest for keyword, rest in instructions if keyword == "CMD"))
-    assert entrypoint == ["wyoming-gsv"]
-    args = parse_cli(command)
+    assert entrypoint == ["gpu-entrypoint"] and os.access(ROOT / "docker" / "gpu-entrypoint", os.X_OK)
+    assert ("VOLUME", "/data") in instructions
+
+    args = parse_cli(_entrypoint_argv(tmp_path, command))  # plain `docker run IMAGE`
     assert args.command == "serve" and args.device == "cuda" and args.zeroconf
     assert args.uri == "tcp://0.0.0.0:10200" and str(args.data_dir) == "/data"
-    assert ("VOLUME", "/data") in instructions
-    # The documented one-off download through the same entrypoint.
-    assert parse_cli(["download", "--data-dir", "/data"]).command == "download"
+    # `docker run ... IMAGE --fetch-models v2ProPlus` is the whole setup; a flag given again wins.
+    args = parse_cli(_entrypoint_argv(tmp_path, ["--fetch-models", "v2ProPlus", "--device", "cuda:1"]))
+    assert args.fetch_models == "v2ProPlus" and args.device == "cuda:1" and str(args.data_dir) == "/data"
+    # The documented one-off download goes through as it is.
+    assert _entrypoint_argv(tmp_path, ["download", "--data-dir", "/data"]) == ["download", "--data-dir", "/data"]
 
 
 def test_compose_example_uses_host_network_and_the_gpu() -> None:

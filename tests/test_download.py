@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import huggingface_hub.constants
@@ -134,3 +135,53 @@ def test_file_table_is_consistent() -> None:
 def test_nltk_data_already_present_needs_no_network(fixtures_dir: Path) -> None:
     # conftest points NLTK_DATA at ../shared/nltk_data, which holds exactly what g2p_en needs.
     assert download.fetch_nltk_data() == []
+
+
+# ----------------------------------------------------------------------------- in the background
+
+
+def test_model_fetcher_reports_progress_and_completes(hub: FakeHub, tmp_path: Path, caplog) -> None:
+    import json
+    import logging
+
+    done = []
+    fetcher = download.ModelFetcher(
+        Downloader(tmp_path / "models", endpoint=hub.url), "v2Pro", nltk=False, on_complete=lambda: done.append(1)
+    )
+    assert fetcher.status().state == "starting" and fetcher.status().percent is None
+    with caplog.at_level(logging.INFO, logger="wyoming_gsv.download"):
+        fetcher.start()
+        assert fetcher.wait(60)
+    status = fetcher.status()
+    assert status.state == "done" and status.error is None and done == [1]
+    assert [f.path for f in status.files] == list(PRETRAINED["v2Pro"].files())
+    assert all(f.state == "downloaded" and f.done == f.size == len(hub.files[f.path]) for f in status.files)
+    assert status.total_bytes == status.done_bytes == sum(len(hub.files[rel]) for rel in PRETRAINED["v2Pro"].files())
+    assert status.percent == 100.0
+    snapshot = json.loads(json.dumps(status.to_dict()))  # what a page gets
+    assert snapshot["state"] == "done" and snapshot["percent"] == 100.0 and len(snapshot["files"]) == 9
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("downloaded and verified" in line for line in lines) == len(status.files)  # a line per file
+    tenths = [line for line in lines if line.startswith("Models v2Pro: ") and "% (" in line]
+    assert 1 <= len(tenths) <= 11 and tenths[-1].startswith("Models v2Pro: 100%")
+
+    again = download.ModelFetcher(Downloader(tmp_path / "models", endpoint=hub.url), "v2Pro", nltk=False)
+    hub.requests.clear()
+    again.start()
+    assert again.wait(60) and again.status().state == "done"
+    assert hub.gets() == [] and {f.state for f in again.status().files} == {"up to date"}
+
+
+def test_model_fetcher_waits_and_retries_when_the_hub_is_unreachable(online: None, tmp_path: Path) -> None:
+    fetcher = download.ModelFetcher(
+        Downloader(tmp_path / "models", endpoint=closed_port_url()), "v2", nltk=False, retry_delays=(30.0,)
+    )
+    fetcher.start()
+    deadline = time.monotonic() + 30
+    while fetcher.status().state != "waiting to retry":
+        assert time.monotonic() < deadline, fetcher.status()
+        time.sleep(0.05)
+    status = fetcher.status()
+    assert "cannot reach" in (status.error or "") and status.retry_at is not None and status.retry_at > time.time()
+    fetcher.stop(timeout=5)
+    assert fetcher.wait(5) and fetcher.status().state == "stopped"

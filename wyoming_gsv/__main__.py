@@ -399,8 +399,11 @@ def _start_fetcher(args: argparse.Namespace, runtime: Any) -> Any:
     version = getattr(args, "fetch_models", None)
     if not version:
         return None
+    from huggingface_hub.utils import disable_progress_bars
+
     from .download import Downloader, ModelFetcher
 
+    disable_progress_bars()  # the fetcher logs its own progress: lines, not terminal bars
     fetcher = ModelFetcher(
         Downloader(args.data_dir / "models"), version, on_complete=runtime.prepare_voices
     )
