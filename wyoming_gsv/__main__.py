@@ -317,11 +317,9 @@ def run_serve(args: argparse.Namespace) -> int:
     from .server.handler import HandlerSettings
     from .server.info import ProgramSettings
     from .server.run import ZeroconfSettings, serve
-
     from .synthesis.runtime import Runtime
 
     settings = serve_settings(args)
-
     runtime = Runtime(runtime_settings(args))
     fetcher = _start_fetcher(args, runtime)
     try:
@@ -367,8 +365,9 @@ def _exit_now(code: int) -> None:
 
 
 async def _until_stopped(main: Any) -> None:
-    """Run the server until SIGTERM or SIGINT; either one stops it cleanly (connections closed,
-    running syntheses cancelled), with one log line."""
+    """Run the server until SIGINT or SIGTERM: either one stops it cleanly (connections closed,
+    running syntheses cancelled). While it listens, the wyoming server's own SIGTERM handler
+    takes over from ours and stops it the same way."""
     import signal
 
     loop = asyncio.get_running_loop()
@@ -404,9 +403,7 @@ def _start_fetcher(args: argparse.Namespace, runtime: Any) -> Any:
     from .download import Downloader, ModelFetcher
 
     disable_progress_bars()  # the fetcher logs its own progress: lines, not terminal bars
-    fetcher = ModelFetcher(
-        Downloader(args.data_dir / "models"), version, on_complete=runtime.prepare_voices
-    )
+    fetcher = ModelFetcher(Downloader(args.data_dir / "models"), version, on_complete=runtime.prepare_voices)
     fetcher.start()
     return fetcher
 
