@@ -359,8 +359,11 @@ def _exit_now(code: int) -> None:
     onnxruntime took 2-6 s on a 2-core machine (past a service's stop budget), and a model call
     still running on the engine thread must not see torch torn down under it."""
     logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed already (the stdio:// server closes stdout)
+            pass
     os._exit(code)
 
 

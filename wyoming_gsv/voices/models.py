@@ -164,7 +164,7 @@ def unsettled_for(path: Path, data_dir: Path, now: float | None = None) -> str |
         rel = None
     if rel is not None and is_recorded_as_verified(data_dir / "models", rel):
         return None
-    return f"still being written (changed {max(age, 0.0):.1f} s ago); used once it stops changing"
+    return f"still being written (changed in the last {SETTLE_SECONDS:g} s); used once it stops changing"
 
 
 def file_identity(path: Path) -> str:
