@@ -407,6 +407,7 @@ def _start_fetcher(args: argparse.Namespace, runtime: Any) -> Any:
 
     disable_progress_bars()  # the fetcher logs its own progress: lines, not terminal bars
     fetcher = ModelFetcher(Downloader(args.data_dir / "models"), version, on_complete=runtime.prepare_voices)
+    runtime.model_fetcher = fetcher
     fetcher.start()
     return fetcher
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ..download import ModelFetcher
 from ..text.sentences import SentenceSplitter
 from ..voices import BundleCache, ModelPaths, Voice, VoiceRegistry
 from .engine import Engine
@@ -94,6 +95,9 @@ class Runtime:
             on_broken=lambda voice_id, problem: self.service.voice_unusable(voice_id, problem),
         )
         self.fallback = PiperFallback() if settings.use_fallback else None
+        # The background model download (--fetch-models), set by the CLI: its status() (a
+        # download.FetchStatus, to_dict() for JSON) is what a page shows. None without one.
+        self.model_fetcher: ModelFetcher | None = None
         self.engine = Engine(max_queue=settings.max_queue, name=f"gsv-engine-{settings.device}")
         self.service = TtsService(
             self.registry,
