@@ -17,6 +17,7 @@ from .engine import Engine
 from .fallback import PiperFallback
 from .gsv_backend import BackendSettings, GsvBackend
 from .service import ServiceSettings, TtsService
+from .session import DEFAULT_MAX_CHARS
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class RuntimeSettings:
     chunk_tokens: int = 0  # low-latency chunked vocoding (0: whole sentences)
     gpt_int8: bool = False  # int8 GPT weights on CPU
     max_queue: int = 8
-    max_chars: int = 2000
+    max_chars: int = DEFAULT_MAX_CHARS
     default_voice: str | None = None
     param_overrides: dict[str, Any] = field(default_factory=dict)
     use_fallback: bool = True
