@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import io
 import lzma
+import os
 import shutil
 import statistics
 import sys
@@ -33,6 +34,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("NLTK_DATA", str(ROOT.parent / "shared" / "nltk_data"))  # English frontend data
 
 from wyoming_gsv.synthesis.runtime import Runtime, RuntimeSettings  # noqa: E402
 from wyoming_gsv.synthesis.studio import READY, Studio  # noqa: E402

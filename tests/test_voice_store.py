@@ -315,3 +315,27 @@ def test_leftovers_of_a_crash_are_cleaned_and_never_listed(data_dir: Path, regis
     os.utime(leftover, (old, old))
     VoiceStore(data_dir)
     assert not leftover.exists()
+
+
+def test_a_folder_added_by_hand_gets_the_same_check(
+    store: VoiceStore, registry: VoiceRegistry, data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="wyoming_gsv.voices.registry")
+    low_rate = encode(speechlike(5.0, 8000), 8000, "WAV")
+    with pytest.raises(StoreError) as page:
+        store.create(_draft("page", clip=low_rate))
+    by_hand = data_dir / "voices" / "byhand"
+    by_hand.mkdir(parents=True)
+    (by_hand / "ref.wav").write_bytes(low_rate)
+    (by_hand / "ref.txt").write_text(WORDS)
+    registry.scan()
+    assert page.value.message in registry.problems()["byhand"]  # refused with the reason the page shows
+
+    noisy = data_dir / "voices" / "noisy"
+    noisy.mkdir()
+    (noisy / "ref.wav").write_bytes(encode(speechlike(5.0, noise_dbfs=-30.0), RATE, "WAV"))
+    (noisy / "ref.txt").write_text(WORDS)
+    registry.scan()
+    registry.scan()
+    verdicts = [r.getMessage() for r in caplog.records if "'noisy' reference check" in r.getMessage()]
+    assert len(verdicts) == 1 and "usable" in verdicts[0] and "background noise" in verdicts[0]

@@ -182,6 +182,7 @@ async def test_status_lists_unusable_voices_with_the_cli_reason(studio: Studio, 
     lines = dict(line.split("\t", 1) for line in cli.stdout.splitlines())
     assert lines["badweights"].endswith("UNUSABLE: " + status.problem)
     assert lines["broken"].endswith("LEFT OUT: " + statuses["broken"].problem)
+    assert lines["tiny@cheerful"].endswith("ready (bundle cached)")  # styles are listed and built too
 
 
 async def test_preview_uses_overrides_and_the_same_engine_queue(studio: Studio, runtime: Runtime) -> None:
@@ -223,3 +224,38 @@ async def test_preview_uses_overrides_and_the_same_engine_queue(studio: Studio, 
     with pytest.raises(BadRequest) as speaker:
         studio.open_preview("tiny", style="grumpy")
     assert speaker.value.code == "unknown-speaker"
+
+
+async def test_builds_take_one_engine_place_at_a_time_and_status_never_waits_for_them(
+    studio: Studio, runtime: Runtime
+) -> None:
+    loop = asyncio.get_running_loop()
+    release = threading.Event()
+
+    class Blocker:
+        def prepare(self) -> None:
+            pass
+
+        def speak(self, text, should_stop, emit) -> None:
+            release.wait(30)
+
+    runtime.engine.submit(EngineJob(speaker=Blocker(), on_result=lambda *args: None), 0, "block")
+    ids = [f"batch{n}" for n in range(3)]
+    try:
+        for n, voice_id in enumerate(ids):
+            clip = encode(speechlike(4.0, seed=20 + n), 32000, "WAV")
+            await loop.run_in_executor(None, studio.store.create, VoiceDraft(voice_id, clip, WORDS, language="en"))
+        statuses = {s.id: s.status for s in await loop.run_in_executor(None, studio.voices)}
+        assert all(statuses[voice_id] == BUILDING for voice_id in ids)
+        # Three builds wanted, one handed to the engine: Home Assistant's requests keep their places.
+        assert runtime.engine._queue.qsize() <= 1
+        # A status request does not wait for a build holding the models (here: the backend's lock).
+        with runtime.backend._lock:
+            status = await asyncio.wait_for(loop.run_in_executor(None, studio.voice, "tiny"), 10)
+        assert status.status == READY
+    finally:
+        release.set()
+    for voice_id in ids:
+        await _wait_status(studio, voice_id, READY)
+    for voice_id in ids:
+        await loop.run_in_executor(None, studio.store.delete, voice_id)

@@ -499,7 +499,7 @@ def run_voices(args: argparse.Namespace) -> int:
     runtime = Runtime(runtime_settings(args))
     voices = runtime.registry.scan()
     failures = 0
-    for voice in voices:
+    for voice in (variant for voice in voices for variant in voice.variants()):  # styles as id@style
         status = "ok"
         if not args.no_build:
             try:
@@ -507,7 +507,11 @@ def run_voices(args: argparse.Namespace) -> int:
                 status = "ready (bundle cached)"
             except Exception as err:  # e.g. a transcript the text frontend cannot read: report, go on
                 status, failures = f"UNUSABLE: {describe_failure(err)}", failures + 1
-        print(f"{voice.id}\t{voice.language}\t{voice.description}\t{status}")
+        print(f"{voice.bundle_id}\t{voice.language}\t{voice.description}\t{status}")
+    for voice in voices:
+        for style, problem in voice.style_problems:
+            print(f"{voice.id}@{style}\t-\t-\tLEFT OUT: {problem}")
+            failures += 1
     for voice_id, problem in sorted(runtime.registry.problems().items()):
         if voice_id not in {v.id for v in voices}:
             print(f"{voice_id}\t-\t-\tLEFT OUT: {problem}")

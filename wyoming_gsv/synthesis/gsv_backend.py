@@ -196,19 +196,19 @@ class GsvBackend:
     def bundle_key(self, voice: Voice) -> str:
         return bundle_key(voice, self.models, {"dtype": str(self.settings.dtype), "code": self.code_fingerprint})
 
-    def has_bundle(self, voice: Voice) -> bool:
-        """Whether the voice's bundle is in memory or in the disk cache (nothing is built or loaded)."""
-        with self._lock:
-            known = self._bundles.get(voice.bundle_id)
+    def has_bundle(self, voice: Voice, key: str | None = None) -> bool:
+        """Whether the voice's bundle is in memory or in the disk cache (nothing is built or loaded);
+        `key`: its bundle_key, if the caller has it. Reads without the lock (a single dict read is
+        atomic): a status request must not wait for a build that holds it."""
+        known = self._bundles.get(voice.bundle_id)
         if known is not None and known[0] is voice:
             return True
-        key = self.bundle_key(voice)
+        key = key or self.bundle_key(voice)
         return (known is not None and known[1] == key) or self.cache.path_for(voice.bundle_id, key).is_file()
 
     def loaded_version(self, voice: Voice) -> str | None:
-        """The SoVITS version of the voice's model files, if they are loaded."""
-        with self._lock:
-            pair = self._pairs.get((voice.gpt, voice.sovits))
+        """The SoVITS version of the voice's model files, if they are loaded (lock-free, as has_bundle)."""
+        pair = self._pairs.get((voice.gpt, voice.sovits))
         return pair.sovits.version if pair is not None else None
 
     def build_bundle(self, voice: Voice) -> VoiceBundle:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -84,7 +85,9 @@ class Studio:
         self.service = service
         self.store = VoiceStore(backend.models.data_dir, voices_dir=registry.voices_dir, max_upload_bytes=max_upload_bytes)
         self._lock = threading.Lock()
-        self._pending: set[tuple[str, str]] = set()  # (bundle id, bundle key) queued or running
+        self._pending: set[tuple[str, str]] = set()  # (bundle id, bundle key) wanted or running
+        self._wanted: deque[tuple[Voice, str]] = deque()  # builds not yet handed to the engine
+        self._building = False  # one build job on the engine at a time
         self._failed: dict[str, tuple[str, str]] = {}  # bundle id -> (bundle key, problem)
         self._versions: dict[tuple[str, int, int], str] = {}  # SoVITS file stat -> version
 
@@ -123,7 +126,7 @@ class Studio:
         voice = self.registry.get(voice_id)
         if voice is None:
             return False
-        for variant in (voice, *(voice.with_style(name) for name in voice.style_names())):
+        for variant in voice.variants():
             self._state(variant)
         return True
 
@@ -162,39 +165,56 @@ class Studio:
             failed = self._failed.get(voice.bundle_id)
             if failed is not None and failed[0] == key:
                 return UNUSABLE, failed[1]
-            if (voice.bundle_id, key) in self._pending:
-                return BUILDING, None
-        if self.backend.has_bundle(voice):
+            building = (voice.bundle_id, key) in self._pending
+        if building:
+            self._submit_next()  # in case the engine was busy when it was last tried
+            return BUILDING, None
+        if self.backend.has_bundle(voice, key):
             return READY, None
         self._queue_build(voice, key)
         return BUILDING, None
 
     def _queue_build(self, voice: Voice, key: str) -> None:
+        """Wanted builds wait here and go to the engine one at a time, so they never take more than
+        one of the places Home Assistant's requests queue for, and a request waits for one build at most."""
         job_id = (voice.bundle_id, key)
         with self._lock:
-            if job_id in self._pending:
+            if job_id not in self._pending:
+                self._pending.add(job_id)
+                self._wanted.append((voice, key))
+                _LOGGER.info("Voice %r: bundle build queued", voice.bundle_id)
+        self._submit_next()
+
+    def _submit_next(self) -> None:
+        with self._lock:
+            if self._building or not self._wanted:
                 return
-            self._pending.add(job_id)
+            voice, key = self._wanted.popleft()
+            self._building = True
+        build = _BundleBuild(self, voice)
+        job_id = (voice.bundle_id, key)
 
         def on_result(_index: int, _speech: Speech | None, error: BaseException | None, last: bool) -> None:
             if not last:
                 return
+            error = error or build.error
             with self._lock:
                 self._pending.discard(job_id)
+                self._building = False
                 if error is not None:
                     self._failed[voice.bundle_id] = (key, describe_failure(error))
                 else:
                     self._failed.pop(voice.bundle_id, None)
             if error is None:
                 _LOGGER.info("Voice %r ready", voice.bundle_id)
+            self._submit_next()
 
         try:
-            self.engine.submit(EngineJob(speaker=_BundleBuild(self, voice), on_result=on_result), 0, "build")
-        except EngineBusy:
+            self.engine.submit(EngineJob(speaker=build, on_result=on_result), 0, "build")
+        except EngineBusy:  # Home Assistant's requests fill the queue: tried again at the next status request
             with self._lock:
-                self._pending.discard(job_id)  # asked again at the next status request
-        else:
-            _LOGGER.info("Voice %r: bundle build queued", voice.bundle_id)
+                self._wanted.appendleft((voice, key))
+                self._building = False
 
     def _model_version(self, voice: Voice) -> str | None:
         loaded = self.backend.loaded_version(voice)
@@ -242,12 +262,18 @@ class _BundleBuild:
     def __init__(self, studio: Studio, voice: Voice) -> None:
         self.studio = studio
         self.voice = voice
+        self.error: BaseException | None = None
 
     def prepare(self) -> None:
         pass
 
     def speak(self, text: str, should_stop: ShouldStop, emit: Emit) -> None:
-        pair, _bundle = self.studio.backend.prepare(self.voice)
+        try:
+            pair, _bundle = self.studio.backend.prepare(self.voice)
+        except Exception as err:  # reported in the voice's status (and logged once here)
+            self.error = err
+            _LOGGER.error("Voice %r cannot be built: %s", self.voice.bundle_id, describe_failure(err))
+            return
         self.studio._remember_version(self.voice.sovits, pair.sovits.version)
 
 

@@ -68,6 +68,10 @@ class Voice:
     def style_names(self) -> tuple[str, ...]:
         return tuple(style.name for style in self.styles)
 
+    def variants(self) -> tuple["Voice", ...]:
+        """The voice itself, then the voice speaking with each of its styles (each has a bundle)."""
+        return (self, *(self.with_style(name) for name in self.style_names()))
+
     def with_style(self, name: str) -> "Voice":
         """The voice speaking with one of its styles' clip and transcript; KeyError if unknown."""
         for style in self.styles:
