@@ -21,7 +21,7 @@ from wyoming.client import AsyncTcpClient
 from wyoming.tts import Synthesize, SynthesizeVoice
 
 from server_client import describe
-from server_process import ServerProcess, launch, server_env, start_server
+from server_process import ServerProcess, free_port, launch, server_env, start_server
 from voice_data import make_tiny_data_dir, make_voice
 from wyoming_gsv.synthesis.service import PLACEHOLDER_VOICE
 
@@ -38,18 +38,23 @@ def data_dir(unpacked_v2: dict[str, Path], tmp_path_factory: pytest.TempPathFact
     return make_tiny_data_dir(tmp_path_factory.mktemp("lifecycle-data"), unpacked_v2)
 
 
-def test_port_in_use_is_one_line_and_an_exit_before_any_model_loads(data_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("which", ["wyoming", "web"])
+def test_port_in_use_is_one_line_and_an_exit_before_any_model_loads(data_dir: Path, tmp_path: Path, which: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         log = tmp_path / "server.log"
+        wyoming_port = port if which == "wyoming" else free_port()
+        argv = ["--uri", f"tcp://127.0.0.1:{wyoming_port}", "--data-dir", str(data_dir)]
+        if which == "web":
+            argv += ["--web", f"127.0.0.1:{port}"]
         started = time.monotonic()
-        process = launch(["--uri", f"tcp://127.0.0.1:{port}", "--data-dir", str(data_dir)], log)
+        process = launch(argv, log)
         code = process.wait(120)
         seconds = time.monotonic() - started
     text = log.read_text()
-    print(f"\nport in use: exit {code} after {seconds:.2f} s; log: {text.strip()!r}")
+    print(f"\n{which} port in use: exit {code} after {seconds:.2f} s; log: {text.strip()!r}")
     assert code != 0
     lines = text.strip().splitlines()
     assert len(lines) == 1 and f"port {port} is already in use" in lines[0], text

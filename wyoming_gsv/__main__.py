@@ -109,12 +109,32 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "does) in the background while serving; its GPT/SoVITS become the default "
         f"({', '.join(_model_versions())}; hub: $HF_ENDPOINT or the public hub)",
     )
+    _add_web_arguments(parser)
 
 
 def _model_versions() -> list[str]:
     from .download import PRETRAINED
 
     return list(PRETRAINED)
+
+
+def _add_web_arguments(parser: argparse.ArgumentParser) -> None:
+    from .web.settings import DEFAULT_MAX_UPLOAD_MB
+
+    web = parser.add_argument_group("voice studio (web page)")
+    web.add_argument("--web", metavar="[HOST:]PORT", help="serve the voice studio page (default host 127.0.0.1)")
+    web.add_argument("--web-token", help="required from page clients (header or cookie); needed off loopback")
+    web.add_argument(
+        "--web-ingress",
+        action="store_true",
+        help="Home Assistant add-on: accept page connections only from the ingress gateway and loopback",
+    )
+    web.add_argument(
+        "--web-max-upload-mb",
+        type=_positive_int,
+        default=DEFAULT_MAX_UPLOAD_MB,
+        help="largest upload the page accepts (default: %(default)s)",
+    )
 
 
 def _add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
@@ -197,7 +217,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     # Checked now rather than after minutes of model loading (or, for sampling, at the first request).
-    problem = _uri_problem(args) if args.command == "serve" else None
+    problem = (_uri_problem(args) or _web_problem(args)) if args.command == "serve" else None
     if problem is None and args.command == "synth":
         problem = _sampling_problem(args)
     if problem is not None:
@@ -230,6 +250,35 @@ def _uri_problem(args: argparse.Namespace) -> str | None:
         if not isinstance(address, ipaddress.IPv4Address) or address.is_unspecified:
             return f"--zeroconf-host {args.zeroconf_host!r}: must be this machine's IPv4 address, e.g. 192.168.1.20"
     return None
+
+
+def _web_problem(args: argparse.Namespace) -> str | None:
+    from .web.settings import is_loopback, parse_web_address
+
+    if args.web is None:
+        return None
+    try:
+        host, _port = parse_web_address(args.web)
+    except ValueError as err:
+        return f"--web {err}"
+    if not is_loopback(host) and not args.web_ingress and not args.web_token:
+        return f"--web {args.web}: a page reachable from the network needs --web-token TOKEN"
+    return None
+
+
+def web_settings(args: argparse.Namespace) -> Any:
+    from .web.settings import WebSettings, parse_web_address
+
+    if args.web is None:
+        return None
+    host, port = parse_web_address(args.web)
+    return WebSettings(
+        host=host,
+        port=port,
+        token=args.web_token,
+        ingress_only=args.web_ingress,
+        max_upload_bytes=args.web_max_upload_mb * 1024 * 1024,
+    )
 
 
 def _sampling_problem(args: argparse.Namespace) -> str | None:
@@ -275,24 +324,36 @@ def data_dir_problem(args: argparse.Namespace) -> str | None:
 
 
 def listen_problem(args: argparse.Namespace) -> str | None:
-    """A port already taken, found out in a second (before torch is even imported) rather than
-    after minutes of model loading: bind and close at once, as asyncio will bind."""
+    """A port already taken (the Wyoming one, or the voice studio's), found out in a second,
+    before torch is even imported, rather than after minutes of model loading: bind and close at
+    once, as asyncio will bind."""
     if args.command != "serve":
         return None
     import errno
     import socket
     from urllib.parse import urlparse
 
+    addresses = []
     uri = urlparse(args.uri)
-    if uri.scheme != "tcp":
-        return None
-    try:
-        with socket.create_server((uri.hostname or "", uri.port or 0)):
-            pass
-    except OSError as err:
-        if err.errno == errno.EADDRINUSE:
-            return f"cannot listen on {args.uri}: port {uri.port} is already in use (by another wyoming-gsv, or another program)"
-        return f"cannot listen on {args.uri}: {err.strerror or err}"
+    if uri.scheme == "tcp":
+        addresses.append((f"--uri {args.uri}", uri.hostname or "", uri.port or 0))
+    if getattr(args, "web", None):
+        from .web.settings import parse_web_address
+
+        try:
+            host, port = parse_web_address(args.web)
+        except ValueError:
+            host = None  # reported by the studio's own settings, as before
+        if host is not None:
+            addresses.append((f"--web {args.web}", host, port))
+    for flag, host, port in addresses:
+        try:
+            with socket.create_server((host, port)):
+                pass
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                return f"cannot listen on {flag}: port {port} is already in use (by another wyoming-gsv, or another program)"
+            return f"cannot listen on {flag}: {err.strerror or err}"
     return None
 
 
@@ -355,7 +416,8 @@ def run_serve(args: argparse.Namespace) -> int:
             if settings.zeroconf_name
             else None
         )
-        asyncio.run(_until_stopped(serve(settings.uri, runtime.service, handler, zeroconf)))
+        wyoming = serve(settings.uri, runtime.service, handler, zeroconf)
+        asyncio.run(_until_stopped(_serve_with_studio(wyoming, runtime, web_settings(args))))
     except KeyboardInterrupt:  # Ctrl-C while the models were still loading
         _LOGGER.info("Interrupted")
     except OSError as err:  # e.g. the port was taken while the models loaded
@@ -431,6 +493,20 @@ def _start_fetcher(args: argparse.Namespace, runtime: Any) -> Any:
     runtime.model_fetcher = fetcher
     fetcher.start()
     return fetcher
+
+
+async def _serve_with_studio(wyoming: Any, runtime: Any, web: Any) -> None:
+    """The Wyoming server and, with --web, the voice studio page in the same loop and process."""
+    if web is None:
+        await wyoming
+        return
+    from .web.run import start_studio
+
+    studio = await start_studio(runtime, web)
+    try:
+        await wyoming
+    finally:
+        await studio.cleanup()
 
 
 def run_synth(args: argparse.Namespace) -> int:
