@@ -231,6 +231,7 @@ def test_run_script_options_map_onto_real_cli_flags(config: dict, tmp_path: Path
     assert args.device == "cpu"  # the parser's default: the CPU add-on never names a device
     assert "--device" not in argv
     assert args.fetch_models == (None if options["models"] == "none" else options["models"])
+    assert args.allow_path == [Path("/share")]  # the add-on maps /share; voice files may live there
     assert (args.threads or 0) == options["threads"]
     assert args.no_streaming is not options["streaming"]
     assert args.max_chars == options["max_chars"]

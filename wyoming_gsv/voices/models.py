@@ -63,6 +63,8 @@ class ModelPaths:
     # Where the default gpt/sovits were looked for (for the message when there is none).
     gpt_looked_for: tuple[Path, ...] = ()
     sovits_looked_for: tuple[Path, ...] = ()
+    # Folders besides the data dir that files named by a voice may resolve into (--allow-path).
+    allowed_roots: tuple[Path, ...] = ()
     request: _Request | None = field(default=None, compare=False, repr=False)
 
     @classmethod
@@ -76,6 +78,7 @@ class ModelPaths:
         sovits: Path | None = None,
         sv: Path | None = None,
         prefer: str | None = None,
+        allowed_roots: tuple[Path, ...] = (),
     ) -> "ModelPaths":
         """`prefer`: the model version whose official GPT/SoVITS pair is the default when
         several versions are installed (e.g. the one being downloaded)."""
@@ -91,6 +94,7 @@ class ModelPaths:
             sv=sv or models / SV_NAME,
             gpt_looked_for=tuple(dict.fromkeys(models / gpt for gpt, _ in pairs)) if default_gpt is None else (),
             sovits_looked_for=tuple(dict.fromkeys(models / sv for _, sv in pairs)) if default_sovits is None else (),
+            allowed_roots=tuple(allowed_roots),
             request=_Request(hubert, bert, gpt, sovits, sv, prefer),
         )
 
@@ -100,9 +104,18 @@ class ModelPaths:
             return self
         r = self.request
         fresh = ModelPaths.resolve(
-            self.data_dir, hubert=r.hubert, bert=r.bert, gpt=r.gpt, sovits=r.sovits, sv=r.sv, prefer=r.prefer
+            self.data_dir, hubert=r.hubert, bert=r.bert, gpt=r.gpt, sovits=r.sovits, sv=r.sv, prefer=r.prefer,
+            allowed_roots=self.allowed_roots,
         )
         return self if fresh == self else replace(fresh, request=r)
+
+    def root_of(self, path: Path) -> Path | None:
+        """The data dir or allowed root that `path` lies in once symlinks are resolved, or None."""
+        resolved = path.resolve()
+        for root in (self.data_dir, *self.allowed_roots):
+            if resolved.is_relative_to(root.resolve()):
+                return root
+        return None
 
     def base_files(self) -> list[Path]:
         """The shared files whose change (installed, replaced, completed) makes voices re-read."""
