@@ -17,6 +17,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import tempfile
 import sys
 import tomllib
 from pathlib import Path
@@ -144,7 +145,11 @@ def _served_uri(name: str, instructions: list[tuple[str, str]]) -> str:
     """The --uri the image's server runs with: its CMD, or (the add-on image) the s6 run script's."""
     commands = [rest for keyword, rest in instructions if keyword == "CMD"]
     if commands:
-        return parse_cli(json.loads(commands[-1])).uri
+        argv = json.loads(commands[-1])
+        if ("ENTRYPOINT", '["gpu-entrypoint"]') in instructions:  # it adds the serving defaults
+            with tempfile.TemporaryDirectory() as tmp:
+                argv = _entrypoint_argv(Path(tmp), argv)
+        return parse_cli(argv).uri
     run_script = (ROOT / "addon/rootfs/etc/s6-overlay/s6-rc.d/wyoming-gsv/run").read_text()
     exec_line = next(line for line in run_script.splitlines() if line.startswith("exec wyoming-gsv "))
     return parse_cli([arg for arg in shlex.split(exec_line)[2:] if not arg.startswith("${")]).uri
