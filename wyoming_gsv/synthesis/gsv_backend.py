@@ -19,15 +19,16 @@ from ..gsv.audio import AudioFileError, load_audio, load_reference_audio
 from ..gsv.bert import BertFeaturizer
 from ..gsv.checkpoints import load_gpt_checkpoint, load_sovits_checkpoint
 from ..gsv.errors import ModelFileError
-from ..gsv.sovits import SovitsModel
 from ..gsv.sovits_pro import sovits_from_checkpoint
+from ..gsv.sovits import SovitsModel
 from ..gsv.speaker import SpeakerEncoder
 from ..gsv.ssl import SSL_SAMPLE_RATE, HubertEncoder, ssl_pad_samples
+from ..gsv.streaming import StreamDecoder, StreamingConfig, TokenChunker, to_int16
 from ..gsv.t2s import BERT_DIM, GenerationCancelled, SamplingParams, Text2Semantic
 from ..text.frontend import TextFrontend
 from ..text.segmentation import SPLITS, EmptyTextError, pre_seg_text
 from ..voices import BundleCache, ModelPaths, Voice, VoiceBundle, VoiceParams, bundle_key
-from .speech import Emit, ShouldStop, Speech, SynthesisError, float_to_int16
+from .speech import Emit, ShouldStop, Speech, SynthesisError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -43,9 +44,6 @@ class BackendSettings:
     dtype: torch.dtype = torch.float32
     max_model_pairs: int = 2  # GPT/SoVITS pairs kept loaded (voices may bring their own weights)
     sentence_gap: float = SENTENCE_GAP_SECONDS
-    # Low-latency mode: vocode the first N semantic tokens (25 per second of audio) of each
-    # sentence while the GPT goes on, then chunks twice as long each time. 0 = whole sentences.
-    chunk_tokens: int = 0
     # Opt-in CPU speed mode: int8 GPT weights (faster decode, tokens not bit-exact with upstream).
     gpt_int8: bool = False
 
@@ -234,7 +232,9 @@ class GsvBackend:
         generator: torch.Generator | None,
         emit: Emit,
     ) -> None:
-        """GPT then SoVITS for one sentence; audio goes to `emit` (in pieces in low-latency mode)."""
+        """GPT then SoVITS for one sentence, then the silence between sentences. With sub-sentence
+        streaming (upstream's streaming modes) the audio goes to `emit` chunk by chunk while the
+        GPT is still generating; otherwise (or for a model without streaming) as one piece."""
         device, dtype = self.device, self.settings.dtype
         phones = torch.cat([bundle.prompt_phones, target.phone_ids.to(device)])
         bert = torch.cat([bundle.prompt_bert, target.bert.to(device, dtype)], dim=1)
@@ -245,11 +245,11 @@ class GsvBackend:
             repetition_penalty=params.repetition_penalty,
         )
         target_phones = target.phone_ids.to(device)
-        chunked = None
-        if self.settings.chunk_tokens > 0 and params.speed == 1.0:
-            chunked = ChunkedDecoder(
-                pair.sovits, target_phones, bundle.ge, params, generator, emit, self.settings.chunk_tokens
-            )
+        rate = pair.sovits.sampling_rate
+        streaming = streaming_config(params) if getattr(pair.sovits, "supports_streaming", False) else None
+        stream = None
+        if streaming is not None:
+            stream = SentenceStream(pair, target_phones, bundle.ge, params, streaming, sampling, generator, emit)
         try:
             codes = pair.t2s.generate(
                 phones,
@@ -258,96 +258,76 @@ class GsvBackend:
                 sampling,
                 generator=generator,
                 should_stop=should_stop,
-                on_token=chunked.on_token if chunked is not None else None,
+                on_token=stream.on_token if stream is not None else None,
             )
         except GenerationCancelled:
             return
-        if codes.numel() == 0 or should_stop():
+        if should_stop():
             return
-        rate = pair.sovits.sampling_rate
-        if chunked is not None:
-            chunked.finish(codes)
+        if stream is not None:
+            if not stream.finish():
+                return
+        elif codes.numel() == 0:
+            return
         else:
             audio = pair.sovits.decode(
                 codes, target_phones, bundle.ge, speed=params.speed, noise_scale=params.noise_scale, generator=generator
             )
-            emit(Speech(rate=rate, samples=float_to_int16(audio.cpu().numpy())))
+            emit(Speech(rate=rate, samples=to_int16(audio)))
         emit(Speech(rate=rate, samples=np.zeros(int(self.settings.sentence_gap * rate), dtype=np.int16)))
 
 
-class ChunkedDecoder:
-    """Vocodes a sentence's semantic tokens while the GPT is still producing them.
+def streaming_config(params: VoiceParams) -> StreamingConfig | None:
+    """The voice's sub-sentence streaming settings; None for whole sentences."""
+    if params.chunking == "sentence":
+        return None
+    return StreamingConfig(rule=params.chunking, min_chunk_tokens=params.min_chunk_tokens)  # type: ignore[arg-type]
 
-    Each chunk is decoded with `context` earlier tokens in front (so the decoder sees what came
-    before), and its last `hold` tokens of audio are held back and cross-faded with the next
-    chunk's version of them, which has more context on the right.
-    """
+
+class SentenceStream:
+    """One sentence streamed as upstream's streaming modes do: the GPT's tokens are cut into
+    chunks (`TokenChunker`) and each chunk is vocoded and played at once (`StreamDecoder`)."""
 
     def __init__(
         self,
-        sovits: SovitsModel,
+        pair: ModelPair,
         phones: torch.Tensor,
         ge: torch.Tensor,
         params: VoiceParams,
+        config: StreamingConfig,
+        sampling: SamplingParams,
         generator: torch.Generator | None,
         emit: Emit,
-        first_chunk: int,
-        context: int = 12,
-        hold: int = 4,
     ) -> None:
-        self.sovits = sovits
-        self.phones = phones
-        self.ge = ge
-        self.params = params
-        self.generator = generator
+        early_stop = sampling.early_stop if sampling.early_stop is not None else pair.t2s.config.early_stop_num
+        stop_after = sampling.max_tokens if early_stop is None else min(sampling.max_tokens, early_stop + 1)
+        similarity = pair.t2s.mute_similarity() if config.rule == "split" else None
+        self.chunker = TokenChunker(config, similarity, stop_after)
+        self.decoder = StreamDecoder(
+            pair.sovits, phones, ge, config, speed=params.speed, noise_scale=params.noise_scale, generator=generator
+        )
+        self.rate = pair.sovits.sampling_rate
         self.emit = emit
-        self.next_chunk = first_chunk
-        self.context = context
-        self.hold = hold
-        self.tokens: list[int] = []
-        self.done = 0  # tokens whose audio went out (the held tail excluded)
-        self.tail: np.ndarray | None = None
-        self.pieces = 0
 
     def on_token(self, token: int) -> None:
-        self.tokens.append(token)
-        if len(self.tokens) - self.done >= self.next_chunk + self.hold:
-            self._vocode(torch.tensor(self.tokens, dtype=torch.int64), final=False)
-            self.next_chunk *= 2
+        chunk = self.chunker.add(token)
+        if chunk is not None:
+            self._play(self.decoder.piece(chunk, final=False))
 
-    def finish(self, codes: torch.Tensor) -> None:
-        """The sentence's final tokens (upstream's slice of what on_token saw)."""
-        self._vocode(codes.reshape(-1).to("cpu"), final=True)
+    def finish(self) -> bool:
+        """The last chunk (or the held-back tail); False if the sentence had no tokens at all."""
+        rest = self.chunker.finish()
+        if rest is not None:
+            self._play(self.decoder.piece(rest, final=True))
+            return True
+        tail = self.decoder.tail()
+        if tail is None:
+            return False
+        self._play(tail)
+        return True
 
-    def _vocode(self, codes: torch.Tensor, final: bool) -> None:
-        total = codes.numel()
-        if total <= self.done:
-            segment = np.zeros(0, dtype=np.float32)
-        else:
-            start = max(0, self.done - self.context)
-            audio = self.sovits.decode(
-                codes[start:total].to(self.sovits.device),
-                self.phones,
-                self.ge,
-                noise_scale=self.params.noise_scale,
-                generator=self.generator,
-            )
-            segment = audio.cpu().numpy()[(self.done - start) * self.sovits.samples_per_code :]
-        if self.tail is not None:
-            fade = min(len(self.tail), len(segment))
-            weight = np.linspace(0.0, 1.0, fade, dtype=np.float32)
-            segment[:fade] = self.tail[:fade] * (1.0 - weight) + segment[:fade] * weight
-            if fade < len(self.tail) and final:
-                segment = np.concatenate([segment, self.tail[fade:]])
-            self.tail = None
-        if not final:
-            keep = (total - self.hold - self.done) * self.sovits.samples_per_code
-            segment, self.tail = segment[:keep], segment[keep:].copy()
-            self.done = total - self.hold
-        else:
-            self.done = total
-        self.pieces += 1
-        self.emit(Speech(rate=self.sovits.sampling_rate, samples=float_to_int16(segment, normalize=False)))
+    def _play(self, audio: torch.Tensor) -> None:
+        self.emit(Speech(rate=self.rate, samples=to_int16(audio)))
 
 
 def prompt_text(voice: Voice) -> str:

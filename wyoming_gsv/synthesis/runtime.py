@@ -46,7 +46,6 @@ class RuntimeSettings:
     device: str = "cpu"
     precision: str = "auto"  # auto: fp16 on CUDA, fp32 on CPU
     threads: int | None = None
-    chunk_tokens: int = 0  # low-latency chunked vocoding (0: whole sentences)
     gpt_int8: bool = False  # int8 GPT weights on CPU
     max_queue: int = 8
     max_chars: int = 2000
@@ -57,9 +56,32 @@ class RuntimeSettings:
 
     @property
     def dtype(self) -> torch.dtype:
-        if self.precision == "auto":
-            return torch.float16 if self.device.startswith("cuda") else torch.float32
-        return _DTYPES[self.precision]
+        return resolve_dtype(self.precision, self.device)[0]
+
+
+def resolve_dtype(precision: str, device: str) -> tuple[torch.dtype, str | None]:
+    """The dtype to run in, and a warning when the requested one would be a trap: half precision
+    on a CPU without native matrix units for it runs in emulation, many times slower than fp32
+    (bf16 measured 22-27x slower than fp32 on an AVX512-BF16 CPU without AMX), so it falls back."""
+    if precision == "auto":
+        return (torch.float16 if device.startswith("cuda") else torch.float32), None
+    dtype = _DTYPES[precision]
+    if dtype == torch.float32 or not device.startswith("cpu") or cpu_has_native(dtype):
+        return dtype, None
+    capability = torch.backends.cpu.get_cpu_capability()
+    return torch.float32, (
+        f"--precision {precision}: this CPU ({capability}, no AMX) has no native {precision} matrix units; "
+        "running in fp32, which is faster here"
+    )
+
+
+def cpu_has_native(dtype: torch.dtype) -> bool:
+    """AMX tiles for bf16, AMX-FP16 for fp16 (what oneDNN needs to beat fp32 on the CPU)."""
+    if torch.backends.cpu.get_cpu_capability() != "AVX512":  # AMX CPUs report AVX512
+        return False
+    probes = {torch.bfloat16: "_is_amx_tile_supported", torch.float16: "_is_amx_fp16_supported"}
+    probe = getattr(torch.cpu, probes.get(dtype, ""), None)
+    return bool(probe()) if probe is not None else False
 
 
 class Runtime:
@@ -68,6 +90,9 @@ class Runtime:
     def __init__(self, settings: RuntimeSettings) -> None:
         if settings.threads:
             torch.set_num_threads(settings.threads)
+        _dtype, precision_warning = resolve_dtype(settings.precision, settings.device)
+        if precision_warning is not None:
+            _LOGGER.warning(precision_warning)
         self.settings = settings
         self.models = ModelPaths.resolve(
             settings.data_dir,
@@ -84,7 +109,6 @@ class Runtime:
             BackendSettings(
                 device=settings.device,
                 dtype=settings.dtype,
-                chunk_tokens=settings.chunk_tokens,
                 gpt_int8=settings.gpt_int8,
             ),
             on_broken=lambda voice_id, problem: self.service.voice_unusable(voice_id, problem),
