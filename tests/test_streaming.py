@@ -105,11 +105,15 @@ def test_token_chunks_match_upstream_yields(stream_fixture: Path, stream_manifes
         assert yields == expected
 
 
-def _speak(data_dir: Path, voice: str, text: str, chunking: str, min_chunk: int) -> list[np.ndarray]:
+def _speak(
+    data_dir: Path, voice: str, text: str, chunking: str, min_chunk: int, overlap: bool = False
+) -> list[np.ndarray]:
+    """The chunks the service emits; `overlap`: GPT and SoVITS on two workers (1 thread each)."""
     runtime = Runtime(
         RuntimeSettings(
             data_dir=data_dir,
-            threads=1,
+            threads=2 if overlap else 1,
+            overlap=overlap,
             use_fallback=False,
             param_overrides={"chunking": chunking, "min_chunk_tokens": min_chunk},
         )
@@ -126,10 +130,15 @@ def _speak(data_dir: Path, voice: str, text: str, chunking: str, min_chunk: int)
         return asyncio.run(collect())
     finally:
         runtime.close()
+        torch.set_num_threads(1)
 
 
+@pytest.mark.parametrize("overlap", [False, True], ids=["serial", "overlap"])
 @pytest.mark.parametrize("name", _golden_names())
-def test_streamed_chunks_equal_the_official_ones(stream_fixture: Path, stream_data_dir: Path, name: str) -> None:
+def test_streamed_chunks_equal_the_official_ones(
+    stream_fixture: Path, stream_data_dir: Path, name: str, overlap: bool
+) -> None:
+    """Serial, and with the GPT and SoVITS overlapping on two workers: the same chunks."""
     meta, arrays = _golden(stream_fixture, name)
     request = meta["api_v2_request"]
     voice = Path(request["ref_audio_path"]).parent.name
@@ -139,6 +148,7 @@ def test_streamed_chunks_equal_the_official_ones(stream_fixture: Path, stream_da
         request["text"],
         MODE_TO_CHUNKING[request["streaming_mode"]],
         request["min_chunk_length"],
+        overlap,
     )
     expected = [arrays[f"chunk{k:03d}"] for k in range(meta["n_chunks"])]
     assert [len(c) for c in chunks] == [len(c) for c in expected], [c["kind"] for c in meta["chunks"]]
@@ -156,7 +166,7 @@ def test_whole_sentences_equal_the_official_non_streaming_output(
     meta, arrays = _golden(stream_fixture, f"{case}__parallel")
     request = meta["inputs"]
     voice = Path(request["ref_audio_path"]).parent.name
-    ours = np.concatenate(_speak(stream_data_dir, voice, request["text"], "sentence", 16))
+    ours = np.concatenate(_speak(stream_data_dir, voice, request["text"], "sentence", 16, overlap=True))
     official = arrays["audio"]
     assert ours.shape == official.shape
     assert int(np.abs(ours.astype(np.int32) - official.astype(np.int32)).max()) <= TOLERANCE_LSB

@@ -28,6 +28,7 @@ from ..gsv.t2s import BERT_DIM, GenerationCancelled, SamplingParams, Text2Semant
 from ..text.frontend import TextFrontend
 from ..text.segmentation import SPLITS, EmptyTextError, pre_seg_text
 from ..voices import BundleCache, ModelPaths, Voice, VoiceBundle, VoiceParams, bundle_key
+from .pipeline import AudioWorker, PendingAudio
 from .speech import Emit, ShouldStop, Speech, SynthesisError
 
 _LOGGER = logging.getLogger(__name__)
@@ -38,6 +39,14 @@ SENTENCE_GAP_SECONDS = 0.3
 SUPPORTED_OUTPUT_RATE = 32000
 
 
+# How SoVITS work is run: at once (run_now), or handed to the vocoder worker (PendingAudio.submit).
+RunAudio = Callable[[Callable[[], None]], None]
+
+
+def run_now(task: Callable[[], None]) -> None:
+    task()
+
+
 @dataclass(frozen=True)
 class BackendSettings:
     device: str = "cpu"
@@ -46,6 +55,9 @@ class BackendSettings:
     sentence_gap: float = SENTENCE_GAP_SECONDS
     # Opt-in CPU speed mode: int8 GPT weights (faster decode, tokens not bit-exact with upstream).
     gpt_int8: bool = False
+    # GPT and SoVITS on two workers: SoVITS runs on its own thread with this many torch threads
+    # while the GPT goes on (0: one after the other on the engine's thread).
+    vocoder_threads: int = 0
 
 
 @dataclass
@@ -85,6 +97,7 @@ class GsvBackend:
         self._pairs: OrderedDict[tuple[Path, Path], ModelPair] = OrderedDict()
         self._bundles: dict[str, tuple[Voice, str, VoiceBundle]] = {}
         self._lock = threading.RLock()  # the CLI and warm-up may call from another thread
+        self._audio_worker: AudioWorker | None = None
 
     # ------------------------------------------------------------------ SpeakerFactory
     def speaker(self, voice: Voice, params: VoiceParams, mode: str) -> "GsvSpeaker":
@@ -96,6 +109,21 @@ class GsvBackend:
         with self._lock:
             pair = self._pairs.get((voice.gpt, voice.sovits)) if voice is not None else None
         return pair.sovits.sampling_rate if pair is not None else SUPPORTED_OUTPUT_RATE
+
+    def audio_worker(self) -> AudioWorker | None:
+        """The SoVITS worker thread when GPT and SoVITS overlap (started on first use)."""
+        if self.settings.vocoder_threads <= 0:
+            return None
+        with self._lock:
+            if self._audio_worker is None:
+                self._audio_worker = AudioWorker(self.settings.vocoder_threads)
+            return self._audio_worker
+
+    def close(self) -> None:
+        with self._lock:
+            worker, self._audio_worker = self._audio_worker, None
+        if worker is not None:
+            worker.close()
 
     # ------------------------------------------------------------------ models
     @property
@@ -231,10 +259,13 @@ class GsvBackend:
         should_stop: ShouldStop,
         generator: torch.Generator | None,
         emit: Emit,
+        run_audio: RunAudio = run_now,
     ) -> None:
         """GPT then SoVITS for one sentence, then the silence between sentences. With sub-sentence
         streaming (upstream's streaming modes) the audio goes to `emit` chunk by chunk while the
-        GPT is still generating; otherwise (or for a model without streaming) as one piece."""
+        GPT is still generating; otherwise (or for a model without streaming) as one piece.
+        Every SoVITS call and emit goes through `run_audio` (at once, or in order on the
+        vocoder worker while the GPT goes on)."""
         device, dtype = self.device, self.settings.dtype
         phones = torch.cat([bundle.prompt_phones, target.phone_ids.to(device)])
         bert = torch.cat([bundle.prompt_bert, target.bert.to(device, dtype)], dim=1)
@@ -249,7 +280,7 @@ class GsvBackend:
         streaming = streaming_config(params) if getattr(pair.sovits, "supports_streaming", False) else None
         stream = None
         if streaming is not None:
-            stream = SentenceStream(pair, target_phones, bundle.ge, params, streaming, sampling, generator, emit)
+            stream = SentenceStream(pair, target_phones, bundle.ge, params, streaming, sampling, generator, emit, run_audio)
         try:
             codes = pair.t2s.generate(
                 phones,
@@ -270,11 +301,16 @@ class GsvBackend:
         elif codes.numel() == 0:
             return
         else:
-            audio = pair.sovits.decode(
-                codes, target_phones, bundle.ge, speed=params.speed, noise_scale=params.noise_scale, generator=generator
-            )
-            emit(Speech(rate=rate, samples=to_int16(audio)))
-        emit(Speech(rate=rate, samples=np.zeros(int(self.settings.sentence_gap * rate), dtype=np.int16)))
+
+            def vocode() -> None:
+                audio = pair.sovits.decode(
+                    codes, target_phones, bundle.ge, speed=params.speed, noise_scale=params.noise_scale, generator=generator
+                )
+                emit(Speech(rate=rate, samples=to_int16(audio)))
+
+            run_audio(vocode)
+        gap = np.zeros(int(self.settings.sentence_gap * rate), dtype=np.int16)
+        run_audio(lambda: emit(Speech(rate=rate, samples=gap)))
 
 
 def streaming_config(params: VoiceParams) -> StreamingConfig | None:
@@ -298,6 +334,7 @@ class SentenceStream:
         sampling: SamplingParams,
         generator: torch.Generator | None,
         emit: Emit,
+        run_audio: RunAudio = run_now,
     ) -> None:
         early_stop = sampling.early_stop if sampling.early_stop is not None else pair.t2s.config.early_stop_num
         stop_after = sampling.max_tokens if early_stop is None else min(sampling.max_tokens, early_stop + 1)
@@ -308,26 +345,32 @@ class SentenceStream:
         )
         self.rate = pair.sovits.sampling_rate
         self.emit = emit
+        self.run_audio = run_audio
+        self.chunks = 0  # chunks handed to the vocoder so far
 
     def on_token(self, token: int) -> None:
         chunk = self.chunker.add(token)
         if chunk is not None:
-            self._play(self.decoder.piece(chunk, final=False))
+            self._play(lambda: self.decoder.piece(chunk, final=False))
 
     def finish(self) -> bool:
         """The last chunk (or the held-back tail); False if the sentence had no tokens at all."""
         rest = self.chunker.finish()
         if rest is not None:
-            self._play(self.decoder.piece(rest, final=True))
-            return True
-        tail = self.decoder.tail()
-        if tail is None:
-            return False
-        self._play(tail)
-        return True
+            self._play(lambda: self.decoder.piece(rest, final=True))
+        elif self.chunks:
+            self._play(self.decoder.tail)
+        return self.chunks > 0
 
-    def _play(self, audio: torch.Tensor) -> None:
-        self.emit(Speech(rate=self.rate, samples=to_int16(audio)))
+    def _play(self, make_audio: Callable[[], torch.Tensor | None]) -> None:
+        self.chunks += 1
+
+        def vocode() -> None:
+            audio = make_audio()
+            if audio is not None:
+                self.emit(Speech(rate=self.rate, samples=to_int16(audio)))
+
+        self.run_audio(vocode)
 
 
 def prompt_text(voice: Voice) -> str:
@@ -353,7 +396,21 @@ class GsvSpeaker:
     def prepare(self) -> None:
         self.backend.prepare(self.voice)
 
-    def speak(self, text: str, should_stop: ShouldStop, emit: Emit) -> None:
+    def speak(self, text: str, should_stop: ShouldStop, emit: Emit) -> PendingAudio | None:
+        """Speak one sentence. With the vocoder worker this returns as soon as the GPT is done,
+        and the PendingAudio tells when (and whether) the audio is all out; None: it is out."""
+        worker = self.backend.audio_worker()
+        if worker is None:
+            self._speak(text, should_stop, emit, run_now)
+            return None
+        pending = PendingAudio(worker, should_stop)
+        try:
+            self._speak(text, should_stop, emit, pending.submit)
+        except Exception as err:  # reported after the audio already handed over, in order
+            pending.submit(lambda: _raise(err))
+        return pending
+
+    def _speak(self, text: str, should_stop: ShouldStop, emit: Emit, run_audio: RunAudio) -> None:
         pair, bundle = self.backend.prepare(self.voice)
         try:
             # Upstream's per-text fix-ups (a leading mark before a very short text, a closing full
@@ -368,4 +425,10 @@ class GsvSpeaker:
                 target = self.backend.text_features(chunk, self.mode, pair.text_version)
             except EmptyTextError:
                 continue
-            self.backend.speak_features(pair, bundle, target, self.params, should_stop, self._generator, emit)
+            self.backend.speak_features(
+                pair, bundle, target, self.params, should_stop, self._generator, emit, run_audio
+            )
+
+
+def _raise(err: BaseException) -> None:
+    raise err

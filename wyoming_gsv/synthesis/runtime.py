@@ -47,6 +47,8 @@ class RuntimeSettings:
     precision: str = "auto"  # auto: fp16 on CUDA, fp32 on CPU
     threads: int | None = None
     gpt_int8: bool = False  # int8 GPT weights on CPU
+    # GPT and SoVITS on two workers, half the threads each (CPU, 2+ threads); else one after the other.
+    overlap: bool = True
     max_queue: int = 8
     max_chars: int = 2000
     default_voice: str | None = None
@@ -57,6 +59,14 @@ class RuntimeSettings:
     @property
     def dtype(self) -> torch.dtype:
         return resolve_dtype(self.precision, self.device)[0]
+
+
+def worker_threads(settings: RuntimeSettings) -> tuple[int, int]:
+    """(GPT threads, vocoder threads); 0 vocoder threads: SoVITS runs on the GPT's thread."""
+    threads = settings.threads or torch.get_num_threads()
+    if not settings.overlap or threads < 2 or not settings.device.startswith("cpu"):
+        return threads, 0
+    return threads - threads // 2, threads // 2
 
 
 def resolve_dtype(precision: str, device: str) -> tuple[torch.dtype, str | None]:
@@ -94,6 +104,7 @@ class Runtime:
         if precision_warning is not None:
             _LOGGER.warning(precision_warning)
         self.settings = settings
+        gpt_threads, vocoder_threads = worker_threads(settings)
         self.models = ModelPaths.resolve(
             settings.data_dir,
             hubert=settings.hubert,
@@ -110,11 +121,16 @@ class Runtime:
                 device=settings.device,
                 dtype=settings.dtype,
                 gpt_int8=settings.gpt_int8,
+                vocoder_threads=vocoder_threads,
             ),
             on_broken=lambda voice_id, problem: self.service.voice_unusable(voice_id, problem),
         )
         self.fallback = PiperFallback() if settings.use_fallback else None
-        self.engine = Engine(max_queue=settings.max_queue, name=f"gsv-engine-{settings.device}")
+        self.engine = Engine(
+            max_queue=settings.max_queue,
+            name=f"gsv-engine-{settings.device}",
+            on_start=(lambda: torch.set_num_threads(gpt_threads)) if vocoder_threads else None,
+        )
         self.service = TtsService(
             self.registry,
             self.backend,
@@ -148,7 +164,9 @@ class Runtime:
             started = time.perf_counter()
             try:
                 speaker = self.backend.speaker(voice, voice.params, voice.language)
-                speaker.speak(WARM_UP_TEXT.get(voice.language, WARM_UP_TEXT["en"]), lambda: False, lambda _: None)
+                pending = speaker.speak(WARM_UP_TEXT.get(voice.language, WARM_UP_TEXT["en"]), lambda: False, lambda _: None)
+                if pending is not None:
+                    pending.wait()
                 _LOGGER.info("Warmed up with voice %r in %.2f s", voice.id, time.perf_counter() - started)
             except Exception as err:
                 _LOGGER.warning("Warm-up synthesis failed (%s); serving anyway", err)
@@ -167,3 +185,4 @@ class Runtime:
 
     def close(self) -> None:
         self.engine.close()
+        self.backend.close()
