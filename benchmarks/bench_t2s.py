@@ -59,11 +59,7 @@ class Row:
 
 def build_v2_model(seed: int = 0) -> Text2Semantic:
     torch.manual_seed(seed)
-    model = Text2Semantic(V2_CONFIG)
-    for layer in model.h.layers:  # nn.Parameter(torch.empty) needs explicit values
-        torch.nn.init.xavier_uniform_(layer.self_attn.in_proj_weight)
-        torch.nn.init.zeros_(layer.self_attn.in_proj_bias)
-    return model.eval().requires_grad_(False)
+    return Text2Semantic(V2_CONFIG).eval().requires_grad_(False)
 
 
 def random_inputs(text_len: int, prompt_len: int, seed: int = 1):
@@ -127,7 +123,7 @@ def _gemv_floor(model: Text2Semantic) -> Callable[[], None]:
 
     def matmuls() -> None:
         for layer in layers:
-            F.linear(x, layer.self_attn.in_proj_weight, layer.self_attn.in_proj_bias)
+            F.linear(x, layer.self_attn.in_proj.weight, layer.self_attn.in_proj.bias)
             F.linear(x, layer.self_attn.out_proj.weight, layer.self_attn.out_proj.bias)
             F.linear(x, layer.linear1.weight, layer.linear1.bias)
             F.linear(hidden, layer.linear2.weight, layer.linear2.bias)

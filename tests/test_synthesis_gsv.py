@@ -134,8 +134,7 @@ def test_int8_gpt_mode_still_speaks(setup) -> None:
     pieces: list[Speech] = []
     fast.speaker(voice, voice.params, "en").speak(TEXT, lambda: False, pieces.append)
     assert pieces and pieces[0].samples.size > 0
-    layers = fast.model_pair(voice.gpt, voice.sovits).t2s.h.layers
-    assert all(layer.int8 is not None for layer in layers)
+    assert fast.model_pair(voice.gpt, voice.sovits).t2s.is_int8
 
 
 def test_prompt_text_gets_a_closing_mark_like_upstream(setup) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +13,15 @@ import torch
 from conftest import load_npz
 from wyoming_gsv.gsv.checkpoints import load_gpt_checkpoint
 from wyoming_gsv.gsv.t2s import (
+    KV_BUCKETS,
     MIN_TOKENS_BEFORE_EOS,
     GenerationCancelled,
+    Int8Linear,
     KVCache,
     SamplingParams,
     T2SConfig,
     Text2Semantic,
+    kv_bucket,
     logits_to_probs,
     make_generator,
     sample_from_probs,
@@ -176,11 +180,15 @@ def eos_prone_model(v2_tiny: Path, golden) -> Text2Semantic:
 
 
 def _sentences(golden) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
-    phones = torch.from_numpy(golden["all_phones"])
-    bert = torch.from_numpy(golden["all_bert"])
+    phones, bert, _ = _sentences_of(torch.from_numpy(golden["all_phones"]),
+                                    torch.from_numpy(golden["all_bert"]))
+    return phones, bert, torch.from_numpy(golden["prompt_semantic"])
+
+
+def _sentences_of(phones: torch.Tensor, bert: torch.Tensor):
+    """Three sentences of different lengths (a left-padded batch)."""
     cuts = (len(phones), len(phones) - 7, len(phones) - 13)
-    return ([phones[:n] for n in cuts], [bert[:, :n] for n in cuts],
-            torch.from_numpy(golden["prompt_semantic"]))
+    return [phones[:n] for n in cuts], [bert[:, :n] for n in cuts], None
 
 
 def test_eos_not_before_min_tokens_and_dropped(eos_prone_model: Text2Semantic, golden) -> None:
@@ -276,23 +284,142 @@ def test_config_without_max_sec() -> None:
     assert config.early_stop_num is None and config.head_dim == 4
 
 
-def test_kv_cache_is_allocated_once_per_call(model: Text2Semantic, inputs,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_decode_buffers_are_allocated_once_and_reused(v2_tiny: Path, inputs,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """gpt-fast's setup_caches: a generation takes its KV cache (and history, masks) from the
+    model's pool; the next one reuses it instead of allocating ~177 MB (real size) again."""
     phones, bert, prompt = inputs
-    shapes: list[tuple[int, ...]] = []
+    fresh = Text2Semantic.from_checkpoint(load_gpt_checkpoint(v2_tiny / "s1_tiny_v2.ckpt"))
+    allocated: list[KVCache] = []
     allocate = KVCache.allocate.__func__
 
-    def counting(cls, config, batch, max_len, device, dtype):
-        cache = allocate(cls, config, batch, max_len, device, dtype)
-        shapes.append(tuple(cache.k.shape))
-        return cache
+    def counting(cls, *args, **kwargs):
+        allocated.append(allocate(cls, *args, **kwargs))
+        return allocated[-1]
 
     monkeypatch.setattr(KVCache, "allocate", classmethod(counting))
-    out = model.generate(phones, bert, prompt, GREEDY)
-    assert len(shapes) == 1 and len(out) > 1
-    cfg = model.config
-    assert shapes[0] == (cfg.num_layers, 1, cfg.num_heads,
-                         len(phones) + len(prompt) + GREEDY.max_tokens, cfg.head_dim)
+    first = fresh.generate(phones, bert, prompt, GREEDY)
+    second = fresh.generate(phones, bert, prompt, GREEDY)
+    assert first.tolist() == second.tolist() and len(allocated) == 1
+    cfg, cache = fresh.config, allocated[0]
+    capacity = kv_bucket(len(phones) + len(prompt) + GREEDY.max_tokens)
+    assert capacity in KV_BUCKETS
+    assert cache.k.shape == (cfg.num_layers, 1, cfg.num_heads, capacity, cfg.head_dim)
+    # Three rows need a larger buffer once; afterwards a single row reuses the larger one.
+    sentences, berts, _ = _sentences_of(phones, bert)
+    fresh.generate_batch(sentences, berts, prompt, GREEDY)
+    assert len(allocated) == 2 and allocated[1].batch == 3
+    assert fresh.generate(phones, bert, prompt, GREEDY).tolist() == first.tolist()
+    fresh.generate_batch(sentences, berts, prompt, GREEDY)
+    assert len(allocated) == 2
+
+
+def test_concurrent_generations_get_their_own_buffers(model: Text2Semantic, inputs) -> None:
+    phones, bert, prompt = inputs
+    expected = model.generate(phones, bert, prompt, GREEDY).tolist()
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda _: model.generate(phones, bert, prompt, GREEDY).tolist(),
+                                range(6)))
+    assert results == [expected] * 6
+
+
+def test_kv_buckets() -> None:
+    assert [kv_bucket(n) for n in (1, 256, 257, 1500, 2048, 2049, 3000)] == [
+        256, 256, 512, 1536, 2048, 4096, 4096]
+
+
+# ------------------------------------------------------------------------------ static-shape step
+
+
+def test_bucketed_step_logits_match_golden(model: Text2Semantic, golden, inputs) -> None:
+    """The static-shape step (KV bucket span, valid-column mask, per-row write positions), run
+    eagerly on the CPU, teacher-forced on the golden stream: the official logits."""
+    phones, bert, prompt = inputs
+    steps, prompt_len = golden["naive_logits"].shape[0], len(prompt)
+    prefix = len(phones) + prompt_len
+    generated = torch.from_numpy(golden["naive_y"][prompt_len:])
+    cache = model.setup_caches(1, prefix + steps)
+    try:
+        with torch.inference_mode():
+            cache.make_finite()
+            logits = [model._prefill([phones], [bert], prompt, cache)]
+            for step in range(1, steps):
+                position = torch.tensor([prefix + step - 1])
+                logits.append(model.decode_step(generated[step - 1 : step], position,
+                                                position - len(phones), cache,
+                                                kv_bucket(prefix + step)))
+    finally:
+        model.release_caches(cache)
+    assert kv_bucket(prefix + steps) == KV_BUCKETS[0] < cache.capacity
+    _close(torch.cat(logits), golden["naive_logits"])
+
+
+@pytest.mark.parametrize("path", ["batched", "naive"])
+def test_bucketed_mode_gives_the_golden_streams(model: Text2Semantic, golden, inputs,
+                                                path: str) -> None:
+    phones, bert, prompt = inputs
+    prefix = "batch" if path == "batched" else "naive"
+    idx = int(golden[f"{prefix}_idx"])
+    out = model.generate(phones, bert, prompt, GREEDY, path=path, mode="bucketed")
+    _tokens(out, golden[f"{prefix}_y"][-idx:])
+    norep = SamplingParams(top_k=1, repetition_penalty=1.0)
+    _tokens(model.generate(phones, bert, prompt, norep, path="naive", mode="bucketed"),
+            golden["norep_y"][-int(golden["norep_idx"]):])
+    n_prompt = len(golden["prompt_phones"])
+    free = model.generate(torch.from_numpy(golden["text_phones"]), bert[:, n_prompt:], None,
+                          GREEDY, path=path, mode="bucketed")
+    _tokens(free, golden["free_y"])
+
+
+def test_bucketed_mode_crosses_buckets_like_exact_mode(model: Text2Semantic, inputs) -> None:
+    """300 tokens after a 72-position prefix: the step moves from the 256 to the 512 bucket."""
+    phones, bert, prompt = inputs
+    long_run = SamplingParams(top_k=1, max_tokens=300, early_stop=10_000)
+    assert len(phones) + len(prompt) < KV_BUCKETS[0] < len(phones) + len(prompt) + 300
+    exact = model.generate(phones, bert, prompt, long_run, mode="exact")
+    assert len(exact) == 299
+    assert model.generate(phones, bert, prompt, long_run, mode="bucketed").tolist() == \
+        exact.tolist()
+    sampled = SamplingParams(top_k=15, max_tokens=300, early_stop=10_000)
+    runs = [model.generate(phones, bert, prompt, sampled, generator=make_generator(7), mode=mode)
+            for mode in ("exact", "bucketed")]
+    assert runs[0].tolist() == runs[1].tolist()
+
+
+def test_bucketed_batches_drop_rows_like_exact_mode(eos_prone_model: Text2Semantic,
+                                                   golden) -> None:
+    phones, bert, prompt = _sentences(golden)
+    exact = eos_prone_model.generate_batch(phones, bert, prompt, GREEDY, mode="exact")
+    bucketed = eos_prone_model.generate_batch(phones, bert, prompt, GREEDY, mode="bucketed")
+    assert len({len(row) for row in exact}) > 1  # rows left the batch at different steps
+    assert [row.tolist() for row in bucketed] == [row.tolist() for row in exact]
+
+
+def test_graph_mode_needs_cuda(model: Text2Semantic, inputs) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    phones, bert, prompt = inputs
+    with pytest.raises(ValueError, match="CUDA"):
+        model.generate(phones, bert, prompt, GREEDY, mode="graph")
+    assert model.default_decode_mode == "exact"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_graph_mode_gives_the_golden_streams(v2_tiny: Path, golden, inputs) -> None:
+    """fp32 on CUDA: captured steps replayed per token give the official streams."""
+    phones, bert, prompt = inputs
+    cuda = Text2Semantic.from_checkpoint(load_gpt_checkpoint(v2_tiny / "s1_tiny_v2.ckpt"),
+                                         device="cuda")
+    assert cuda.default_decode_mode == "graph"
+    for path, name in (("batched", "batch"), ("naive", "naive")):
+        out = cuda.generate(phones, bert, prompt, GREEDY, path=path)
+        _tokens(out, golden[f"{name}_y"][-int(golden[f"{name}_idx"]):])
+    long_run = SamplingParams(top_k=1, max_tokens=300, early_stop=10_000)
+    assert cuda.generate(phones, bert, prompt, long_run).tolist() == \
+        cuda.generate(phones, bert, prompt, long_run, mode="bucketed").tolist()
+    half = Text2Semantic.from_checkpoint(load_gpt_checkpoint(v2_tiny / "s1_tiny_v2.ckpt"),
+                                         device="cuda", dtype=torch.float16)
+    assert len(half.generate(phones, bert, prompt, GREEDY)) > 1
 
 
 def test_int8_mode_is_close_but_opt_in(v2_tiny: Path, model: Text2Semantic, golden,
@@ -314,6 +441,13 @@ def test_int8_mode_is_close_but_opt_in(v2_tiny: Path, model: Text2Semantic, gold
     assert int(logits.argmax()) == int(exact_first.argmax())
     out = quantized.generate(phones, bert, prompt, GREEDY)
     assert out[0] == model.generate(phones, bert, prompt, GREEDY)[0]
+    # A module swap: every matmul of the decode step is an Int8Linear, the prefill-only BERT
+    # projection and the model's float weights elsewhere stay as they were.
+    linears = [m for m in quantized.h.modules() if isinstance(m, (torch.nn.Linear, Int8Linear))]
+    assert len(linears) == 4 * quantized.config.num_layers
+    assert all(isinstance(m, Int8Linear) for m in linears) and quantized.is_int8
+    assert isinstance(quantized.ar_predict_layer, Int8Linear) and not model.is_int8
+    assert type(quantized.bert_proj) is torch.nn.Linear
     with pytest.raises(ValueError, match="float32"):
         Text2Semantic.from_checkpoint(load_gpt_checkpoint(v2_tiny / "s1_tiny_v2.ckpt"),
                                       dtype=torch.bfloat16).quantize_int8()

@@ -1,9 +1,12 @@
 """The GPT-SoVITS "t2s" GPT: phones + BERT features (+ prompt semantic tokens) -> semantic tokens.
 
-One readable file in the gpt-fast manner: a post-norm transformer whose parameter names match
-the official `Text2SemanticDecoder` state dict (after the s1 `model.` prefix is stripped), a
-static KV cache allocated once per generation, a prefill with the official mask (text columns
-bidirectional, audio causal, text rows never see audio) and a lean single-token decode step.
+One readable file in the gpt-fast manner: a post-norm transformer that loads the official
+`Text2SemanticDecoder` state dict (after the s1 `model.` prefix is stripped), static decode
+buffers set up once per model and KV size class and reused (`setup_caches`), a prefill with the
+official mask (text columns bidirectional, audio causal, text rows never see audio) and a lean
+single-token decode step. The step runs over exactly the valid KV columns (CPU), or at static
+shapes per KV bucket, eagerly or captured as a CUDA graph and replayed per token (GPU). The
+opt-in int8 mode swaps `nn.Linear` modules for `Int8Linear`.
 
 The sampler reproduces `AR.models.utils.logits_to_probs` + `sample` exactly: repetition
 penalty over the whole history (prompt included, in place), top-p, temperature, top-k, then
@@ -20,10 +23,11 @@ Return values follow what upstream `TTS.py` keeps (`y[-idx:]`):
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +43,15 @@ HARD_CAP_TOKENS = 1500
 MUTE_TOKEN = 486  # semantic id of "silence", used to pick streaming split points
 LAYER_NORM_EPS = 1e-5
 
+# KV size classes (positions): a decode step's static shapes in the "bucketed"/"graph" modes and
+# the sizes decode buffers are allocated at (longer: multiples of the last one).
+KV_BUCKETS = (256, 512, 1024, 1536, 2048)
+
 DecodePath = Literal["batched", "naive"]
+# How decode steps run: "exact" attends to exactly the valid KV columns (eager; the CPU default),
+# "bucketed" runs the static-shape step of a KV bucket eagerly (what "graph" captures; the CPU
+# tests check it), "graph" replays that step as a CUDA graph per bucket (the CUDA default).
+DecodeMode = Literal["exact", "bucketed", "graph"]
 
 
 class GenerationCancelled(Exception):
@@ -179,40 +191,79 @@ class SinePosition(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Fused q,k,v projection stored like `nn.MultiheadAttention` (`in_proj_*`, `out_proj`)."""
+    """Fused q,k,v projection plus output projection. The official state dict stores the fused
+    projection like `nn.MultiheadAttention` (`in_proj_weight`, `in_proj_bias`); a load hook maps
+    those to the `in_proj` Linear (as gpt-fast maps wq/wk/wv to wqkv), so that every matmul of the
+    model is an `nn.Linear` that `quantize_int8` can swap."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
-        self.in_proj_bias = nn.Parameter(torch.empty(3 * dim))
+        self.in_proj = nn.Linear(dim, 3 * dim)
         self.out_proj = nn.Linear(dim, dim)
+        self._register_load_state_dict_pre_hook(self._official_names)
+
+    @staticmethod
+    def _official_names(state_dict: dict[str, Tensor], prefix: str, *_args: Any) -> None:
+        for name in ("weight", "bias"):
+            official = f"{prefix}in_proj_{name}"
+            if official in state_dict:
+                state_dict[f"{prefix}in_proj.{name}"] = state_dict.pop(official)
 
 
-def pack_int8(weight: Tensor, bias: Tensor | None) -> Any:
-    """Symmetric per-output-channel int8 weights, packed for fbgemm's dynamic-quantized GEMM.
-    (torch 2.13 marks quantized-tensor creation deprecated; the warning is silenced here and a
-    torch without it makes `Text2Semantic.quantize_int8` raise ValueError.)"""
-    scale = (weight.float().abs().amax(dim=1).clamp_min(1e-12) / 127).double()
-    zero_point = torch.zeros(weight.shape[0], dtype=torch.long)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*quantized tensor creation.*deprecated")
-        quantized = torch.quantize_per_channel(weight.float(), scale, zero_point, 0, torch.qint8)
-    return torch.ops.quantized.linear_prepack(quantized, None if bias is None else bias.float())
+class Int8Linear(nn.Module):
+    """`nn.Linear` with symmetric per-output-channel int8 weights (opt-in CPU speed mode, not
+    bit-exact), run by fbgemm's dynamic-quantized GEMM: about 4-6x less weight traffic per decode
+    step. A plain int8 weight + scale matmul (`aten._weight_int8pack_mm`) measured ~25x slower
+    than this on the CPU here, so the packed fbgemm weights stay; torch 2.13 marks the quantized
+    tensor they are packed from deprecated, hence the silenced warning."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        weight = linear.weight.detach().float()
+        scale = (weight.abs().amax(dim=1).clamp_min(1e-12) / 127).double()
+        zero_point = torch.zeros(weight.shape[0], dtype=torch.long)
+        bias = None if linear.bias is None else linear.bias.detach().float()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*quantized tensor creation.*deprecated")
+            quantized = torch.quantize_per_channel(weight, scale, zero_point, 0, torch.qint8)
+        self.packed = torch.ops.quantized.linear_prepack(quantized, bias)
+
+    def forward(self, rows: Tensor) -> Tensor:
+        # reduce_range: 7-bit activations, so AVX2 CPUs without VNNI cannot saturate int16 sums.
+        return torch.ops.quantized.linear_dynamic(rows, self.packed, True)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8"
 
 
-def int8_matmul(rows: Tensor, packed: Any) -> Tensor:
-    # reduce_range: 7-bit activations, so AVX2 CPUs without VNNI cannot saturate int16 sums.
-    return torch.ops.quantized.linear_dynamic(rows, packed, True)
+def swap_linears_for_int8(module: nn.Module) -> None:
+    """Replace every `nn.Linear` under `module` by an `Int8Linear` (gpt-fast's module swap)."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.Linear):
+            setattr(module, name, Int8Linear(child))
+        else:
+            swap_linears_for_int8(child)
+    if isinstance(module, EncoderLayer):
+        module.bind()
 
 
-@dataclass
-class Int8Weights:
-    """One layer's four matmuls as packed int8 weights (opt-in CPU mode, not bit-exact)."""
+# Where one step writes its keys/values: a slice of cache columns shared by every row
+# (prefill, exact decode) or per-row (row, head, column) index tensors (static-shape decode).
+CacheSlot = tuple[slice, slice, slice] | tuple[Tensor, Tensor, Tensor]
 
-    qkv: Any
-    out: Any
-    ffn_in: Any
-    ffn_out: Any
+
+class _LayerRefs(NamedTuple):
+    """What one layer's forward touches, as plain references (see EncoderLayer.bind)."""
+
+    in_proj: Callable[[Tensor], Tensor]
+    out_proj: Callable[[Tensor], Tensor]
+    ffn_in: Callable[[Tensor], Tensor]
+    ffn_out: Callable[[Tensor], Tensor]
+    norm1_weight: Tensor
+    norm1_bias: Tensor
+    norm2_weight: Tensor
+    norm2_bias: Tensor
 
 
 class EncoderLayer(nn.Module):
@@ -227,51 +278,44 @@ class EncoderLayer(nn.Module):
         self.linear2 = nn.Linear(4 * dim, dim)
         self.norm1 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         self.norm2 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
-        self.int8: Int8Weights | None = None
+        self._refs: _LayerRefs | None = None
 
-    def pack_int8(self) -> None:
+    def bind(self) -> _LayerRefs:
+        """Resolve the submodules' forwards and norm weights once: nn.Module attribute lookups
+        and __call__ cost ~20 us per layer per token (a quarter of a small layer's step). Reset
+        by `_apply` (.to, .half) and by `swap_linears_for_int8`."""
         attn = self.self_attn
-        self.int8 = Int8Weights(
-            qkv=pack_int8(attn.in_proj_weight, attn.in_proj_bias),
-            out=pack_int8(attn.out_proj.weight, attn.out_proj.bias),
-            ffn_in=pack_int8(self.linear1.weight, self.linear1.bias),
-            ffn_out=pack_int8(self.linear2.weight, self.linear2.bias),
-        )
+        self._refs = _LayerRefs(attn.in_proj.forward, attn.out_proj.forward, self.linear1.forward,
+                                self.linear2.forward, self.norm1.weight, self.norm1.bias,
+                                self.norm2.weight, self.norm2.bias)
+        return self._refs
 
-    def forward(self, x: Tensor, k_cache: Tensor, v_cache: Tensor, start: int,
-                attn_mask: Tensor | None) -> Tensor:
-        """x [B, T, D] at cache positions start..start+T-1; k/v caches [B, H, S_max, hd].
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> EncoderLayer:
+        self._refs = None
+        return super()._apply(fn, *args, **kwargs)
 
-        Matmuls run on [B*T, D] rows with fused bias (addmm) and in-place relu/residual: the
-        single-token decode step is bound by reading the weights, so every saved op counts."""
-        batch, length, dim = x.shape
-        end = start + length
-        rows = x.reshape(batch * length, dim)
-        attn_w, ffn_in, ffn_out, int8 = self.self_attn, self.linear1, self.linear2, self.int8
-        if int8 is None:
-            qkv = torch.addmm(attn_w.in_proj_bias, rows, attn_w.in_proj_weight.t())
-        else:
-            qkv = int8_matmul(rows, int8.qkv)
-        q, k, v = qkv.view(batch, length, 3, self.num_heads, self.head_dim).unbind(2)
-        k_cache[:, :, start:end] = k.transpose(1, 2)
-        v_cache[:, :, start:end] = v.transpose(1, 2)
-        attn = F.scaled_dot_product_attention(q.transpose(1, 2), k_cache[:, :, :end],
-                                              v_cache[:, :, :end], attn_mask=attn_mask)
-        attn = attn.transpose(1, 2).reshape(batch * length, dim)
-        if int8 is None:
-            out = torch.addmm(attn_w.out_proj.bias, attn, attn_w.out_proj.weight.t())
-        else:
-            out = int8_matmul(attn, int8.out)
-        rows = F.layer_norm(out.add_(rows), (dim,), self.norm1.weight, self.norm1.bias,
-                            LAYER_NORM_EPS)
-        if int8 is None:
-            hidden = torch.addmm(ffn_in.bias, rows, ffn_in.weight.t()).relu_()
-            out = torch.addmm(ffn_out.bias, hidden, ffn_out.weight.t())
-        else:
-            out = int8_matmul(int8_matmul(rows, int8.ffn_in).relu_(), int8.ffn_out)
-        rows = F.layer_norm(out.add_(rows), (dim,), self.norm2.weight, self.norm2.bias,
-                            LAYER_NORM_EPS)
-        return rows.view(batch, length, dim)
+    def forward(self, rows: Tensor, length: int, k_cache: Tensor, v_cache: Tensor,
+                slot: CacheSlot, span: int, attn_mask: Tensor | None) -> Tensor:
+        """rows [B*T, D] (T = `length` tokens per row) whose keys/values go to `slot` of the
+        k/v caches [B, H, S, hd]; attention reads cache columns 0..span-1 (`attn_mask`
+        [B, 1, T, span] marks the valid ones). Returns the new rows [B*T, D].
+
+        A single-token decode step is bound by reading the weights, so the rest is kept to as
+        few ops as possible: flat rows between layers, fused bias, in-place relu/residual."""
+        in_proj, out_proj, ffn_in, ffn_out, norm1_w, norm1_b, norm2_w, norm2_b = (
+            self._refs or self.bind())
+        count, dim = rows.shape
+        batch = count // length
+        qkv = in_proj(rows).view(batch, length, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.transpose(1, 3).unbind(2)  # each [B, H, T, hd]
+        k_cache[slot] = k
+        v_cache[slot] = v
+        attn = F.scaled_dot_product_attention(q, k_cache[:, :, :span], v_cache[:, :, :span],
+                                              attn_mask=attn_mask)
+        attn = attn.transpose(1, 2).reshape(count, dim)
+        rows = F.layer_norm(out_proj(attn).add_(rows), (dim,), norm1_w, norm1_b, LAYER_NORM_EPS)
+        out = ffn_out(ffn_in(rows).relu_())
+        return F.layer_norm(out.add_(rows), (dim,), norm2_w, norm2_b, LAYER_NORM_EPS)
 
 
 class Encoder(nn.Module):
@@ -280,23 +324,125 @@ class Encoder(nn.Module):
         self.layers = nn.ModuleList(EncoderLayer(dim, num_heads) for _ in range(num_layers))
 
 
+def kv_bucket(length: int) -> int:
+    """The KV size class holding `length` positions: the static shapes a decode step runs at."""
+    for bucket in KV_BUCKETS:
+        if length <= bucket:
+            return bucket
+    return -(-length // KV_BUCKETS[-1]) * KV_BUCKETS[-1]
+
+
 @dataclass
 class KVCache:
-    """Static per-generation cache: [layers, batch, heads, max_len, head_dim] for k and v."""
+    """Static decode buffers of one generation: k and v [layers, batch, heads, capacity, head_dim],
+    which columns hold real tokens (`valid`, [batch, capacity]: left padding and columns not yet
+    written are False), the repetition-penalty history [batch, capacity] and the audio position
+    table. `Text2Semantic.setup_caches` hands them out from a per-model pool, so they are
+    allocated once per size class and reused; `rows(n)` views the first n rows (same storage,
+    so CUDA graphs captured on them stay valid)."""
 
     k: Tensor
     v: Tensor
+    valid: Tensor
+    history: Tensor
+    row_index: Tensor  # [batch, 1, 1]: with head_index, a per-row write slot
+    head_index: Tensor  # [1, heads, 1]
+    audio_pe: Tensor | None = None  # [capacity, D], set by Text2Semantic.setup_caches
+    zeroed: bool = False  # every column holds a finite value (needed when a step reads past valid)
+    graphs: dict[tuple[int, int], CapturedStep] = field(default_factory=dict)
+    root: KVCache | None = None  # the full-size buffers this is a view of
 
     @classmethod
     def allocate(cls, config: T2SConfig, batch: int, max_len: int, device: torch.device,
-                 dtype: torch.dtype) -> KVCache:
+                 dtype: torch.dtype, *, zeroed: bool = False) -> KVCache:
+        """`torch.empty` unless `zeroed`: on the CPU untouched pages then cost no memory."""
+        make = torch.zeros if zeroed else torch.empty
         shape = (config.num_layers, batch, config.num_heads, max_len, config.head_dim)
-        return cls(torch.empty(shape, device=device, dtype=dtype),
-                   torch.empty(shape, device=device, dtype=dtype))
+        return cls(
+            k=make(shape, device=device, dtype=dtype),
+            v=make(shape, device=device, dtype=dtype),
+            valid=torch.zeros(batch, max_len, dtype=torch.bool, device=device),
+            history=torch.zeros(batch, max_len, dtype=torch.long, device=device),
+            row_index=torch.arange(batch, device=device)[:, None, None],
+            head_index=torch.arange(config.num_heads, device=device)[None, :, None],
+            zeroed=zeroed,
+        )
 
-    def keep_rows(self, rows: Tensor) -> None:
-        self.k = self.k.index_select(1, rows)
-        self.v = self.v.index_select(1, rows)
+    @property
+    def batch(self) -> int:
+        return self.k.shape[1]
+
+    @property
+    def capacity(self) -> int:
+        return self.k.shape[3]
+
+    @property
+    def full(self) -> KVCache:
+        return self if self.root is None else self.root
+
+    def rows(self, count: int) -> KVCache:
+        """A view of the first `count` rows sharing this cache's storage and captured graphs."""
+        full = self.full
+        return replace(full, k=full.k[:, :count], v=full.v[:, :count], valid=full.valid[:count],
+                       history=full.history[:count], row_index=full.row_index[:count],
+                       root=full)
+
+    def keep_rows(self, keep: Tensor) -> KVCache:
+        """Move the rows `keep` (in order) to the front, in place; a view of them."""
+        for buffer, dim in ((self.k, 1), (self.v, 1), (self.valid, 0), (self.history, 0)):
+            buffer.narrow(dim, 0, keep.numel()).copy_(buffer.index_select(dim, keep))
+        return self.rows(keep.numel())
+
+    def make_finite(self) -> None:
+        """Zero k and v once, for steps that read columns past the valid ones (masked out, but
+        uninitialised memory could hold NaN, and NaN * 0 is NaN)."""
+        full = self.full
+        if not full.zeroed:
+            full.k.zero_()
+            full.v.zero_()
+            full.zeroed = True
+
+
+class CapturedStep:
+    """`Text2Semantic.decode_step` for a fixed (rows, KV span), captured as a CUDA graph on the
+    first call and replayed for every later token of that shape (no per-layer launches)."""
+
+    def __init__(self, model: Text2Semantic, cache: KVCache, span: int) -> None:
+        self.model, self.cache, self.span = model, cache, span
+        device = cache.k.device
+        self.tokens = torch.zeros(cache.batch, dtype=torch.long, device=device)
+        self.positions = torch.zeros_like(self.tokens)
+        self.audio_index = torch.zeros_like(self.tokens)
+        self.graph: Any = None
+        self.logits: Tensor | None = None
+
+    def __call__(self, tokens: Tensor, positions: Tensor, audio_index: Tensor) -> Tensor:
+        self.tokens.copy_(tokens)
+        self.positions.copy_(positions)
+        self.audio_index.copy_(audio_index)
+        if self.graph is None:
+            self._capture()
+        self.graph.replay()
+        assert self.logits is not None
+        return self.logits
+
+    def _step(self) -> Tensor:
+        return self.model.decode_step(self.tokens, self.positions, self.audio_index, self.cache,
+                                      self.span)
+
+    def _capture(self) -> None:
+        # Warm up on a side stream first (cuBLAS handles, kernel choice), as torch.cuda.graphs
+        # requires. The warm-up runs the real step on the real inputs: the replay that follows
+        # writes the same cache column again, so nothing is disturbed.
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            self._step()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.model.graph_pool()):
+            self.logits = self._step()
+        self.graph = graph
 
 
 @dataclass
@@ -319,7 +465,10 @@ class Text2Semantic(nn.Module):
         self.ar_audio_position = SinePosition(dim)
         self.h = Encoder(dim, config.num_heads, config.num_layers)
         self.ar_predict_layer = nn.Linear(dim, config.vocab_size, bias=False)
-        self.int8_head: Any = None  # set by quantize_int8()
+        # Free decode buffers (KVCache), reused by later generations; see setup_caches.
+        self._cache_pool: list[KVCache] = []
+        self._cache_pool_lock = threading.Lock()
+        self._graph_pool: Any = None
 
     # ---------------------------------------------------------------------------- loading
 
@@ -330,7 +479,8 @@ class Text2Semantic(nn.Module):
         with torch.device("meta"):
             model = cls(config)
         try:
-            missing, _unexpected = model.load_state_dict(ckpt.weights, strict=False, assign=True)
+            missing, _unexpected = model.load_state_dict(dict(ckpt.weights), strict=False,
+                                                         assign=True)
         except RuntimeError as err:  # shape mismatches
             raise ModelFileError(ckpt.path, f"GPT weights do not fit the config: {err}") from err
         if missing:
@@ -338,30 +488,69 @@ class Text2Semantic(nn.Module):
         return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
     def quantize_int8(self) -> Text2Semantic:
-        """Opt-in CPU speed mode: int8 per-channel weights for every matmul (fbgemm dynamic
-        quantization), about 4-6x less weight traffic per decode step. Tokens are no longer
-        bit-exact with the official model. Needs a float32 model on the CPU."""
+        """Opt-in CPU speed mode: every matmul of the decode step (the layers and the logits
+        head) becomes an `Int8Linear`. Tokens are no longer bit-exact with the official model.
+        Needs a float32 model on the CPU."""
         if self.device.type != "cpu" or self.dtype != torch.float32:
             raise ValueError("int8 weights need a float32 model on the CPU")
         if "fbgemm" not in torch.backends.quantized.supported_engines:
             raise ValueError("this torch build has no fbgemm engine for int8 matmuls")
         try:
-            for layer in self.h.layers:
-                layer.pack_int8()
-            self.int8_head = pack_int8(self.ar_predict_layer.weight, None)
+            Int8Linear(nn.Linear(8, 8))  # fails before any module is swapped
         except (AttributeError, RuntimeError) as err:
-            for layer in self.h.layers:
-                layer.int8 = None
             raise ValueError(f"int8 matmuls are unavailable in this torch: {err}") from err
+        swap_linears_for_int8(self.h)
+        self.ar_predict_layer = Int8Linear(self.ar_predict_layer)
         return self
 
     @property
+    def is_int8(self) -> bool:
+        return isinstance(self.ar_predict_layer, Int8Linear)
+
+    @property
     def device(self) -> torch.device:
-        return self.ar_predict_layer.weight.device
+        return self.ar_audio_embedding.word_embeddings.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.ar_predict_layer.weight.dtype
+        return self.ar_audio_embedding.word_embeddings.weight.dtype
+
+    @property
+    def default_decode_mode(self) -> DecodeMode:
+        """CUDA: captured graphs. CPU: exact spans (a bucket would read padding KV for nothing)."""
+        return "graph" if self.device.type == "cuda" else "exact"
+
+    # ---------------------------------------------------------------------------- buffers
+
+    def setup_caches(self, batch: int, max_len: int) -> KVCache:
+        """Decode buffers for `batch` rows and `max_len` positions (gpt-fast's setup_caches):
+        a pooled one when one is large enough, else new ones sized to the KV bucket of
+        `max_len`. Give them back with `release_caches` so the next generation reuses them."""
+        device, dtype = self.device, self.dtype
+        with self._cache_pool_lock:
+            for index, cache in enumerate(self._cache_pool):
+                if (cache.batch >= batch and cache.capacity >= max_len
+                        and cache.k.device == device and cache.k.dtype == dtype):
+                    return self._cache_pool.pop(index).rows(batch)
+        cache = KVCache.allocate(self.config, batch, kv_bucket(max_len), device, dtype,
+                                 zeroed=device.type == "cuda")
+        cache.audio_pe = self.ar_audio_position.table(cache.capacity, device, dtype)
+        return cache
+
+    def release_caches(self, cache: KVCache) -> None:
+        """Back to the pool. Buffers covered by larger ones are dropped, which bounds the pool."""
+        full = cache.full
+        with self._cache_pool_lock:
+            if any(_covers(kept, full) for kept in self._cache_pool):
+                return
+            self._cache_pool = [kept for kept in self._cache_pool if not _covers(full, kept)]
+            self._cache_pool.append(full)
+
+    def graph_pool(self) -> Any:
+        """One CUDA memory pool for all of this model's captured steps."""
+        if self._graph_pool is None:
+            self._graph_pool = torch.cuda.graph_pool_handle()
+        return self._graph_pool
 
     # ---------------------------------------------------------------------------- pieces
 
@@ -382,13 +571,31 @@ class Text2Semantic(nn.Module):
 
     def forward_cached(self, x: Tensor, cache: KVCache, start: int,
                        attn_mask: Tensor | None) -> Tensor:
-        """x [B, T, D] through all layers at cache positions start..; logits of the last [B, V]."""
+        """x [B, T, D] through all layers at cache columns start..start+T-1, attending to the
+        columns before its end; logits of the last position [B, V]."""
+        end = start + x.shape[1]
+        return self._layers(x, cache, (slice(None), slice(None), slice(start, end)), end,
+                            attn_mask)
+
+    def decode_step(self, tokens: Tensor, positions: Tensor, audio_index: Tensor,
+                    cache: KVCache, span: int) -> Tensor:
+        """One token per row at static shapes (what a CUDA graph captures): token ids [B] at
+        cache columns `positions` [B] with audio positions `audio_index` [B]; attention over
+        the first `span` columns (a KV bucket), masked to the valid ones. Logits [B, V]."""
+        x = self.ar_audio_embedding(tokens) + cache.audio_pe[audio_index]
+        valid = cache.valid.scatter_(1, positions[:, None], True)
+        slot = (cache.row_index, cache.head_index, positions[:, None, None])
+        return self._layers(x[:, None], cache, slot, span, valid[:, None, None, :span])
+
+    def _layers(self, x: Tensor, cache: KVCache, slot: CacheSlot, span: int,
+                attn_mask: Tensor | None) -> Tensor:
+        """x [B, T, D] through every layer; logits of each row's last position [B, V]."""
+        batch, length, dim = x.shape
+        rows = x.reshape(batch * length, dim)
         for layer, k_cache, v_cache in zip(self.h.layers, cache.k, cache.v):
             # .forward directly: nn.Module.__call__ costs ~10 us x 24 layers per token.
-            x = layer.forward(x, k_cache, v_cache, start, attn_mask)
-        if self.int8_head is not None:
-            return int8_matmul(x[:, -1], self.int8_head)
-        return F.linear(x[:, -1], self.ar_predict_layer.weight)
+            rows = layer.forward(rows, length, k_cache, v_cache, slot, span, attn_mask)
+        return self.ar_predict_layer(rows.view(batch, length, dim)[:, -1])
 
     # ---------------------------------------------------------------------------- generation
 
@@ -398,14 +605,16 @@ class Text2Semantic(nn.Module):
                  generator: torch.Generator | None = None,
                  should_stop: Callable[[], bool] | None = None,
                  on_token: Callable[[int], None] | None = None,
-                 path: DecodePath = "batched") -> Tensor:
+                 path: DecodePath = "batched", mode: DecodeMode | None = None) -> Tensor:
         """Semantic tokens [N] for one sentence: phone ids [Tx] (prompt text + target text),
         BERT features [1024, Tx], prompt semantic ids [Ty] or None (ref-free).
 
         `on_token` sees every generated token as it is accepted (for streaming); the return
         value follows upstream's slicing (see module doc). Raises `GenerationCancelled` when
-        `should_stop()` turns True (checked before every step)."""
-        rows = self._run([phone_ids], [bert], prompt, params, generator, should_stop, on_token)
+        `should_stop()` turns True (checked before every step). `mode` picks how decode steps
+        run (see `DecodeMode`; default `default_decode_mode`)."""
+        rows = self._run([phone_ids], [bert], prompt, params, generator, should_stop, on_token,
+                         mode)
         return self._official_slice(rows[0], prompt is not None, path)
 
     @torch.inference_mode()
@@ -413,7 +622,8 @@ class Text2Semantic(nn.Module):
                        params: SamplingParams = SamplingParams(), *,
                        generator: torch.Generator | None = None,
                        should_stop: Callable[[], bool] | None = None,
-                       path: DecodePath = "batched") -> list[Tensor]:
+                       path: DecodePath = "batched",
+                       mode: DecodeMode | None = None) -> list[Tensor]:
         """Several sentences at once (left-padded text, padding masks). Each row gives the same
         tokens as `generate` would for it alone, up to sampling noise (exactly with top_k=1).
         Ref-free batches run row by row, as upstream does."""
@@ -421,9 +631,9 @@ class Text2Semantic(nn.Module):
             raise ValueError("generate_batch needs one BERT tensor per phone sequence (>= 1)")
         if prompt is None:
             return [self.generate(p, b, None, params, generator=generator,
-                                  should_stop=should_stop, path=path)
+                                  should_stop=should_stop, path=path, mode=mode)
                     for p, b in zip(phone_ids, bert)]
-        rows = self._run(phone_ids, bert, prompt, params, generator, should_stop, None)
+        rows = self._run(phone_ids, bert, prompt, params, generator, should_stop, None, mode)
         return [self._official_slice(row, True, path) for row in rows]
 
     def _official_slice(self, row: _Row, has_prompt: bool, path: DecodePath) -> Tensor:
@@ -450,75 +660,105 @@ class Text2Semantic(nn.Module):
             if int(prompt.min()) < 0 or int(prompt.max()) >= cfg.eos:
                 raise ValueError(f"prompt semantic ids outside 0..{cfg.eos - 1}")
 
-    def _prefill_inputs(self, phone_ids: list[Tensor], bert: list[Tensor],
-                        prompt: Tensor | None, max_len: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Prefill embeddings [B, S, D] (left-padded text, then the prompt audio), the per-row
-        valid-column flags [B, max_len] and the prefill attention mask [B, 1, S, S]."""
+    def _prefill(self, phone_ids: list[Tensor], bert: list[Tensor], prompt: Tensor | None,
+                 cache: KVCache) -> Tensor:
+        """Runs the prefix (left-padded text, then the prompt audio) into `cache`, marks its
+        valid columns and fills the history with the prompt; logits of the last position."""
         cfg, device, dtype = self.config, self.device, self.dtype
         batch, text_len = len(phone_ids), max(p.numel() for p in phone_ids)
         prompt_len = 0 if prompt is None else prompt.numel()
         prefix_len = text_len + prompt_len
         x = torch.zeros(batch, prefix_len, cfg.embedding_dim, device=device, dtype=dtype)
-        valid = torch.ones(batch, max_len, dtype=torch.bool, device=device)
+        valid = cache.valid
+        valid.zero_()
+        valid[:, :prefix_len] = True
         for row, (phones, features) in enumerate(zip(phone_ids, bert)):
             pad = text_len - phones.numel()
             x[row, pad:text_len] = self.embed_text(phones.to(device), features.to(device))
             valid[row, :pad] = False
         if prompt is not None:
             x[:, text_len:] = self.embed_audio(prompt.to(device))
+            cache.history[:, :prompt_len] = prompt.to(device)
         # Text rows see all text, never audio; audio rows see all text and earlier audio.
         allowed = torch.ones(prefix_len, prefix_len, dtype=torch.bool, device=device)
         allowed[:text_len, text_len:] = False
         allowed[text_len:, text_len:] = torch.ones(prompt_len, prompt_len, dtype=torch.bool,
                                                    device=device).tril()
-        return x, valid, allowed[None, None] & valid[:, None, None, :prefix_len]
+        mask = allowed[None, None] & valid[:, None, None, :prefix_len]
+        return self.forward_cached(x, cache, 0, mask)
 
     def _run(self, phone_ids: list[Tensor], bert: list[Tensor], prompt: Tensor | None,
              params: SamplingParams, generator: torch.Generator | None,
              should_stop: Callable[[], bool] | None,
-             on_token: Callable[[int], None] | None) -> list[_Row]:
-        """The shared decode loop (upstream `infer_panel_batch_infer` / `infer_panel_naive`).
-        Rows that end are dropped from the batch (cache, history, masks), as upstream does."""
+             on_token: Callable[[int], None] | None, mode: DecodeMode | None) -> list[_Row]:
         self._check_inputs(phone_ids, bert, prompt)
-        cfg, device, dtype = self.config, self.device, self.dtype
+        mode = mode or self.default_decode_mode
+        if mode == "graph" and self.device.type != "cuda":
+            raise ValueError("decode mode 'graph' (CUDA graphs) needs a model on a CUDA device")
+        prefix_len = max(p.numel() for p in phone_ids) + (0 if prompt is None else prompt.numel())
+        cache = self.setup_caches(len(phone_ids), prefix_len + params.max_tokens)
+        try:
+            return self._decode(phone_ids, bert, prompt, params, generator, should_stop,
+                                on_token, mode, cache)
+        finally:
+            self.release_caches(cache)
+
+    def _decode(self, phone_ids: list[Tensor], bert: list[Tensor], prompt: Tensor | None,
+                params: SamplingParams, generator: torch.Generator | None,
+                should_stop: Callable[[], bool] | None, on_token: Callable[[int], None] | None,
+                mode: DecodeMode, cache: KVCache) -> list[_Row]:
+        """The shared decode loop (upstream `infer_panel_batch_infer` / `infer_panel_naive`).
+        Rows that end are dropped from the batch (cache, history, masks), as upstream does.
+        One host sync per step: the sampled tokens and their EOS flags, read together."""
+        cfg, device = self.config, self.device
         prompt_len = 0 if prompt is None else prompt.numel()
         prefix_len = max(p.numel() for p in phone_ids) + prompt_len
         early_stop = params.early_stop if params.early_stop is not None else cfg.early_stop_num
         max_steps = params.max_tokens
-
-        x, valid, prefill_mask = self._prefill_inputs(phone_ids, bert, prompt,
-                                                      prefix_len + max_steps)
-        padded = not bool(valid.all())
-        audio_pe = self.ar_audio_position.table(prompt_len + max_steps, device, dtype)
-        cache = KVCache.allocate(cfg, len(phone_ids), prefix_len + max_steps, device, dtype)
-        # Repetition-penalty history: prompt tokens, then each step's sample.
-        history = torch.empty(len(phone_ids), prompt_len + max_steps, dtype=torch.long,
-                              device=device)
-        if prompt is not None:
-            history[:, :prompt_len] = prompt.to(device)
+        padded = any(p.numel() != phone_ids[0].numel() for p in phone_ids)
+        if mode != "exact":
+            cache.make_finite()
+            positions = torch.full((len(phone_ids),), prefix_len, device=device)
+            audio_index = torch.full_like(positions, prompt_len)
         rows = [_Row(tokens=[]) for _ in phone_ids]
         active = list(range(len(phone_ids)))  # batch position -> row index
 
-        logits = self.forward_cached(x, cache, 0, prefill_mask)
+        logits = self._prefill(phone_ids, bert, prompt, cache)
         for step in range(max_steps):
             if should_stop is not None and should_stop():
                 raise GenerationCancelled()
-            if step > 0:  # feed the previous sample; it sits at cache index prefix_len + step - 1
+            if step > 0:  # feed the previous sample; it sits at cache column prefix_len + step - 1
                 length = prefix_len + step
-                token_emb = self.ar_audio_embedding(sampled)[:, None]
-                token_emb = token_emb + audio_pe[prompt_len + step - 1]
-                mask = valid[:, None, None, :length] if padded else None
-                logits = self.forward_cached(token_emb, cache, length - 1, mask)
+                if mode == "exact":
+                    token_emb = self.ar_audio_embedding(sampled)[:, None]
+                    token_emb = token_emb + cache.audio_pe[prompt_len + step - 1]
+                    mask = None
+                    if padded:
+                        cache.valid[:, length - 1] = True
+                        mask = cache.valid[:, None, None, :length]
+                    logits = self.forward_cached(token_emb, cache, length - 1, mask)
+                elif mode == "bucketed":
+                    logits = self.decode_step(sampled, positions, audio_index, cache,
+                                              kv_bucket(length))
+                    positions += 1
+                    audio_index += 1
+                else:
+                    logits = self._captured(cache, length)(sampled, positions, audio_index)
+                    positions += 1
+                    audio_index += 1
 
+            logits = logits.float()  # sampling in fp32 (a no-op for fp32 models)
             if step < MIN_TOKENS_BEFORE_EOS:
                 logits = logits[:, : cfg.eos]  # EOS is the last column
-            probs = logits_to_probs(logits, history[:, : prompt_len + step], top_k=params.top_k,
-                                    top_p=params.top_p, temperature=params.temperature,
+            probs = logits_to_probs(logits, cache.history[:, : prompt_len + step],
+                                    top_k=params.top_k, top_p=params.top_p,
+                                    temperature=params.temperature,
                                     repetition_penalty=params.repetition_penalty)
             sampled = sample_from_probs(probs, generator=generator)
             # Upstream stops on a sampled EOS or an EOS argmax of the (penalised) logits.
-            ended = ((sampled == cfg.eos) | (logits.argmax(dim=-1) == cfg.eos)).tolist()
-            for position, token in enumerate(sampled.tolist()):
+            ended_now = (sampled == cfg.eos) | (logits.argmax(dim=-1) == cfg.eos)
+            tokens, ended = torch.stack((sampled, ended_now.long())).tolist()
+            for position, token in enumerate(tokens):
                 row = rows[active[position]]
                 if ended[position]:
                     row.finished_by_eos = True
@@ -526,7 +766,7 @@ class Text2Semantic(nn.Module):
                     row.tokens.append(token)
                     if on_token is not None:
                         on_token(token)
-            history[:, prompt_len + step] = sampled
+            cache.history[:, prompt_len + step] = sampled
 
             if (early_stop is not None and step + 1 > early_stop) or step == max_steps - 1:
                 break  # early stop / hard cap for every row still running
@@ -535,9 +775,23 @@ class Text2Semantic(nn.Module):
                 if not keep:
                     break
                 index = torch.tensor(keep, device=device)
-                cache.keep_rows(index)
-                history = history.index_select(0, index)
-                valid = valid.index_select(0, index)
+                cache = cache.keep_rows(index)
                 sampled = sampled.index_select(0, index)
+                if mode != "exact":
+                    positions, audio_index = positions[: len(keep)], audio_index[: len(keep)]
                 active = [active[position] for position in keep]
         return rows
+
+    def _captured(self, cache: KVCache, length: int) -> CapturedStep:
+        """The CUDA-graph step for this cache's rows at the KV bucket of `length` (captured on
+        first use, then kept with the cache for later generations)."""
+        span = kv_bucket(length)
+        step = cache.graphs.get((cache.batch, span))
+        if step is None:
+            step = cache.graphs[(cache.batch, span)] = CapturedStep(self, cache, span)
+        return step
+
+
+def _covers(big: KVCache, small: KVCache) -> bool:
+    return (big.batch >= small.batch and big.capacity >= small.capacity
+            and big.k.device == small.k.device and big.k.dtype == small.k.dtype)
