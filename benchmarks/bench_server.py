@@ -63,7 +63,8 @@ def write_gpt(path: Path, tokens: int) -> None:
     from bench_t2s import V2_CONFIG, build_v2_model
 
     model = build_v2_model()
-    weights = {f"model.{k}": v.half() for k, v in model.state_dict().items()}
+    # The official s1 names (the fused projection as nn.MultiheadAttention stores it).
+    weights = {f"model.{k.replace('.in_proj.', '.in_proj_')}": v.half() for k, v in model.state_dict().items()}
     config = {
         "model": {
             "embedding_dim": V2_CONFIG.embedding_dim, "hidden_dim": V2_CONFIG.embedding_dim,

@@ -251,7 +251,7 @@ async def test_disconnect_cancels_within_one_decode_step(port: int, runtime: Run
         original_cancel(job)
         cancelled.set()
 
-    def speak_features(pair, bundle, target, params, should_stop, generator, emit):
+    def speak_features(pair, bundle, target, params, should_stop, generator, emit, *how_audio_runs):
         nonlocal sentences_after_cancel
         job_cancelled = getattr(should_stop, "__self__", None)  # the job's cancel Event
 
@@ -270,7 +270,7 @@ async def test_disconnect_cancels_within_one_decode_step(port: int, runtime: Run
 
         pair.t2s.forward_cached = counting_forward
         try:
-            return original_speak(pair, bundle, target, params, should_stop, generator, emit)
+            return original_speak(pair, bundle, target, params, should_stop, generator, emit, *how_audio_runs)
         finally:
             del pair.t2s.forward_cached
 

@@ -129,7 +129,7 @@ class Runtime:
         self.engine = Engine(
             max_queue=settings.max_queue,
             name=f"gsv-engine-{settings.device}",
-            on_start=(lambda: torch.set_num_threads(gpt_threads)) if vocoder_threads else None,
+            on_start=lambda: torch.set_num_threads(gpt_threads),  # the engine thread's own OpenMP team
         )
         self.service = TtsService(
             self.registry,
