@@ -100,6 +100,13 @@ def test_phonemize_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert result["phone_ids"] and result["segments"][0]["lang"] == "en"
 
 
+def test_phonemize_reads_as_a_request_unless_upstream(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["phonemize", "--language", "en", "Wake me at 7:30 pm 😀"]) == 0
+    assert json.loads(capsys.readouterr().out)["norm_text"] == "Wake me at seven thirty P M"
+    assert main(["phonemize", "--upstream", "--language", "en", "Wake me at 7:30 pm"]) == 0
+    assert json.loads(capsys.readouterr().out)["norm_text"] == "Wake me at seven thirty a.m. pm"
+
+
 def test_phonemize_bad_mode_is_a_clean_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["phonemize", "--language", "klingon", "Hello."]) == 2
     assert "klingon" in capsys.readouterr().err

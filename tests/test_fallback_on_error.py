@@ -196,7 +196,7 @@ async def test_fallback_failing_too_reports_the_voice_error(port, runtime, monke
         ("", "tiny", "empty-text"),
         ("Hello.", "nobody", "unknown-voice"),
         ("Hello.", "broken", "unknown-voice"),  # a voice folder without a transcript never was a voice
-        ("こんにちは、元気ですか", "tiny", "unsupported-language"),
+        ("Привет, как дела?", "tiny", "unsupported-language"),
         ("Hello there. " * 80, "tiny", "text-too-long"),
     ],
 )

@@ -12,7 +12,8 @@ import pytest
 from wyoming_gsv.synthesis.engine import Engine, EngineJob
 from wyoming_gsv.synthesis.session import SpeechSession
 from wyoming_gsv.synthesis.speech import BadRequest, EngineBusy, Speech, SynthesisError, float_to_int16
-from wyoming_gsv.synthesis.text_checks import check_script, has_speakable
+from wyoming_gsv.synthesis.text_checks import has_speakable
+from wyoming_gsv.text.scripts import ModeSpan, SpeakableText, drop_unspeakable, spans_by_script
 from wyoming_gsv.text.sentences import SentenceSplitter
 
 
@@ -187,8 +188,11 @@ async def test_session_limits_and_language(engine: Engine) -> None:
     with pytest.raises(BadRequest) as info:
         session.feed("this fragment pushes it over the limit")
     assert info.value.code == "text-too-long"
+    # Nothing speakable is left once the Cyrillic words and the emoji are dropped.
+    russian = _session(engine, FakeSpeaker())
+    russian.feed("Привет, мир! 😀")
     with pytest.raises(BadRequest) as info:
-        _session(engine, FakeSpeaker()).feed("こんにちは")
+        russian.finish()
     assert info.value.code == "unsupported-language"
     empty = _session(engine, FakeSpeaker())
     empty.feed("   ")
@@ -197,29 +201,59 @@ async def test_session_limits_and_language(engine: Engine) -> None:
     assert info.value.code == "empty-text"
 
 
-@pytest.mark.parametrize(("text", "mode"), [("안녕", "zh"), ("你好", "en"), ("こんにちは", "ko"), ("Привет", "auto")])
-def test_check_script_refuses(text: str, mode: str) -> None:
-    with pytest.raises(BadRequest) as info:
-        check_script(text, mode)
-    assert info.value.code == "unsupported-language"
+async def test_session_drops_unspeakable_and_speaks_the_rest(engine: Engine, caplog) -> None:
+    speaker = FakeSpeaker()
+    session = _session(engine, speaker)
+    with caplog.at_level("DEBUG", logger="wyoming_gsv.synthesis.session"):
+        session.feed("Hello Привет 👋🏽 there. ")
+        session.feed("Playing 周杰伦 now.")
+        session.finish()
+        await _collect(session)
+    assert speaker.spoken == ["Hello there.", "Playing 周杰伦 now."]
+    dropped_lines = [r for r in caplog.records if "Dropped" in r.getMessage()]
+    assert len(dropped_lines) == 1 and "Привет" in dropped_lines[0].getMessage()
+
+
+async def test_stream_of_any_length_is_spoken_with_bounded_waiting_text(engine: Engine) -> None:
+    """A stream longer than max_chars is spoken; its reader is held back (wait_for_room) so no
+    more than max_chars characters ever wait to be spoken."""
+    speaker = FakeSpeaker(step_seconds=0.001)
+    session = _session(engine, speaker, max_chars=120)
+    sentence = "This sentence is spoken. "
+    collected = asyncio.ensure_future(_collect(session))
+    most_waiting = 0
+    for _ in range(40):  # 1000 characters through a 120-character window
+        session.feed(sentence)
+        most_waiting = max(most_waiting, session._waiting_chars)
+        await asyncio.wait_for(session.wait_for_room(), timeout=30)
+    session.finish()
+    spoken = await asyncio.wait_for(collected, timeout=60)
+    assert len(spoken) == 40 and len(speaker.spoken) == 40
+    assert most_waiting <= 120
+
+
+def test_drop_unspeakable_keeps_symbols_and_lone_letters() -> None:
+    # Lone letters are symbols: HA's unit for dust is "μg/m³" (Greek mu); µ is the micro sign.
+    for text in ("PM2.5 is 12 μg/m³.", "5 µs, 2π, 10 Ω, 1º, 21 °C, 5 ℃", "空气 12 μg/m³。", "Café ™"):
+        assert drop_unspeakable(text).text == text
+    assert drop_unspeakable("Say مرحبا now 🎉!") == SpeakableText("Say  now!", "مرحبا🎉")
+    assert drop_unspeakable("Playing in the living room 🎶.").text == "Playing in the living room."
 
 
 @pytest.mark.parametrize(
-    ("text", "mode"),
+    ("text", "mode", "spans"),
     [
-        ("Hi 3.5!", "en"),
-        ("你好 hi", "zh"),
-        ("日本語です", "ja"),
-        ("안녕 你", "auto"),
-        ("Café", "en"),
-        # Lone letters are symbols: HA's unit for dust is "μg/m³" (Greek mu); µ is the micro sign.
-        ("PM2.5 is 12 μg/m³.", "en"),
-        ("5 µs, 2π, 10 Ω, 1º", "en"),
-        ("空气 12 μg/m³。", "zh"),
+        ("Playing 周杰伦 in the living room", "en",
+         [("en", "Playing "), ("auto", "周杰伦"), ("en", " in the living room")]),
+        ("播放ヨルシカ的歌", "zh", [("zh", "播放"), ("auto", "ヨルシカ"), ("zh", "的歌")]),
+        ("这首歌叫아이유。", "zh", [("zh", "这首歌叫"), ("auto", "아이유"), ("zh", "。")]),
+        ("日本語です and English", "ja", [("ja", "日本語です and English")]),
+        ("안녕 你 hello", "auto", [("auto", "안녕 你 hello")]),
+        ("周杰伦 的 歌 now", "en", [("auto", "周杰伦 的 歌"), ("en", " now")]),
     ],
-)
-def test_check_script_accepts(text: str, mode: str) -> None:
-    check_script(text, mode)
+)  # fmt: skip
+def test_spans_by_script(text: str, mode: str, spans: list[tuple[str, str]]) -> None:
+    assert spans_by_script(text, mode) == [ModeSpan(m, t) for m, t in spans]
 
 
 def test_has_speakable() -> None:

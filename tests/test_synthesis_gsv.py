@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from voice_data import make_tiny_data_dir
-from wyoming_gsv.synthesis.gsv_backend import BackendSettings, GsvBackend
+from wyoming_gsv.synthesis.gsv_backend import BUNDLE_CODE, BackendSettings, GsvBackend, code_fingerprint
 from wyoming_gsv.synthesis.speech import Speech, SynthesisError
 from wyoming_gsv.voices import BundleCache, ModelPaths, VoiceRegistry
 
@@ -144,3 +144,35 @@ def test_prompt_text_gets_a_closing_mark_like_upstream(setup) -> None:
     assert prompt_text(replace(voice, transcript="Hi there")) == "Hi there."
     assert prompt_text(replace(voice, transcript="你好", prompt_language="zh")) == "你好。"
     assert prompt_text(replace(voice, transcript="Hi there!")) == "Hi there!"
+
+
+def test_code_fingerprint_follows_the_code(tmp_path: Path) -> None:
+    """Any change to a source or data file changes the fingerprint; compiled caches do not."""
+    package = tmp_path / "text"
+    (package / "data").mkdir(parents=True)
+    (package / "frontend.py").write_text("A = 1\n")
+    (package / "data" / "dict.txt").write_text("word W ER1 D\n")
+    before = code_fingerprint((package,))
+    (package / "__pycache__").mkdir()
+    (package / "__pycache__" / "frontend.cpython-311.pyc").write_bytes(b"compiled")
+    assert code_fingerprint((package,)) == before
+    (package / "data" / "dict.txt").write_text("word W ER0 D\n")
+    assert code_fingerprint((package,)) != before
+    assert {p.name for p in BUNDLE_CODE} == {"text", "gsv", "gsv_backend.py"}
+
+
+def test_changed_bundle_code_rebuilds_the_bundle(setup, tmp_path: Path, monkeypatch) -> None:
+    """The bundle key covers the code: a backend whose code differs builds anew, an equal one loads."""
+    backend, voice = setup
+    cache = BundleCache(tmp_path / "cache")
+    built = []
+    first = GsvBackend(backend.models, cache)
+    build = GsvBackend.build_bundle
+    monkeypatch.setattr(GsvBackend, "build_bundle", lambda self, v: built.append(1) or build(self, v))
+    first.bundle(voice)
+    GsvBackend(backend.models, cache).bundle(voice)
+    assert len(built) == 1  # same code: loaded from the cache
+    changed = GsvBackend(backend.models, cache)
+    changed.code_fingerprint = "0" * 64  # as if the frontend had changed
+    changed.bundle(voice)
+    assert len(built) == 2

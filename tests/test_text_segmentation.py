@@ -11,6 +11,7 @@ from text_golden import load_records
 from wyoming_gsv.text.segmentation import (
     CUT_METHODS,
     EmptyTextError,
+    OfficialSplitter,
     get_cut_method,
     merge_short_text_in_array,
     pre_seg_text,
@@ -98,3 +99,35 @@ def test_unknown_cut_is_a_clear_error() -> None:
 
 def test_empty_text_gives_no_chunks() -> None:
     assert pre_seg_text("\n\n", "zh", "cut5") == []
+
+
+def test_official_splitter_gives_preprocess_chunks(text_v2: Path) -> None:
+    """A voice's text_split: the whole text, fed in fragments, comes out as upstream's
+    preprocess() chunks (punctuation collapsed, then pre_seg_text); the error cases give none."""
+    compared = 0
+    for record in load_records(text_v2, "split.jsonl"):
+        for cut, paths in record["cuts"].items():
+            expected = paths["preprocess"].get("pre_seg_text", [])
+            splitter = OfficialSplitter(record["lang"], cut, max_buffered=10_000)
+            text = record["text"]
+            chunks = [c for i in range(0, len(text), 7) for c in splitter.feed(text[i : i + 7])] + splitter.flush()
+            assert chunks == expected, f"{record['id']} {cut}"
+            compared += 1
+    assert compared
+
+
+def test_official_splitter_bounds_a_long_stream() -> None:
+    """Past max_buffered characters a stream's text is split up to its last sentence mark."""
+    splitter = OfficialSplitter("en", "cut5", max_buffered=100)
+    sentence = "This is one sentence, with a comma. "
+    chunks = []
+    for _ in range(30):
+        chunks += splitter.feed(sentence)
+        assert len(splitter._buffer) <= 100 + len(sentence)
+    chunks += splitter.flush()
+    assert "".join(chunks).replace(" ", "") == (sentence * 30).replace(" ", "")
+
+
+def test_official_splitter_refuses_an_unknown_cut() -> None:
+    with pytest.raises(ValueError, match="cut9"):
+        OfficialSplitter("en", "cut9")

@@ -200,3 +200,10 @@ def test_normalize_then_g2p_on_one_instance() -> None:
     assert zh.normalize("3个") == "三个"
     phones, word2ph = zh.g2p("三个")
     assert phones[:2] == ["s", "an1"] and word2ph == [2, 2]
+
+
+def test_repeated_digit_yao_keeps_its_tone(zh: ChineseG2P) -> None:
+    """Upstream lists 幺幺 among the words the reduplication neutral tone skips: "拨110" is
+    y ao1 y ao1 l ing2, not a neutral second 幺."""
+    phones, _ = zh.g2p(zh.normalize("请拨110报警。"))
+    assert " ".join(phones[4:10]) == "y ao1 y ao1 l ing2"

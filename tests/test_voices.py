@@ -65,6 +65,11 @@ def test_voice_from_folder_with_yaml(data_dir: Path, models: ModelPaths) -> None
     assert voice.gpt == models.gpt.resolve()
 
 
+def test_voice_text_split(data_dir: Path, models: ModelPaths) -> None:
+    assert load_voice(make_voice(data_dir, "plain"), models).text_split is None  # our sentence splitter
+    assert load_voice(make_voice(data_dir, "cut", config={"text_split": "cut2"}), models).text_split == "cut2"
+
+
 def test_voice_without_yaml_defaults_to_auto(data_dir: Path, models: ModelPaths) -> None:
     voice = load_voice(make_voice(data_dir, "bob"), models)
     assert voice.language == "auto"
@@ -99,6 +104,7 @@ def test_voice_model_paths_relative_to_data_dir(data_dir: Path, models: ModelPat
         ({"config": {3: "x", True: "y"}}, "unknown setting(s) 3, True"),
         ({"config": {"gpt": "models/none.ckpt"}}, "gpt weights file not found"),
         ({"config": {"aux_refs": ["nope.wav"]}}, "reference clip is missing"),
+        ({"config": {"text_split": "cut9"}}, "text_split 'cut9' is not one of cut0, cut1, cut2, cut3, cut4, cut5"),
     ],
 )
 def test_bad_voice_names_the_problem(data_dir: Path, models: ModelPaths, kwargs: dict, expected: str) -> None:

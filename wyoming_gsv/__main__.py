@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import __version__
+from .synthesis.session import DEFAULT_MAX_CHARS
 
 # The package sets OMP_WAIT_POLICY=PASSIVE (see __init__); nothing here imports torch at the top,
 # the commands import it lazily.
@@ -101,7 +102,10 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-streaming", action="store_true", help="do not advertise streaming synthesis")
     parser.add_argument("--voice", help="voice used when a request names none (default: the first)")
     parser.add_argument(
-        "--max-chars", type=_positive_int, default=2000, help="longest text per request (default: %(default)s)"
+        "--max-chars",
+        type=_positive_int,
+        default=DEFAULT_MAX_CHARS,
+        help="longest text of a synthesize request, and most text a stream may have waiting (default: %(default)s)",
     )
     parser.add_argument(
         "--max-queue", type=_positive_int, default=8, help="requests waiting for the engine (default: %(default)s)"
@@ -124,7 +128,9 @@ def _add_synth_arguments(parser: argparse.ArgumentParser) -> None:
     _add_common_arguments(parser)
     parser.add_argument("--voice", required=True, help="voice id (folder name under DATA_DIR/voices/)")
     parser.add_argument("--language", help="text language code, for voices that speak several")
-    parser.add_argument("--max-chars", type=_positive_int, default=20000, help="longest text (default: %(default)s)")
+    parser.add_argument(
+        "--max-chars", type=_positive_int, default=DEFAULT_MAX_CHARS, help="longest text (default: %(default)s)"
+    )
     parser.add_argument("-o", "--output", type=Path, required=True, help="WAV file to write")
     _add_sampling_arguments(parser)
     parser.add_argument("text", help="text to speak ('-' reads standard input)")
@@ -138,6 +144,11 @@ def _add_voices_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_phonemize_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--language", default="auto", help="language mode (zh, en, ja, ko, yue, auto, ...)")
     parser.add_argument("--text-version", default="v2", choices=("v1", "v2"))
+    parser.add_argument(
+        "--upstream",
+        action="store_true",
+        help="the official frontend's reading: no reading rules, other scripts not read in their own language",
+    )
     parser.add_argument("text")
 
 
@@ -263,7 +274,7 @@ def runtime_settings(args: argparse.Namespace) -> Any:
         gpt_int8=args.gpt_int8,
         overlap=not args.no_overlap,
         max_queue=getattr(args, "max_queue", 8),
-        max_chars=args.max_chars if hasattr(args, "max_chars") else 2000,
+        max_chars=getattr(args, "max_chars", DEFAULT_MAX_CHARS),
         default_voice=getattr(args, "voice", None),
         param_overrides={k: v for k, v in overrides.items() if v is not None},
         use_fallback=not args.no_fallback,
@@ -380,9 +391,14 @@ def run_voices(args: argparse.Namespace) -> int:
 
 def run_phonemize(args: argparse.Namespace) -> int:
     from .text.frontend import TextFrontend
+    from .text.scripts import drop_unspeakable
 
     try:
-        result = TextFrontend().phonemize(args.text, args.language, args.text_version)
+        if args.upstream:
+            result = TextFrontend(reading_rules=False).phonemize(args.text, args.language, args.text_version)
+        else:  # as a request is read: unspeakable characters dropped, other scripts in their language
+            text = drop_unspeakable(args.text).text
+            result = TextFrontend().phonemize(text, args.language, args.text_version, other_scripts=True)
     except ValueError as err:  # unknown mode, or nothing to speak
         print(f"wyoming-gsv phonemize: {err}", file=sys.stderr)
         return 2

@@ -83,7 +83,7 @@ class GsvEventHandler(AsyncEventHandler):
         elif SynthesizeStart.is_type(event.type):
             await self._launch(await self._open(data), streaming=True)
         elif SynthesizeChunk.is_type(event.type):
-            self._chunk(data)
+            await self._chunk(data)
         elif Synthesize.is_type(event.type):
             if self._streaming:
                 _LOGGER.debug("Ignoring synthesize inside a stream (sent for compatibility)")
@@ -133,12 +133,13 @@ class GsvEventHandler(AsyncEventHandler):
         self._streaming = streaming
         self._sender = asyncio.create_task(self._send_audio(session, streaming=streaming))
 
-    def _chunk(self, data: dict[str, Any]) -> None:
+    async def _chunk(self, data: dict[str, Any]) -> None:
         text = _required_text(data, "synthesize-chunk")
         if not self._streaming or self._session is None:
             _LOGGER.warning("Ignoring synthesize-chunk outside a stream")
             return
         self._session.feed(text)
+        await self._session.wait_for_room()  # a long answer waits here, not in memory
 
     async def _send_audio(self, session: SpeechSession, *, streaming: bool) -> None:
         """Streaming: audio-start/chunks/audio-stop per sentence, then synthesize-stopped.

@@ -5,6 +5,7 @@ Runs on the engine's worker thread only (models are not shared across threads).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections import OrderedDict
@@ -37,6 +38,24 @@ _LOGGER = logging.getLogger(__name__)
 SENTENCE_GAP_SECONDS = 0.3
 # What every supported SoVITS version (v2, v2Pro, v2ProPlus) vocodes at.
 SUPPORTED_OUTPUT_RATE = 32000
+# The code that makes a voice bundle: the text frontend (transcript -> phones), the models'
+# reference side (HuBERT codes, BERT features, timbre) and build_bundle here. Its content is part of
+# the bundle key, so changed code rebuilds bundles without anyone bumping a version number.
+_PACKAGE = Path(__file__).resolve().parent.parent
+BUNDLE_CODE = (_PACKAGE / "text", _PACKAGE / "gsv", Path(__file__).resolve())
+
+
+def code_fingerprint(paths: tuple[Path, ...] = BUNDLE_CODE) -> str:
+    """SHA-256 over the files (source and data; caches skipped) under ``paths``, names included."""
+    digest = hashlib.sha256()
+    for root in paths:
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for path in files:
+            if "__pycache__" in path.parts or path.suffix == ".pyc":
+                continue
+            digest.update(path.relative_to(root.parent).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 # How SoVITS work is run: at once (run_now), or handed to the vocoder worker (PendingAudio.submit).
@@ -98,6 +117,7 @@ class GsvBackend:
         self._bundles: dict[str, tuple[Voice, str, VoiceBundle]] = {}
         self._lock = threading.RLock()  # the CLI and warm-up may call from another thread
         self._audio_worker: AudioWorker | None = None
+        self.code_fingerprint = code_fingerprint()  # once per backend (one per process)
 
     # ------------------------------------------------------------------ SpeakerFactory
     def speaker(self, voice: Voice, params: VoiceParams, mode: str) -> "GsvSpeaker":
@@ -183,7 +203,7 @@ class GsvBackend:
             known = self._bundles.get(voice.id)
             if known is not None and known[0] is voice:
                 return known[2]
-            key = bundle_key(voice, self.models, {"dtype": str(self.settings.dtype)})
+            key = bundle_key(voice, self.models, {"dtype": str(self.settings.dtype), "code": self.code_fingerprint})
             if known is not None and known[1] == key:
                 self._bundles[voice.id] = (voice, key, known[2])
                 return known[2]
@@ -233,9 +253,10 @@ class GsvBackend:
             raise SynthesisError(f"voice {voice.id!r} cannot be used: {err}", code="voice-unusable") from err
 
     # ------------------------------------------------------------------ text
-    def text_features(self, text: str, mode: str, version: str) -> TextFeatures:
-        """Phone ids and BERT features (BERT only for Chinese segments, zeros elsewhere)."""
-        phonemized = self.frontend.phonemize(text, mode, version)
+    def text_features(self, text: str, mode: str, version: str, *, other_scripts: bool = False) -> TextFeatures:
+        """Phone ids and BERT features (BERT only for Chinese segments, zeros elsewhere);
+        ``other_scripts``: spans in a script ``mode`` does not read are read in ``auto`` mode."""
+        phonemized = self.frontend.phonemize(text, mode, version, other_scripts=other_scripts)
         parts = []
         for segment in phonemized.segments:
             if not segment.phone_ids:
@@ -412,17 +433,20 @@ class GsvSpeaker:
 
     def _speak(self, text: str, should_stop: ShouldStop, emit: Emit, run_audio: RunAudio) -> None:
         pair, bundle = self.backend.prepare(self.voice)
-        try:
-            # Upstream's per-text fix-ups (a leading mark before a very short text, a closing full
-            # stop, very long text split); "cut0": the sentence splitter already cut the text.
-            chunks = pre_seg_text(text, self.mode, "cut0")
-        except EmptyTextError:
-            return
+        if self.voice.text_split:
+            chunks = [text]  # already one of pre_seg_text's chunks (the voice's OfficialSplitter)
+        else:
+            try:
+                # Upstream's per-text fix-ups (a leading mark before a very short text, a closing
+                # full stop, very long text split); "cut0": the sentence splitter already cut it.
+                chunks = pre_seg_text(text, self.mode, "cut0")
+            except EmptyTextError:
+                return
         for chunk in chunks:
             if should_stop():
                 return
             try:
-                target = self.backend.text_features(chunk, self.mode, pair.text_version)
+                target = self.backend.text_features(chunk, self.mode, pair.text_version, other_scripts=True)
             except EmptyTextError:
                 continue
             self.backend.speak_features(

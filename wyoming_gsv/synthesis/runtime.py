@@ -16,6 +16,7 @@ from .engine import Engine
 from .fallback import PiperFallback
 from .gsv_backend import BackendSettings, GsvBackend
 from .service import ServiceSettings, TtsService
+from .session import DEFAULT_MAX_CHARS
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class RuntimeSettings:
     # GPT and SoVITS on two workers, half the threads each (CPU, 2+ threads); else one after the other.
     overlap: bool = True
     max_queue: int = 8
-    max_chars: int = 2000
+    max_chars: int = DEFAULT_MAX_CHARS
     default_voice: str | None = None
     param_overrides: dict[str, Any] = field(default_factory=dict)
     use_fallback: bool = True

@@ -6,10 +6,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
+from ..text.segmentation import OfficialSplitter
 from ..voices import Voice, VoiceParams, VoiceRegistry, mode_for_language_code
 from .engine import Engine
 from .fallback_on_error import FallbackOnError
-from .session import SentenceSplitter, SpeechSession
+from .session import DEFAULT_MAX_CHARS, SentenceSplitter, SpeechSession
 from .speech import BadRequest, Emit, Speaker, Speech, ShouldStop
 
 _LOGGER = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ PLACEHOLDER_VOICE = VoiceListing(
 
 @dataclass(frozen=True)
 class ServiceSettings:
-    max_chars: int = 2000  # per request (a stream counts all its chunks)
+    max_chars: int = DEFAULT_MAX_CHARS  # text waiting to be spoken, per request
     default_voice: str | None = None  # voice used when a request names none
     param_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. from CLI flags
     # A GPT-SoVITS voice whose engine fails (broken model, out of memory) is answered by the
@@ -103,25 +104,27 @@ class TtsService:
 
     def open_session(self, voice_name: str | None = None, language: str | None = None) -> SpeechSession:
         """A session for this voice; raises BadRequest (unknown voice, language it cannot speak)."""
-        speaker, mode = self._resolve(voice_name, language)
+        speaker, mode, voice = self._resolve(voice_name, language)
+        text_split = voice.text_split if voice is not None else None
+        splitter = OfficialSplitter(mode, text_split) if text_split else self.splitter_factory(mode)
         return SpeechSession(
             self.engine,
             speaker,
-            self.splitter_factory(mode),
+            splitter,
             language=mode,
             max_chars=self.settings.max_chars,
         )
 
-    def _resolve(self, voice_name: str | None, language: str | None) -> tuple[Speaker, str]:
+    def _resolve(self, voice_name: str | None, language: str | None) -> tuple[Speaker, str, Voice | None]:
         name = voice_name or self.settings.default_voice
         voice = self.registry.get(name) if name else self._first_voice()
         if voice is None:
             rescue = self._rescue_unusable(name)
             if rescue is not None:
-                return rescue, _language_mode(language, "auto", ("en", "en_US"))
+                return rescue, _language_mode(language, "auto", ("en", "en_US")), None
             fallback = self._fallback_for(name)
             if fallback is not None:
-                return fallback, _language_mode(language, "en", ("en", "en_US"))
+                return fallback, _language_mode(language, "en", ("en", "en_US")), None
             if name and name != PLACEHOLDER_VOICE.name:
                 raise BadRequest(f"unknown voice {name!r}", code="unknown-voice")
             raise BadRequest(f"no voice is installed: {PLACEHOLDER_VOICE.description}", code="no-voice")
@@ -132,7 +135,7 @@ class TtsService:
             assert self.fallback is not None
             rescue = FallbackSpeaker(self.fallback, self.speakers.output_rate(voice))
             speaker = FallbackOnError(speaker, rescue, voice.id)
-        return speaker, mode
+        return speaker, mode, voice
 
     def _first_voice(self) -> Voice | None:
         voices = self.registry.scan()

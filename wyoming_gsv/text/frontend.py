@@ -16,7 +16,9 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+from .reading_rules import before_language_split, before_normalizer
 from .langsegment import LangSegmenter, LangSpan
+from .scripts import ModeSpan, spans_by_script
 from .segmentation import EmptyTextError, pre_seg_text, replace_consecutive_punctuation
 from .symbols import UNK, cleaned_text_to_sequence, symbol_to_id
 
@@ -98,9 +100,12 @@ class TextFrontend:
     Thread-safe; heavy state (dictionaries, taggers, detectors) loads on first use and once.
     """
 
-    def __init__(self, languages: dict[str, LanguageG2P] | None = None) -> None:
-        """``languages`` replaces the built-in g2p object of some languages (tests, experiments)."""
+    def __init__(self, languages: dict[str, LanguageG2P] | None = None, reading_rules: bool = True) -> None:
+        """``languages`` replaces the built-in g2p object of some languages (tests, experiments);
+        ``reading_rules=False`` leaves out our readings of times, units, money... (``reading_rules``)
+        and gives upstream's output exactly."""
         self.segmenter = LangSegmenter()
+        self.reading_rules = reading_rules
         self._languages: dict[str, LanguageG2P] = dict(languages or {})
         self._lock = threading.Lock()
 
@@ -131,6 +136,8 @@ class TextFrontend:
                 if char in text_used:
                     text_used, silence = text_used.replace(char, ","), symbol
                     break
+        if self.reading_rules:
+            text_used = before_normalizer(text_used, lang_used)
         module = self.language(lang_used)
         norm_text = module.normalize(text_used)
         phones, word2ph = module.g2p(norm_text)
@@ -183,24 +190,35 @@ class TextFrontend:
             spans = [LangSpan("yue" if s.lang == "zh" else s.lang, s.text) for s in spans]
         return spans
 
-    def phonemize(self, text: str, mode: str, version: str = "v2") -> PhonemizedText:
+    def phonemize(
+        self, text: str, mode: str, version: str = "v2", *, other_scripts: bool = False
+    ) -> PhonemizedText:
         """Segments, normalized text, phones, ids and word2ph of ``text`` read in ``mode``.
 
+        ``other_scripts`` (the request path): a span written in a script ``mode`` does not read
+        (hanzi for ``en``, kana for ``zh``...) is read in ``auto`` mode instead of being lost.
         Raises ``ValueError`` for an unknown mode and ``EmptyTextError`` for blank text (or when
         no phones are left even after the retry).
         """
         if not text.strip():
             raise EmptyTextError()
-        result = self._phonemize_once(text, mode, version)
+        result = self._phonemize_once(text, mode, version, other_scripts)
         if len(result.phones) < MIN_PHONES:
-            result = self._phonemize_once("." + _collapse_runs_of_spaces(text), mode, version)
+            result = self._phonemize_once("." + _collapse_runs_of_spaces(text), mode, version, other_scripts)
             result.retried_with_dot = True
         if not result.phones:
             raise EmptyTextError()
         return result
 
-    def _phonemize_once(self, text: str, mode: str, version: str) -> PhonemizedText:
-        spans = self.split_languages(_collapse_runs_of_spaces(text), mode)
+    def _phonemize_once(self, text: str, mode: str, version: str, other_scripts: bool) -> PhonemizedText:
+        text = _collapse_runs_of_spaces(text)
+        parts = spans_by_script(text, mode) if other_scripts else [ModeSpan(mode, text)]
+        spans: list[LangSpan] = []
+        for part in parts:
+            if len(parts) > 1 and not part.text.strip():
+                continue  # the space between two spans of other scripts
+            part_text = before_language_split(part.text, part.mode) if self.reading_rules else part.text
+            spans += self.split_languages(part_text, part.mode)
         segments = [self.clean_text(span.text, span.lang, version) for span in spans]
         word2ph: list[int] | None = []
         for segment in segments:

@@ -194,6 +194,45 @@ def prepare_cut_input(text: str, lang: str) -> str:
     return text
 
 
+class OfficialSplitter:
+    """A voice's ``text_split``: the text goes through upstream's ``replace_consecutive_punctuation``
+    and ``pre_seg_text`` with one of ``cut0``..``cut5`` as a whole, as the official tools do, so
+    the chunks (and the 0.3 s after each) are theirs.
+
+    Same interface as the sentence splitter, but a cut needs the whole text: a stream's chunks come
+    at its end, or (to keep memory bounded) each time ``max_buffered`` characters are waiting, cut
+    after the last sentence mark.
+    """
+
+    def __init__(self, mode: str, cut: str, max_buffered: int = 4 * MAX_CHUNK_CHARS) -> None:
+        get_cut_method(cut)  # an unknown name fails here, not at the end of the text
+        self.mode = mode
+        self.cut = cut
+        self.max_buffered = max_buffered
+        self._buffer = ""
+
+    def feed(self, fragment: str) -> list[str]:
+        self._buffer += fragment
+        if len(self._buffer) <= self.max_buffered:
+            return []
+        marks = [i for i, char in enumerate(self._buffer) if char in SPLITS]
+        end = marks[-1] + 1 if marks else len(self._buffer)
+        head, self._buffer = self._buffer[:end], self._buffer[end:]
+        return self._chunks(head)
+
+    def flush(self) -> list[str]:
+        text, self._buffer = self._buffer, ""
+        return self._chunks(text)
+
+    def _chunks(self, text: str) -> list[str]:
+        if not text.strip():
+            return []
+        try:
+            return pre_seg_text(replace_consecutive_punctuation(text), self.mode, self.cut)
+        except EmptyTextError:
+            return []
+
+
 def pre_seg_text(text: str, lang: str, cut: str) -> list[str]:
     """Split text into the chunks the official preprocessor synthesizes one by one.
 

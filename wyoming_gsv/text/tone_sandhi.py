@@ -38,8 +38,14 @@ NEUTRAL_TONE_WORDS = frozenset(
     蜡烛 姥爷 照顾 喉咙 吉他 弄堂 蚂蚱 凤凰 拖沓 寒碜 糟蹋 倒腾 报复 逻辑 盘缠 喽啰 牢骚 咖喱 扫把 惦记
     """.split()
 )
-# Exceptions to the reduplication and 子/们 neutral-tone rules.
-NOT_NEUTRAL_TONE_WORDS = frozenset("男子 女子 分子 原子 量子 莲子 石子 瓜子 电子 人人 虎虎".split())
+# Exceptions to the reduplication and 子/们 neutral-tone rules (幺幺 keeps "110" read 幺幺零 with
+# two first tones).
+NOT_NEUTRAL_TONE_WORDS = frozenset(
+    """
+    男子 女子 分子 原子 量子 莲子 石子 瓜子 电子 人人 虎虎 幺幺 干嘛 学子 哈哈 数数 袅袅 局地 以下 娃哈哈
+    花花草草 留得 耕地 想想 熙熙 攘攘 卵子 死死 冉冉 恳恳 佼佼 吵吵 打打 考考 整整 莘莘 落地 算子 家家户户 青青
+    """.split()
+)
 # After these, "一" keeps its first tone.
 _PUNCTUATION = "：，；。？！“”‘’':,;.?!"
 _NEUTRAL_PARTICLES = "吧呢哈啊呐噻嘛吖嗨呐哦哒额滴哩哟喽啰耶喔诶"

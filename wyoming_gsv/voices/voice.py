@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from ..text.segmentation import CUT_METHODS
 from .errors import VoiceError
 from .languages import LANGUAGE_MODES, advertised_languages
 from .models import ModelPaths
@@ -21,7 +22,7 @@ DEFAULT_LANGUAGE = "auto"
 VOICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 _YAML_KEYS = frozenset(
-    {"description", "language", "prompt_language", "languages", "gpt", "sovits", "aux_refs", *PARAM_NAMES}
+    {"description", "language", "prompt_language", "languages", "gpt", "sovits", "aux_refs", "text_split", *PARAM_NAMES}
 )
 
 
@@ -41,6 +42,8 @@ class Voice:
     sovits: Path
     params: VoiceParams
     languages: tuple[str, ...]  # codes advertised to Home Assistant
+    # Upstream's split method (cut0..cut5) applied to a whole request; None: our sentence splitter.
+    text_split: str | None = None
 
 
 def load_voice(folder: Path, models: ModelPaths) -> Voice:
@@ -87,6 +90,10 @@ def load_voice(folder: Path, models: ModelPaths) -> Voice:
     elif not isinstance(languages, list) or not languages or not all(isinstance(x, str) for x in languages):
         raise VoiceError(voice_id, folder / VOICE_YAML, "languages must be a non-empty list of codes")
 
+    text_split = config.get("text_split")
+    if text_split is not None and text_split not in CUT_METHODS:
+        raise VoiceError(voice_id, folder / VOICE_YAML, f"text_split {text_split!r} is not one of {', '.join(CUT_METHODS)}")
+
     description = config.get("description") or voice_id
     return Voice(
         id=voice_id,
@@ -101,6 +108,7 @@ def load_voice(folder: Path, models: ModelPaths) -> Voice:
         sovits=sovits,
         params=params,
         languages=tuple(languages),
+        text_split=text_split,
     )
 
 
