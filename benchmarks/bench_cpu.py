@@ -8,8 +8,8 @@ Model files: the real v2 architecture with seeded random weights in the official
 never pick EOS, so every sentence runs to the early stop at `--tokens` tokens. The text is a
 two-sentence announcement. Modes, run interleaved (one request of each per round):
 * `fixed` / `split`: upstream streaming modes 3 / 2 (16-token chunks), GPT and SoVITS overlapping
-  on two workers (needs 2+ threads);
-* `... serial`: the same, GPT and SoVITS one after the other (`--no-overlap`);
+  on two workers (`--overlap`, needs 2+ threads);
+* `... serial`: the same, GPT and SoVITS one after the other (the default; `--overlap` is opt-in);
 * `sentence`: whole sentences (upstream's non-streaming output), overlapped and serial.
 Baseline for the ratios, measured in the same rounds: whole sentences, serial. Figures are
 medians with the spread (min-max) over the rounds; CPU = process CPU seconds; peak RSS is the
@@ -31,12 +31,12 @@ from pathlib import Path
 
 import wyoming_gsv  # noqa: F401  (first: the package sets OMP_WAIT_POLICY=PASSIVE before torch loads)
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_server import build_data_dir  # noqa: E402
+from bench_t2s import _gemv_floor  # noqa: E402
 from wyoming_gsv.synthesis.runtime import Runtime, RuntimeSettings  # noqa: E402
 
 TEXT = "The washing machine in the basement has finished. Please take the laundry out soon."
@@ -82,15 +82,13 @@ def request(runtime: Runtime, chunking: str) -> Request:
 
 
 def gemv_floor_ms(model: torch.nn.Module, reps: int = 20) -> float:
-    """One decode step's weight traffic alone: every GPT weight matrix times one row, once."""
-    weights = [p for name, p in model.named_parameters() if p.ndim == 2 and "embedding" not in name]
-    row = {w.shape[1]: torch.randn(1, w.shape[1]) for w in weights}
+    """One decode step's weight matmuls alone on one row (bench_t2s's floor), median ms."""
+    matmuls = _gemv_floor(model)
     times = []
     with torch.inference_mode():
         for _ in range(reps):
             start = time.perf_counter()
-            for w in weights:
-                F.linear(row[w.shape[1]], w)
+            matmuls()
             times.append(time.perf_counter() - start)
     return 1000 * statistics.median(times)
 

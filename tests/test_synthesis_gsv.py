@@ -176,3 +176,51 @@ def test_changed_bundle_code_rebuilds_the_bundle(setup, tmp_path: Path, monkeypa
     changed.code_fingerprint = "0" * 64  # as if the frontend had changed
     changed.bundle(voice)
     assert len(built) == 2
+
+
+def test_overlap_vocodes_on_its_own_worker_while_the_gpt_goes_on(setup) -> None:
+    """With the vocoder worker: speak() returns once the GPT is done, the audio comes from the
+    worker thread in order, and it is the audio of the serial path."""
+    import threading
+
+    backend, voice = setup
+    params = replace(voice.params, min_chunk_tokens=4)
+    serial = _speak(backend, voice, params)
+    overlapped = GsvBackend(backend.models, backend.cache, BackendSettings(vocoder_threads=1), frontend=backend.frontend)
+    pieces: list[Speech] = []
+    threads: set[str] = set()
+
+    def emit(speech: Speech) -> None:
+        threads.add(threading.current_thread().name)
+        pieces.append(speech)
+
+    try:
+        pending = overlapped.speaker(voice, params, "en").speak(TEXT, lambda: False, emit)
+        assert pending is not None
+        pending.wait()
+    finally:
+        overlapped.close()
+    assert threads == {"gsv-vocoder"}
+    assert [p.samples.size for p in pieces] == [p.samples.size for p in serial]
+    for ours, reference in zip(pieces, serial):
+        assert np.abs(ours.samples.astype(int) - reference.samples.astype(int)).max() <= 2
+
+
+def test_overlap_stops_vocoding_once_cancelled(setup) -> None:
+    backend, voice = setup
+    overlapped = GsvBackend(backend.models, backend.cache, BackendSettings(vocoder_threads=1), frontend=backend.frontend)
+    cancelled = False
+    pieces: list[Speech] = []
+
+    def emit(speech: Speech) -> None:
+        nonlocal cancelled
+        pieces.append(speech)
+        cancelled = True  # the client goes away after the first piece
+
+    try:
+        params = replace(voice.params, min_chunk_tokens=4)
+        pending = overlapped.speaker(voice, params, "en").speak(TEXT, lambda: cancelled, emit)
+        pending.wait()
+    finally:
+        overlapped.close()
+    assert len(pieces) == 1

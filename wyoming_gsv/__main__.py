@@ -74,10 +74,10 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help="semantic tokens per streamed chunk at least (25 = 1 s of audio; voice default 16)",
     )
     parser.add_argument(
-        "--no-overlap",
+        "--overlap",
         action="store_true",
-        help="run the GPT and SoVITS one after the other (default on a CPU with 2+ threads: SoVITS "
-        "vocodes one chunk on half the threads while the GPT makes the next on the other half)",
+        help="CPU with 2+ threads: SoVITS vocodes one chunk on half the threads while the GPT makes "
+        "the next on the other half (same audio; slower on a busy machine, so off by default)",
     )
     parser.add_argument(
         "--gpt-int8", action="store_true", help="CPU only: int8 GPT weights (faster, not bit-exact with upstream)"
@@ -272,7 +272,7 @@ def runtime_settings(args: argparse.Namespace) -> Any:
         precision=args.precision,
         threads=args.threads or os.cpu_count(),
         gpt_int8=args.gpt_int8,
-        overlap=not args.no_overlap,
+        overlap=args.overlap,
         max_queue=getattr(args, "max_queue", 8),
         max_chars=getattr(args, "max_chars", DEFAULT_MAX_CHARS),
         default_voice=getattr(args, "voice", None),

@@ -48,8 +48,10 @@ class RuntimeSettings:
     precision: str = "auto"  # auto: fp16 on CUDA, fp32 on CPU
     threads: int | None = None
     gpt_int8: bool = False  # int8 GPT weights on CPU
-    # GPT and SoVITS on two workers, half the threads each (CPU, 2+ threads); else one after the other.
-    overlap: bool = True
+    # GPT and SoVITS on two workers, half the threads each (CPU, 2+ threads); else one after the
+    # other. Off by default: on a busy 2-core machine it made first audio and total slower
+    # (benchmarks/bench_cpu.py); an idle machine could not be measured here.
+    overlap: bool = False
     max_queue: int = 8
     max_chars: int = DEFAULT_MAX_CHARS
     default_voice: str | None = None
