@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from shipping import ROOT, dockerfile_instructions, parse_cli
@@ -142,6 +146,39 @@ def test_gpu_image_runs_the_server_on_cuda() -> None:
     assert ("VOLUME", "/data") in instructions
     # The documented one-off download through the same entrypoint.
     assert parse_cli(["download", "--data-dir", "/data"]).command == "download"
+
+
+def _gpu_image_command() -> list[str]:
+    instructions = dockerfile_instructions(ROOT / "Dockerfile.gpu")
+    return json.loads(next(rest for keyword, rest in instructions if keyword == "CMD"))
+
+
+def test_gpu_image_defaults_to_fp16_and_the_readme_runs_it_on_the_host_network() -> None:
+    from wyoming_gsv.__main__ import runtime_settings
+
+    assert runtime_settings(parse_cli(_gpu_image_command())).dtype == torch.float16
+    readme = (ROOT / "README.md").read_text()
+    build = re.search(r"docker build -f Dockerfile\.gpu -t (\S+) \.", readme)
+    assert build, "README shows how to build the GPU image"
+    run = re.search(rf"docker run -d --gpus all --network host .*{re.escape(build[1])}$", readme,
+                    re.MULTILINE)
+    assert run, "README runs the GPU image it built, with the GPU and host networking"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
+def test_gpu_image_command_without_a_gpu_fails_at_start_with_one_line(tmp_path: Path) -> None:
+    """The image's own command on a host where torch sees no GPU: exit status 2 before any model
+    loads, and one line saying why (not a traceback, not a server whose requests all fail)."""
+    command = _gpu_image_command()
+    command[command.index("--data-dir") + 1] = str(tmp_path)
+    command[command.index("--uri") + 1] = "tcp://127.0.0.1:0"
+    result = subprocess.run([sys.executable, "-m", "wyoming_gsv", *command], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ, CUDA_VISIBLE_DEVICES=""))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--device cuda: CUDA is not available" in lines[0], result.stderr
+    assert result.stdout == ""
 
 
 def test_compose_example_uses_host_network_and_the_gpu() -> None:

@@ -68,6 +68,15 @@ def _tokens(actual: torch.Tensor, expected: np.ndarray) -> None:
 # ------------------------------------------------------------------------------ model pieces
 
 
+def test_state_dict_keeps_the_official_names(v2_tiny: Path, model: Text2Semantic) -> None:
+    """The fused projection is an nn.Linear inside, `in_proj_weight`/`in_proj_bias` outside:
+    files written from our model (benchmarks) load in the official code and back here."""
+    weights = load_gpt_checkpoint(v2_tiny / "s1_tiny_v2.ckpt").weights
+    state = model.state_dict()
+    assert set(state) == set(weights)
+    assert all(torch.equal(state[key], weights[key]) for key in weights)
+
+
 def test_config_from_checkpoint(model: Text2Semantic, golden: dict[str, np.ndarray]) -> None:
     assert model.config.early_stop_num == int(golden["early_stop_num"])
     assert model.config.eos == model.config.vocab_size - 1
@@ -342,7 +351,7 @@ def test_bucketed_step_logits_match_golden(model: Text2Semantic, golden, inputs)
     try:
         with torch.inference_mode():
             cache.make_finite()
-            logits = [model._prefill([phones], [bert], prompt, cache)]
+            logits = [model.prefill([phones], [bert], prompt, cache)]
             for step in range(1, steps):
                 position = torch.tensor([prefix + step - 1])
                 logits.append(model.decode_step(generated[step - 1 : step], position,
@@ -402,6 +411,12 @@ def test_graph_mode_needs_cuda(model: Text2Semantic, inputs) -> None:
     with pytest.raises(ValueError, match="CUDA"):
         model.generate(phones, bert, prompt, GREEDY, mode="graph")
     assert model.default_decode_mode == "exact"
+    model.decode_mode = "graph"  # a model-wide choice (benchmarks compare modes this way)
+    try:
+        with pytest.raises(ValueError, match="CUDA"):
+            model.generate(phones, bert, prompt, GREEDY)
+    finally:
+        model.decode_mode = None
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

@@ -192,22 +192,31 @@ class SinePosition(nn.Module):
 
 class SelfAttention(nn.Module):
     """Fused q,k,v projection plus output projection. The official state dict stores the fused
-    projection like `nn.MultiheadAttention` (`in_proj_weight`, `in_proj_bias`); a load hook maps
-    those to the `in_proj` Linear (as gpt-fast maps wq/wk/wv to wqkv), so that every matmul of the
-    model is an `nn.Linear` that `quantize_int8` can swap."""
+    projection like `nn.MultiheadAttention` (`in_proj_weight`, `in_proj_bias`); state-dict hooks
+    map those names to and from the `in_proj` Linear (as gpt-fast maps wq/wk/wv to wqkv), so
+    every matmul of the model is an `nn.Linear` that `quantize_int8` can swap while the state
+    dict keeps the official names both ways."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.in_proj = nn.Linear(dim, 3 * dim)
         self.out_proj = nn.Linear(dim, dim)
-        self._register_load_state_dict_pre_hook(self._official_names)
+        self.register_load_state_dict_pre_hook(self._from_official_names)
+        self.register_state_dict_post_hook(self._to_official_names)
 
     @staticmethod
-    def _official_names(state_dict: dict[str, Tensor], prefix: str, *_args: Any) -> None:
+    def _from_official_names(_module: nn.Module, state_dict: dict[str, Tensor], prefix: str,
+                             *_args: Any) -> None:
         for name in ("weight", "bias"):
-            official = f"{prefix}in_proj_{name}"
-            if official in state_dict:
-                state_dict[f"{prefix}in_proj.{name}"] = state_dict.pop(official)
+            if f"{prefix}in_proj_{name}" in state_dict:
+                state_dict[f"{prefix}in_proj.{name}"] = state_dict.pop(f"{prefix}in_proj_{name}")
+
+    @staticmethod
+    def _to_official_names(_module: nn.Module, state_dict: dict[str, Tensor], prefix: str,
+                           *_args: Any) -> None:
+        for name in ("weight", "bias"):
+            if f"{prefix}in_proj.{name}" in state_dict:
+                state_dict[f"{prefix}in_proj_{name}"] = state_dict.pop(f"{prefix}in_proj.{name}")
 
 
 class Int8Linear(nn.Module):
@@ -380,12 +389,22 @@ class KVCache:
     def full(self) -> KVCache:
         return self if self.root is None else self.root
 
-    def rows(self, count: int) -> KVCache:
-        """A view of the first `count` rows sharing this cache's storage and captured graphs."""
+    def rows(self, count: int, start: int = 0) -> KVCache:
+        """A view of rows start..start+count-1 sharing this cache's storage (and, for start 0,
+        its captured graphs, which are keyed by row count)."""
+        full, end = self.full, start + count
+        return replace(full, k=full.k[:, start:end], v=full.v[:, start:end],
+                       valid=full.valid[start:end], history=full.history[start:end],
+                       row_index=full.row_index[:count], root=full)
+
+    def move_row(self, source: int, target: int, columns: int) -> None:
+        """Copy row `source` (its first `columns` KV columns, its flags and history) to row
+        `target` of the full buffers: a row leaving a continuous batch is refilled this way."""
         full = self.full
-        return replace(full, k=full.k[:, :count], v=full.v[:, :count], valid=full.valid[:count],
-                       history=full.history[:count], row_index=full.row_index[:count],
-                       root=full)
+        full.k[:, target, :, :columns] = full.k[:, source, :, :columns]
+        full.v[:, target, :, :columns] = full.v[:, source, :, :columns]
+        full.valid[target] = full.valid[source]
+        full.history[target] = full.history[source]
 
     def keep_rows(self, keep: Tensor) -> KVCache:
         """Move the rows `keep` (in order) to the front, in place; a view of them."""
@@ -465,6 +484,8 @@ class Text2Semantic(nn.Module):
         self.ar_audio_position = SinePosition(dim)
         self.h = Encoder(dim, config.num_heads, config.num_layers)
         self.ar_predict_layer = nn.Linear(dim, config.vocab_size, bias=False)
+        # How decode steps run when a call does not say; None: default_decode_mode.
+        self.decode_mode: DecodeMode | None = None
         # Free decode buffers (KVCache), reused by later generations; see setup_caches.
         self._cache_pool: list[KVCache] = []
         self._cache_pool_lock = threading.Lock()
@@ -612,10 +633,10 @@ class Text2Semantic(nn.Module):
         `on_token` sees every generated token as it is accepted (for streaming); the return
         value follows upstream's slicing (see module doc). Raises `GenerationCancelled` when
         `should_stop()` turns True (checked before every step). `mode` picks how decode steps
-        run (see `DecodeMode`; default `default_decode_mode`)."""
+        run (see `DecodeMode`; default: the model's `decode_mode`, else `default_decode_mode`)."""
         rows = self._run([phone_ids], [bert], prompt, params, generator, should_stop, on_token,
                          mode)
-        return self._official_slice(rows[0], prompt is not None, path)
+        return official_slice(rows[0].tokens, rows[0].finished_by_eos, prompt is not None, path)
 
     @torch.inference_mode()
     def generate_batch(self, phone_ids: list[Tensor], bert: list[Tensor], prompt: Tensor | None,
@@ -634,16 +655,9 @@ class Text2Semantic(nn.Module):
                                   should_stop=should_stop, path=path, mode=mode)
                     for p, b in zip(phone_ids, bert)]
         rows = self._run(phone_ids, bert, prompt, params, generator, should_stop, None, mode)
-        return [self._official_slice(row, True, path) for row in rows]
+        return [official_slice(row.tokens, row.finished_by_eos, True, path) for row in rows]
 
-    def _official_slice(self, row: _Row, has_prompt: bool, path: DecodePath) -> Tensor:
-        tokens = row.tokens
-        if not row.finished_by_eos and has_prompt:
-            # Early stop / hard cap: upstream's `y[-idx:]` drops one token (see module doc).
-            tokens = tokens[:-1] if path == "batched" else tokens[1:]
-        return torch.tensor(tokens, dtype=torch.long)
-
-    def _check_inputs(self, phone_ids: list[Tensor], bert: list[Tensor],
+    def check_inputs(self, phone_ids: list[Tensor], bert: list[Tensor],
                       prompt: Tensor | None) -> None:
         cfg = self.config
         for i, (phones, features) in enumerate(zip(phone_ids, bert)):
@@ -660,7 +674,7 @@ class Text2Semantic(nn.Module):
             if int(prompt.min()) < 0 or int(prompt.max()) >= cfg.eos:
                 raise ValueError(f"prompt semantic ids outside 0..{cfg.eos - 1}")
 
-    def _prefill(self, phone_ids: list[Tensor], bert: list[Tensor], prompt: Tensor | None,
+    def prefill(self, phone_ids: list[Tensor], bert: list[Tensor], prompt: Tensor | None,
                  cache: KVCache) -> Tensor:
         """Runs the prefix (left-padded text, then the prompt audio) into `cache`, marks its
         valid columns and fills the history with the prompt; logits of the last position."""
@@ -691,8 +705,8 @@ class Text2Semantic(nn.Module):
              params: SamplingParams, generator: torch.Generator | None,
              should_stop: Callable[[], bool] | None,
              on_token: Callable[[int], None] | None, mode: DecodeMode | None) -> list[_Row]:
-        self._check_inputs(phone_ids, bert, prompt)
-        mode = mode or self.default_decode_mode
+        self.check_inputs(phone_ids, bert, prompt)
+        mode = mode or self.decode_mode or self.default_decode_mode
         if mode == "graph" and self.device.type != "cuda":
             raise ValueError("decode mode 'graph' (CUDA graphs) needs a model on a CUDA device")
         prefix_len = max(p.numel() for p in phone_ids) + (0 if prompt is None else prompt.numel())
@@ -723,7 +737,7 @@ class Text2Semantic(nn.Module):
         rows = [_Row(tokens=[]) for _ in phone_ids]
         active = list(range(len(phone_ids)))  # batch position -> row index
 
-        logits = self._prefill(phone_ids, bert, prompt, cache)
+        logits = self.prefill(phone_ids, bert, prompt, cache)
         for step in range(max_steps):
             if should_stop is not None and should_stop():
                 raise GenerationCancelled()
@@ -743,7 +757,7 @@ class Text2Semantic(nn.Module):
                     positions += 1
                     audio_index += 1
                 else:
-                    logits = self._captured(cache, length)(sampled, positions, audio_index)
+                    logits = self.captured_step(cache, length)(sampled, positions, audio_index)
                     positions += 1
                     audio_index += 1
 
@@ -782,7 +796,7 @@ class Text2Semantic(nn.Module):
                 active = [active[position] for position in keep]
         return rows
 
-    def _captured(self, cache: KVCache, length: int) -> CapturedStep:
+    def captured_step(self, cache: KVCache, length: int) -> CapturedStep:
         """The CUDA-graph step for this cache's rows at the KV bucket of `length` (captured on
         first use, then kept with the cache for later generations)."""
         span = kv_bucket(length)
@@ -790,6 +804,15 @@ class Text2Semantic(nn.Module):
         if step is None:
             step = cache.graphs[(cache.batch, span)] = CapturedStep(self, cache, span)
         return step
+
+
+def official_slice(tokens: list[int], finished_by_eos: bool, has_prompt: bool,
+                   path: DecodePath) -> Tensor:
+    """What upstream keeps of a sentence's generated tokens (see the module doc)."""
+    if not finished_by_eos and has_prompt:
+        # Early stop / hard cap: upstream's `y[-idx:]` drops one token.
+        tokens = tokens[:-1] if path == "batched" else tokens[1:]
+    return torch.tensor(tokens, dtype=torch.long)
 
 
 def _covers(big: KVCache, small: KVCache) -> bool:
