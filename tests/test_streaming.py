@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -52,6 +53,9 @@ def stream_data_dir(stream_fixture: Path, stream_manifest: dict, tmp_path_factor
             unpack_xz(source, target)
         else:
             shutil.copy(source, target)
+        # Files a moment old look "still being written" to the registry: keep the fixture's times.
+        stat = source.stat()
+        os.utime(target, (stat.st_atime, stat.st_mtime))
     return root
 
 
