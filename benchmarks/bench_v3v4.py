@@ -18,6 +18,7 @@ import argparse
 import os
 import statistics
 
+import wyoming_gsv  # noqa: F401  (first: the package sets OMP_WAIT_POLICY=PASSIVE before torch loads)
 import torch
 
 from bench_sovits import build_real_v2
