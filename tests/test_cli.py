@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,33 @@ def test_synth_is_deterministic_with_top_k_1_and_no_noise(data_dir: Path, tmp_pa
     (rate_a, audio_a), (rate_b, audio_b) = outputs
     assert rate_a == rate_b == 32000
     assert len(audio_a) > 0 and audio_a == audio_b
+
+
+def test_synth_honours_the_voice_text_split(
+    data_dir: Path, tmp_path: Path, unpacked_v2: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wyoming_gsv.synthesis.gsv_backend import GsvBackend
+    from wyoming_gsv.text.segmentation import pre_seg_text, replace_consecutive_punctuation
+
+    text = "First part, second part; third. And the end!"
+    folder = make_voice(data_dir, "cut5", reference=unpacked_v2["ref_wav"], config={"language": "en", "text_split": "cut5"})
+    chunks: list[str] = []
+    features = GsvBackend.text_features
+
+    def spy(self, chunk, mode, version, **kwargs):
+        if kwargs.get("other_scripts"):  # a request's text, not the transcript
+            chunks.append(chunk)
+        return features(self, chunk, mode, version, **kwargs)
+
+    monkeypatch.setattr(GsvBackend, "text_features", spy)
+    try:
+        argv = ["synth", "--data-dir", str(data_dir), "--voice", "cut5", "--threads", "1", "--no-fallback",
+                text, "-o", str(tmp_path / "cut.wav")]  # fmt: skip
+        assert main(argv) == 0
+    finally:
+        shutil.rmtree(folder)
+    # upstream cuts after ";" too and closes that piece with ".": " second part;."
+    assert chunks == pre_seg_text(replace_consecutive_punctuation(text), "en", "cut5") and len(chunks) == 4
 
 
 def test_synth_unknown_voice_fails_clearly(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -128,6 +128,16 @@ def _add_synth_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_voices_arguments(parser: argparse.ArgumentParser) -> None:
     _add_common_arguments(parser)
     parser.add_argument("--no-build", action="store_true", help="only list; do not build missing bundles")
+    parser.add_argument(
+        "--check",
+        nargs="*",
+        metavar="CLIP",
+        type=Path,
+        help="check reference clips (levels, noise, length, transcript fit) and give advice: every "
+        "voice's (no CLIP given) or these files' (with --transcript/--language)",
+    )
+    parser.add_argument("--transcript", help="with --check CLIP: what is said in the clip")
+    parser.add_argument("--language", default="auto", help="with --check CLIP: the transcript's language mode")
 
 
 def _add_phonemize_arguments(parser: argparse.ArgumentParser) -> None:
@@ -357,22 +367,26 @@ async def _synthesize(runtime: Any, voice: str, language: str | None, text: str)
 
 def run_voices(args: argparse.Namespace) -> int:
     from .synthesis.runtime import Runtime
-    from .synthesis.speech import SynthesisError
+    from .synthesis.studio import describe_failure
 
+    if args.check is not None:
+        return run_voice_checks(args)
     runtime = Runtime(runtime_settings(args))
     voices = runtime.registry.scan()
     failures = 0
-    for voice in voices:
+    for voice in (variant for voice in voices for variant in voice.variants()):  # styles as id@style
         status = "ok"
         if not args.no_build:
             try:
                 runtime.backend.prepare(voice)
                 status = "ready (bundle cached)"
-            except SynthesisError as err:
-                status, failures = f"UNUSABLE: {err}", failures + 1
             except Exception as err:  # e.g. a transcript the text frontend cannot read: report, go on
-                status, failures = f"UNUSABLE: {type(err).__name__}: {err}", failures + 1
-        print(f"{voice.id}\t{voice.language}\t{voice.description}\t{status}")
+                status, failures = f"UNUSABLE: {describe_failure(err)}", failures + 1
+        print(f"{voice.bundle_id}\t{voice.language}\t{voice.description}\t{status}")
+    for voice in voices:
+        for style, problem in voice.style_problems:
+            print(f"{voice.id}@{style}\t-\t-\tLEFT OUT: {problem}")
+            failures += 1
     for voice_id, problem in sorted(runtime.registry.problems().items()):
         if voice_id not in {v.id for v in voices}:
             print(f"{voice_id}\t-\t-\tLEFT OUT: {problem}")
@@ -380,6 +394,43 @@ def run_voices(args: argparse.Namespace) -> int:
     if not voices and not runtime.registry.problems():
         print(f"No voices in {runtime.registry.voices_dir}")
     return 1 if failures else 0
+
+
+def run_voice_checks(args: argparse.Namespace) -> int:
+    """`voices --check`: the reference check of given clips, or of every voice folder's clips."""
+    from .voices import ModelPaths, VoiceRegistry
+    from .voices.check import ClipError, check_clip
+    from .voices.reference import find_reference
+
+    refused = 0
+    for clip in args.check:
+        try:
+            report = check_clip(clip, args.transcript, args.language)
+            line = report.summary()
+            refused += report.refused
+        except ClipError as err:
+            line, refused = f"refused: {err}", refused + 1
+        print(f"{clip}\t{line}")
+    if args.check:
+        return 1 if refused else 0
+    registry = VoiceRegistry(ModelPaths.resolve(args.data_dir, gpt=args.gpt, sovits=args.sovits))
+    for voice in registry.scan():
+        clips = [(voice.id, voice.reference)] + [(f"{voice.id}@{s.name}", s.reference) for s in voice.styles]
+        for name, reference in clips:
+            print(f"{name}\t{reference.report.summary() if reference.report else 'ok'}")
+        for style, problem in voice.style_problems:
+            print(f"{voice.id}@{style}\trefused: {problem}")
+            refused += 1
+    for voice_id, problem in sorted(registry.problems().items()):
+        print(f"{voice_id}\tLEFT OUT: {problem}")
+        refused += 1
+        clip = find_reference(registry.voices_dir / voice_id)
+        if clip is not None:  # left out for another reason (e.g. no models yet): still judge the clip
+            try:
+                print(f"{voice_id}\tclip: {check_clip(clip).summary()}")
+            except ClipError as err:
+                print(f"{voice_id}\tclip: refused: {err}")
+    return 1 if refused else 0
 
 
 def run_phonemize(args: argparse.Namespace) -> int:

@@ -112,8 +112,8 @@ class GsvEventHandler(AsyncEventHandler):
         # A new request before synthesize-stop: the client gave up on the open stream.
         self._drop_open_stream("New request before synthesize-stop; dropping the unfinished stream")
         await self._wait_for_sender()  # one request at a time per connection, in order
-        voice_name, language = _voice_request(data.get("voice"))
-        self._session = self.service.open_session(voice_name, language)
+        voice_name, language, speaker = _voice_request(data.get("voice"))
+        self._session = self.service.open_session(voice_name, language, speaker)
         return self._session
 
     def _drop_open_stream(self, why: str) -> None:
@@ -221,11 +221,15 @@ def _required_text(data: dict[str, Any], event_type: str) -> str:
     return text
 
 
-def _voice_request(voice: Any) -> tuple[str | None, str | None]:
-    """(name, language) from a voice field; tolerant of None and of a bare string."""
+def _voice_request(voice: Any) -> tuple[str | None, str | None, str | None]:
+    """(name, language, speaker) from a voice field; tolerant of None and of a bare string."""
     if isinstance(voice, str):
-        return voice or None, None
+        return voice or None, None, None
     if isinstance(voice, dict):
-        name, language = voice.get("name"), voice.get("language")
-        return (name if isinstance(name, str) and name else None, language if isinstance(language, str) else None)
-    return None, None
+        name, language, speaker = voice.get("name"), voice.get("language"), voice.get("speaker")
+        return (
+            name if isinstance(name, str) and name else None,
+            language if isinstance(language, str) else None,
+            speaker if isinstance(speaker, str) and speaker else None,
+        )
+    return None, None, None

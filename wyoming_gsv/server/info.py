@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from wyoming.info import Attribution, Info, TtsProgram, TtsVoice
+from wyoming.info import Attribution, Info, TtsProgram, TtsVoice, TtsVoiceSpeaker
 
 from .. import __version__
 from ..synthesis.service import VoiceListing
@@ -29,6 +29,7 @@ def build_info(program: ProgramSettings, voices: list[VoiceListing]) -> Info:
             installed=True,
             version=None,
             languages=list(voice.languages),
+            speakers=[TtsVoiceSpeaker(name=name) for name in voice.speakers] or None,
         )
         for voice in voices
     ]

@@ -174,24 +174,43 @@ class GsvBackend:
     def bundle(self, voice: Voice) -> VoiceBundle:
         """The voice's precomputed reference side: memory, else disk cache, else built now."""
         with self._lock:
-            known = self._bundles.get(voice.id)
+            name = voice.bundle_id  # a style has its own bundle
+            known = self._bundles.get(name)
             if known is not None and known[0] is voice:
                 return known[2]
-            key = bundle_key(voice, self.models, {"dtype": str(self.settings.dtype), "code": self.code_fingerprint})
+            key = self.bundle_key(voice)
             if known is not None and known[1] == key:
-                self._bundles[voice.id] = (voice, key, known[2])
+                self._bundles[name] = (voice, key, known[2])
                 return known[2]
-            bundle = self.cache.load(voice.id, key)
+            bundle = self.cache.load(name, key)
             if bundle is None:
-                _LOGGER.info("Building voice bundle for %r", voice.id)
+                _LOGGER.info("Building voice bundle for %r", name)
                 bundle = self.build_bundle(voice)
                 try:
-                    self.cache.save(voice.id, key, bundle)
+                    self.cache.save(name, key, bundle)
                 except OSError as err:  # e.g. a data dir mounted read-only: speak anyway
-                    _LOGGER.warning("Cannot cache the bundle of voice %r (%s); it is rebuilt each start", voice.id, err)
+                    _LOGGER.warning("Cannot cache the bundle of voice %r (%s); it is rebuilt each start", name, err)
             bundle = bundle.to(self.device, self.settings.dtype)
-            self._bundles[voice.id] = (voice, key, bundle)
+            self._bundles[name] = (voice, key, bundle)
             return bundle
+
+    def bundle_key(self, voice: Voice) -> str:
+        return bundle_key(voice, self.models, {"dtype": str(self.settings.dtype), "code": self.code_fingerprint})
+
+    def has_bundle(self, voice: Voice, key: str | None = None) -> bool:
+        """Whether the voice's bundle is in memory or in the disk cache (nothing is built or loaded);
+        `key`: its bundle_key, if the caller has it. Reads without the lock (a single dict read is
+        atomic): a status request must not wait for a build that holds it."""
+        known = self._bundles.get(voice.bundle_id)
+        if known is not None and known[0] is voice:
+            return True
+        key = key or self.bundle_key(voice)
+        return (known is not None and known[1] == key) or self.cache.path_for(voice.bundle_id, key).is_file()
+
+    def loaded_version(self, voice: Voice) -> str | None:
+        """The SoVITS version of the voice's model files, if they are loaded (lock-free, as has_bundle)."""
+        pair = self._pairs.get((voice.gpt, voice.sovits))
+        return pair.sovits.version if pair is not None else None
 
     def build_bundle(self, voice: Voice) -> VoiceBundle:
         pair = self.model_pair(voice.gpt, voice.sovits)
@@ -222,9 +241,10 @@ class GsvBackend:
         try:
             return self.model_pair(voice.gpt, voice.sovits), self.bundle(voice)
         except (ModelFileError, AudioFileError) as err:
-            if self.on_broken is not None:
+            # A style's bad clip spoils that style only; bad model files spoil the voice.
+            if self.on_broken is not None and (voice.style is None or isinstance(err, ModelFileError)):
                 self.on_broken(voice.id, str(err))
-            raise SynthesisError(f"voice {voice.id!r} cannot be used: {err}", code="voice-unusable") from err
+            raise SynthesisError(f"voice {voice.bundle_id!r} cannot be used: {err}", code="voice-unusable") from err
 
     # ------------------------------------------------------------------ text
     def text_features(self, text: str, mode: str, version: str, *, other_scripts: bool = False) -> TextFeatures:

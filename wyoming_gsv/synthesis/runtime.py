@@ -120,6 +120,12 @@ class Runtime:
                 _LOGGER.info("Voice %r ready", voice.id)
             except Exception as err:  # one bad voice must not stop the others
                 _LOGGER.error("Voice %r left out: %s", voice.id, err)
+                continue
+            for style in voice.variants()[1:]:  # a style's first request should not build its bundle
+                try:
+                    self.backend.prepare(style)
+                except Exception as err:
+                    _LOGGER.error("Voice %r: style %r is unusable: %s", voice.id, style.style, err)
         if ready:
             voice = ready[0]
             started = time.perf_counter()

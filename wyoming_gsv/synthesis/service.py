@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 from ..text.segmentation import OfficialSplitter
 from ..voices import Voice, VoiceParams, VoiceRegistry, mode_for_language_code
@@ -46,6 +46,7 @@ class VoiceListing:
     languages: tuple[str, ...]
     attribution_name: str = "GPT-SoVITS voice clone"
     attribution_url: str = "https://github.com/RVC-Boss/GPT-SoVITS"
+    speakers: tuple[str, ...] = ()  # the voice's styles (HA's `speaker` option)
 
 
 # Advertised when nothing else can speak: Home Assistant fails to set up a TTS entity that offers
@@ -94,7 +95,9 @@ class TtsService:
 
     def voices(self) -> list[VoiceListing]:
         """Installed voices, rescanned now; the fallback voice (or a placeholder) only when there is no other."""
-        listings = [VoiceListing(v.id, v.description, v.languages) for v in self.registry.scan()]
+        listings = [
+            VoiceListing(v.id, v.description, v.languages, speakers=v.style_names()) for v in self.registry.scan()
+        ]
         if not listings and self.fallback is not None and self.fallback.available():
             info = self.fallback.voice_info()
             listings.append(
@@ -102,20 +105,30 @@ class TtsService:
             )
         return listings or [PLACEHOLDER_VOICE]
 
-    def open_session(self, voice_name: str | None = None, language: str | None = None) -> SpeechSession:
-        """A session for this voice; raises BadRequest (unknown voice, language it cannot speak)."""
-        speaker, mode, voice = self._resolve(voice_name, language)
+    def open_session(
+        self,
+        voice_name: str | None = None,
+        language: str | None = None,
+        speaker: str | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> SpeechSession:
+        """A session for this voice (and style: `speaker`), with sampling settings `overrides` on
+        top of the voice's and the command line's (the voice page's preview); raises BadRequest
+        (unknown voice or speaker, language it cannot speak, bad setting)."""
+        bound, mode, voice = self._resolve(voice_name, language, speaker, overrides or {})
         text_split = voice.text_split if voice is not None else None
         splitter = OfficialSplitter(mode, text_split) if text_split else self.splitter_factory(mode)
         return SpeechSession(
             self.engine,
-            speaker,
+            bound,
             splitter,
             language=mode,
             max_chars=self.settings.max_chars,
         )
 
-    def _resolve(self, voice_name: str | None, language: str | None) -> tuple[Speaker, str, Voice | None]:
+    def _resolve(
+        self, voice_name: str | None, language: str | None, style: str | None, overrides: Mapping[str, Any]
+    ) -> tuple[Speaker, str, Voice | None]:
         name = voice_name or self.settings.default_voice
         voice = self.registry.get(name) if name else self._first_voice()
         if voice is None:
@@ -123,13 +136,20 @@ class TtsService:
             if rescue is not None:
                 return rescue, _language_mode(language, "auto", ("en", "en_US")), None
             fallback = self._fallback_for(name)
+            if fallback is not None and style:
+                raise BadRequest(f"unknown speaker {style!r}: the fallback voice has no speakers", code="unknown-speaker")
             if fallback is not None:
                 return fallback, _language_mode(language, "en", ("en", "en_US")), None
             if name and name != PLACEHOLDER_VOICE.name:
                 raise BadRequest(f"unknown voice {name!r}", code="unknown-voice")
             raise BadRequest(f"no voice is installed: {PLACEHOLDER_VOICE.description}", code="no-voice")
+        if style:
+            voice = _styled(voice, style)
         mode = _language_mode(language, voice.language, voice.languages)
-        params = voice.params.with_overrides(**self.settings.param_overrides)
+        try:
+            params = voice.params.with_overrides(**self.settings.param_overrides).with_overrides(**overrides)
+        except (TypeError, ValueError) as err:
+            raise BadRequest(f"bad sampling setting: {err}", code="bad-setting") from err
         speaker = self.speakers.speaker(voice, params, mode)
         if self._rescue_available():
             assert self.fallback is not None
@@ -163,6 +183,16 @@ class TtsService:
         assert self.fallback is not None
         _LOGGER.warning("Voice %r is unusable (%s); the fallback voice speaks instead", name, problem)
         return FallbackSpeaker(self.fallback, self.speakers.output_rate(None))
+
+
+def _styled(voice: Voice, style: str) -> Voice:
+    try:
+        return voice.with_style(style)
+    except KeyError:
+        known = ", ".join(voice.style_names()) or "none"
+        raise BadRequest(
+            f"unknown speaker {style!r} for voice {voice.id!r} (its speakers: {known})", code="unknown-speaker"
+        ) from None
 
 
 def _language_mode(requested: str | None, voice_mode: str, advertised: tuple[str, ...]) -> str:

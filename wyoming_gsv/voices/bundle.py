@@ -96,6 +96,8 @@ def bundle_key(voice: Voice, models: ModelPaths, extra: Mapping[str, str] | None
         "sv": file_identity(models.sv),
         "extra": dict(sorted((extra or {}).items())),
     }
+    if voice.style is not None:  # only then: keys of plain voices stay as they were
+        inputs["style"] = voice.style
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 

@@ -1,18 +1,13 @@
-"""Reference clip checks: readable, 3-10 s long, >= 16 kHz, not silent."""
+"""Reference clip checks for voice folders: readable, 3-10 s long, >= 16 kHz, not silent (check.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import soundfile
+from .check import MAX_SECONDS, MIN_SAMPLE_RATE, MIN_SECONDS, ClipError, ClipReport, check_clip
 
-MIN_SECONDS = 3.0
-MAX_SECONDS = 10.0
-MIN_SAMPLE_RATE = 16000
-# Peak below this (full scale = 1.0) counts as silence: about -60 dBFS.
-SILENCE_PEAK = 1e-3
+__all__ = ["MAX_SECONDS", "MIN_SAMPLE_RATE", "MIN_SECONDS", "ReferenceInfo", "ReferenceProblem", "check_reference"]
 
 REFERENCE_SUFFIXES: tuple[str, ...] = (".wav", ".flac", ".mp3", ".ogg")
 
@@ -22,6 +17,7 @@ class ReferenceInfo:
     path: Path
     sample_rate: int
     seconds: float
+    report: ClipReport | None = None  # the full check (levels, noise, advice)
 
 
 class ReferenceProblem(ValueError):
@@ -29,21 +25,14 @@ class ReferenceProblem(ValueError):
 
 
 def check_reference(path: Path) -> ReferenceInfo:
-    """Read the clip once and check it; raises ReferenceProblem with a readable reason."""
+    """Read the clip once and check it; raises ReferenceProblem with the check's reason."""
     try:
-        audio, sample_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError, OSError) as err:
-        raise ReferenceProblem(f"cannot read audio ({err})") from err
-    seconds = audio.shape[0] / float(sample_rate) if sample_rate else 0.0
-    if sample_rate < MIN_SAMPLE_RATE:
-        raise ReferenceProblem(f"sample rate {sample_rate} Hz is below {MIN_SAMPLE_RATE} Hz")
-    if not MIN_SECONDS <= seconds <= MAX_SECONDS:
-        raise ReferenceProblem(
-            f"clip is {seconds:.2f} s long; it must be {MIN_SECONDS:g}-{MAX_SECONDS:g} s"
-        )
-    if audio.size == 0 or float(np.max(np.abs(audio))) < SILENCE_PEAK:
-        raise ReferenceProblem("clip is silent")
-    return ReferenceInfo(path=path, sample_rate=int(sample_rate), seconds=seconds)
+        report = check_clip(path)
+    except ClipError as err:
+        raise ReferenceProblem(str(err)) from err
+    if report.refused:
+        raise ReferenceProblem("; ".join(report.problems))
+    return ReferenceInfo(path=path, sample_rate=report.sample_rate, seconds=report.duration, report=report)
 
 
 def find_reference(folder: Path, stem: str = "ref") -> Path | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .errors import VoiceError
 from .models import ModelPaths
-from .voice import Voice, load_voice
+from .voice import STYLES_DIR, Voice, load_voice
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ class VoiceRegistry:
             voice = load_voice(folder, self.models)
             problem = None
             _LOGGER.info("Voice %r loaded (%s, %.1f s reference)", voice_id, voice.language, voice.reference.seconds)
+            _log_checks(voice)
         except VoiceError as err:
             voice, problem = None, str(err)
             if entry is None or entry.problem != problem:
@@ -93,10 +94,23 @@ class VoiceRegistry:
         return voice
 
     def _folder_signature(self, folder: Path) -> Signature:
-        """Stats of the folder's files and of the default model files."""
+        """Stats of the folder's files, of its styles' files and of the default model files."""
         paths = [p for p in sorted(folder.iterdir()) if p.is_file()] if folder.is_dir() else []
+        styles = folder / STYLES_DIR
+        if styles.is_dir():
+            paths += [styles] + [p for p in sorted(styles.glob("*/*")) if p.is_file()]
         paths += [p for p in (self.models.gpt, self.models.sovits) if p is not None]
         return _stats(paths)
+
+
+def _log_checks(voice: Voice) -> None:
+    """The reference check's verdict, once per change of the folder (refusals are VoiceErrors)."""
+    clips = [("", voice.reference)] + [(f" style {s.name!r}", s.reference) for s in voice.styles]
+    for label, reference in clips:
+        if reference.report is not None:  # advice only: refused clips are VoiceErrors, logged as such
+            _LOGGER.info("Voice %r%s reference check: %s", voice.id, label, reference.report.summary())
+    for name, problem in voice.style_problems:
+        _LOGGER.error("Voice %r: style %r left out: %s", voice.id, name, problem)
 
 
 def _stats(paths: "list[Path] | tuple[Path, ...]") -> Signature:

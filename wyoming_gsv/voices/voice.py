@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +14,28 @@ from .errors import VoiceError
 from .languages import LANGUAGE_MODES, advertised_languages
 from .models import ModelPaths
 from .params import PARAM_NAMES, VoiceParams
+from .check import with_transcript
 from .reference import ReferenceInfo, ReferenceProblem, check_reference, find_reference
 
 VOICE_YAML = "voice.yaml"
 TRANSCRIPT = "ref.txt"
+STYLES_DIR = "styles"
 DEFAULT_LANGUAGE = "auto"
 VOICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 _YAML_KEYS = frozenset(
     {"description", "language", "prompt_language", "languages", "gpt", "sovits", "aux_refs", "text_split", *PARAM_NAMES}
 )
+
+
+@dataclass(frozen=True)
+class Style:
+    """Another clip + transcript of the same voice (`styles/<name>/`), offered to HA as a speaker."""
+
+    name: str
+    folder: Path
+    reference: ReferenceInfo
+    transcript: str
 
 
 @dataclass(frozen=True)
@@ -44,6 +56,28 @@ class Voice:
     languages: tuple[str, ...]  # codes advertised to Home Assistant
     # Upstream's split method (cut0..cut5) applied to a whole request; None: our sentence splitter.
     text_split: str | None = None
+    styles: tuple[Style, ...] = ()  # usable styles, sorted by name
+    style_problems: tuple[tuple[str, str], ...] = ()  # (style name, why it is left out)
+    style: str | None = None  # the style this object speaks with (None: the main clip)
+
+    @property
+    def bundle_id(self) -> str:
+        """Names this voice's (or style's) precomputed bundle; '@' never occurs in a voice id."""
+        return self.id if self.style is None else f"{self.id}@{self.style}"
+
+    def style_names(self) -> tuple[str, ...]:
+        return tuple(style.name for style in self.styles)
+
+    def variants(self) -> tuple["Voice", ...]:
+        """The voice itself, then the voice speaking with each of its styles (each has a bundle)."""
+        return (self, *(self.with_style(name) for name in self.style_names()))
+
+    def with_style(self, name: str) -> "Voice":
+        """The voice speaking with one of its styles' clip and transcript; KeyError if unknown."""
+        for style in self.styles:
+            if style.name == name:
+                return replace(self, reference=style.reference, transcript=style.transcript, aux_references=(), style=name)
+        raise KeyError(name)
 
 
 def load_voice(folder: Path, models: ModelPaths) -> Voice:
@@ -61,15 +95,8 @@ def load_voice(folder: Path, models: ModelPaths) -> Voice:
         raise VoiceError(voice_id, folder / "ref.wav", "reference clip is missing (ref.wav/.flac/.mp3/.ogg)")
     reference = _checked_reference(voice_id, reference_path)
 
-    transcript_path = folder / TRANSCRIPT
-    if not transcript_path.is_file():
-        raise VoiceError(voice_id, transcript_path, "transcript is missing")
-    try:
-        transcript = transcript_path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as err:
-        raise VoiceError(voice_id, transcript_path, f"cannot read transcript ({err})") from err
-    if not transcript:
-        raise VoiceError(voice_id, transcript_path, "transcript is empty")
+    transcript = _read_transcript(voice_id, folder / TRANSCRIPT)
+    reference = _judged(reference, transcript, prompt_language)
 
     aux_entries = config.get("aux_refs") or []
     if not isinstance(aux_entries, list) or not all(isinstance(x, str) for x in aux_entries):
@@ -94,6 +121,7 @@ def load_voice(folder: Path, models: ModelPaths) -> Voice:
     if text_split is not None and text_split not in CUT_METHODS:
         raise VoiceError(voice_id, folder / VOICE_YAML, f"text_split {text_split!r} is not one of {', '.join(CUT_METHODS)}")
 
+    styles, style_problems = _load_styles(voice_id, folder / STYLES_DIR, prompt_language)
     description = config.get("description") or voice_id
     return Voice(
         id=voice_id,
@@ -108,8 +136,56 @@ def load_voice(folder: Path, models: ModelPaths) -> Voice:
         sovits=sovits,
         params=params,
         languages=tuple(languages),
+        styles=styles,
+        style_problems=style_problems,
         text_split=text_split,
     )
+
+
+def _judged(reference: ReferenceInfo, transcript: str, language: str) -> ReferenceInfo:
+    if reference.report is None:
+        return reference
+    return replace(reference, report=with_transcript(reference.report, transcript, language))
+
+
+def _load_styles(
+    voice_id: str, styles_dir: Path, prompt_language: str
+) -> tuple[tuple[Style, ...], tuple[tuple[str, str], ...]]:
+    """Every `styles/<name>/` with its own clip and transcript; a bad one is left out, not the voice."""
+    try:
+        folders = sorted(p for p in styles_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:  # no styles (or an unreadable folder, reported by the missing styles)
+        return (), ()
+    styles, problems = [], []
+    for folder in folders:
+        try:
+            styles.append(_load_style(voice_id, folder, prompt_language))
+        except VoiceError as err:
+            problems.append((folder.name, f"{err.path}: {err.problem}"))
+    return tuple(styles), tuple(problems)
+
+
+def _load_style(voice_id: str, folder: Path, prompt_language: str) -> Style:
+    if not VOICE_ID_PATTERN.match(folder.name):
+        raise VoiceError(voice_id, folder, "style name must be letters, digits, '_', '-', '.'")
+    reference_path = find_reference(folder)
+    if reference_path is None:
+        raise VoiceError(voice_id, folder / "ref.wav", "reference clip is missing (ref.wav/.flac/.mp3/.ogg)")
+    reference = _checked_reference(voice_id, reference_path)
+    transcript = _read_transcript(voice_id, folder / TRANSCRIPT)
+    return Style(folder.name, folder, _judged(reference, transcript, prompt_language), transcript)
+
+
+def _read_transcript(voice_id: str, path: Path) -> str:
+    if not path.is_file():
+        raise VoiceError(voice_id, path, "transcript is missing")
+    try:
+        transcript = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as err:
+        raise VoiceError(voice_id, path, f"cannot read transcript ({err})") from err
+    if not transcript:
+        raise VoiceError(voice_id, path, "transcript is empty")
+    return transcript
 
 
 def _read_yaml(voice_id: str, path: Path) -> dict[str, Any]:
