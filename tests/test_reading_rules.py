@@ -21,6 +21,7 @@ ENGLISH = [
     ("at 6:45 a.m. tomorrow", "at six forty-five A M tomorrow"),  # the abbreviation's dots go
     ("at 12:00 am", "at twelve A M"),  # "twelve A M", not "midnight": say what is written
     ("at 9:05 am", "at nine oh five A M"),
+    ("at 7.30pm", "at seven thirty P M"),  # the British dot
     ("I am 5 ambulances away", "I am 5 ambulances away"),  # "am" inside a word is no time
     # 24-hour clock
     ("Dinner at 19:45", "Dinner at nineteen forty-five"),
@@ -29,6 +30,9 @@ ENGLISH = [
     ("Lights off at 22:00", "Lights off at twenty-two hundred"),  # hours after noon: "hundred"
     ("Reset at 00:00", "Reset at midnight"),
     ("Backup at 00:30", "Backup at zero thirty"),
+    ("Opened at 10:02:45.", "Opened at ten oh two and forty-five seconds."),
+    ("The timer has 1:30 left", "The timer has one thirty left"),  # h:mm, as a clock: the common case
+    ("Score was 3:2", "Score was 3:2"),  # not a time (one-digit minutes): left to upstream
     ("It is noon", "It is noon"),
     # dates
     ("On 2026-11-29 the bin is collected", "On November twenty-ninth, twenty twenty-six the bin is collected"),
@@ -41,7 +45,11 @@ ENGLISH = [
     ("Mon, Nov 29", "Monday, November twenty-ninth"),
     ("Open Tue. and Thurs", "Open Tuesday. and Thursday"),
     ("Every Sept", "Every September"),
-    ("Wed 3 Jan 5", "Wednesday 3 January fifth"),
+    ("Meeting on 3 March 2026", "Meeting on the third of March 2026"),
+    ("The 29th Nov. is free", "The twenty-ninth of November. is free"),
+    ("Plant 3 May seedlings", "Plant the third of May seedlings"),  # day-month wins: "3 May" is a date
+    ("Wed 3 Jan", "Wednesday the third of January"),
+    ("Sat, Jan 5", "Saturday, January fifth"),
     ("The Sun is up and I sat on the mat", "The Sun is up and I sat on the mat"),  # words stay words
     # temperatures
     ("It is 21.5 °C inside", "It is twenty-one point five degrees celsius inside"),
@@ -72,6 +80,10 @@ ENGLISH = [
     ("Add 5 g of salt", "Add five grams of salt"),
     ("Tank 1.5 L", "Tank one point five liters"),  # only exactly one is singular
     ("Dose 250 mL", "Dose two hundred fifty milliliters"),
+    ("Pressure 1,013 hPa", "Pressure one thousand thirteen hectopascals"),
+    ("Back in 5 min", "Back in five minutes"),
+    ("Runs for 2 h and 30 s", "Runs for two hours and thirty seconds"),
+    ("Delay 250 ms", "Delay two hundred fifty milliseconds"),
     # money
     ("That is $12.50", "That is twelve dollars and fifty cents"),
     ("Only €3", "Only three euros"),
@@ -85,6 +97,8 @@ ENGLISH = [
     ("3 - 5", "3 - 5"),  # spaced ASCII: arithmetic, upstream's "minus"
     ("It is -3 now", "It is minus 3 now"),
     ("COVID-19 rules", "COVID-19 rules"),
+    ("There are 1,234 cases", "There are one thousand two hundred thirty-four cases"),  # not "twelve thirty-four"
+    ("Worth 3,000,000.5", "Worth three million point five"),
     # digit by digit
     ("Update to 2.0.1", "Update to two point zero point one"),
     ("Version v1.2", "Version version one point two"),

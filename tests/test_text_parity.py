@@ -57,6 +57,9 @@ CHANGED_BY_READING_RULES: dict[str, str] = {
     "en-028-en": "unit: 5 km -> five kilometers (upstream spells K M: its unit rule needs no space)",
     "en-034-en": "version: 2.0.1 -> two point zero point one (upstream: two point zero.one)",
     "en-144-en": "24-hour clock: 10:05 -> ten oh five, 13:40 -> thirteen forty (upstream: ten five a.m., one forty p.m.)",
+    "mixed-049-auto": "unit: 200ms -> two hundred milliseconds (upstream: two hundredms, read 'M IH1 Z')",
+    "mixed-049-zh": "unit: 200ms -> two hundred milliseconds (upstream: two hundredms, read 'M IH1 Z')",
+    "mixed-049-auto_yue": "unit: 200ms -> two hundred milliseconds (upstream: two hundredms, read 'M IH1 Z')",
 }
 
 

@@ -42,7 +42,8 @@ class Rule:
 
 _DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 _MINUS = "[-\u2212]"  # ASCII hyphen-minus or the minus sign
-_NUMBER = r"\d+(?:\.\d+)?"
+# A number, with or without thousands separators: "21.5", "1,013", "1,250.50".
+_NUMBER = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
 
 
 def say_digits(digits: str) -> str:
@@ -105,6 +106,12 @@ def _month_day(m: re.Match[str]) -> str:
     return f"{month} {_day_ordinal(m.group(2))}"
 
 
+def _day_month(m: re.Match[str]) -> str:
+    month = _MONTH_ABBREVIATIONS.get(m.group(2), m.group(2))
+    article = "" if re.search(r"\bthe\s+$", m.string[: m.start()], re.IGNORECASE) else "the "
+    return f"{article}{_day_ordinal(m.group(1))} of {month}"
+
+
 def _abbreviation(m: re.Match[str]) -> str:
     return _ABBREVIATIONS[m.group(1) or m.group(2)]
 
@@ -124,12 +131,16 @@ def _clock_12h(m: re.Match[str]) -> str:
 
 
 def _clock_24h(m: re.Match[str]) -> str:
-    hour, minutes = int(m.group(1)), int(m.group(2))
+    hour, minutes, seconds = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
     if hour == 0 and minutes == 0:
-        return "midnight"
-    if minutes == 0:
-        return f"{cardinal(hour)} o'clock" if hour <= 12 else f"{cardinal(hour)} hundred"
-    return f"{'zero' if hour == 0 else cardinal(hour)} {_minutes(m.group(2))}"
+        words = "midnight"
+    elif minutes == 0:
+        words = f"{cardinal(hour)} o'clock" if hour <= 12 else f"{cardinal(hour)} hundred"
+    else:
+        words = f"{'zero' if hour == 0 else cardinal(hour)} {_minutes(m.group(2))}"
+    if seconds:
+        words += f" and {cardinal(seconds)} second{'s' if seconds > 1 else ''}"
+    return words
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,6 +179,10 @@ _ENGLISH_UNITS = {
     "ml": ("milliliter", "milliliters"),
     "L": ("liter", "liters"),
     "Hz": ("hertz", "hertz"),
+    "min": ("minute", "minutes"),
+    "ms": ("millisecond", "milliseconds"),
+    "h": ("hour", "hours"),
+    "s": ("second", "seconds"),
 }
 _UNIT_ALTERNATION = "|".join(re.escape(u) for u in sorted(_ENGLISH_UNITS, key=len, reverse=True))
 
@@ -273,37 +288,44 @@ ENGLISH_RULES: tuple[Rule, ...] = (
         ),
         _abbreviation,
     ),
-    # 12-hour clock: "7:30 pm", "7:30pm", "7 PM", "12:00 a.m." -> "seven thirty P M" (upstream
+    # "3 March", "29th Nov." -> "the third of March", "the twenty-ninth of November".
+    Rule(
+        "day and month",
+        re.compile(rf"(?<![\w.,:])([12]\d|3[01]|0?[1-9])(?:st|nd|rd|th)?\s+({_MONTH_NAME})\b"),
+        _day_month,
+    ),
+    # 12-hour clock: "7:30 pm", "7:30pm", "7.30pm", "7 PM", "12:00 a.m." -> "seven thirty P M" (upstream
     # reads "seven thirty a.m. pm").
     Rule(
         "12-hour clock",
-        re.compile(r"(?<![\w.:])(1[0-2]|0?[1-9])(?::([0-5]\d))?\s*([AaPp])\.?\s?[Mm](\.)?(?!\w)"),
+        re.compile(r"(?<![\w.:])(1[0-2]|0?[1-9])(?:[:.]([0-5]\d))?\s*([AaPp])\.?\s?[Mm](\.)?(?!\w)"),
         _clock_12h,
     ),
     # 24-hour clock: "19:45" -> "nineteen forty-five", "07:05" -> "seven oh five", "19:00" ->
-    # "nineteen hundred", "7:00" -> "seven o'clock", "00:00" -> "midnight" (upstream adds a.m./p.m.
-    # from the hour alone and reads 13:40 as "one forty p.m.").
+    # "nineteen hundred", "7:00" -> "seven o'clock", "00:00" -> "midnight", "10:02:45" -> "ten oh
+    # two and forty-five seconds" (upstream adds a.m./p.m. from the hour alone and reads 13:40 as
+    # "one forty p.m.").
     Rule(
         "24-hour clock",
-        re.compile(r"(?<![\w.:])([01]?\d|2[0-3]):([0-5]\d)(?![\w:]|\.\d)"),
+        re.compile(r"(?<![\w.:])([01]?\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?(?![\w:]|\.\d)"),
         _clock_24h,
     ),
     # "21.5 °C", "70°F", "-3 ℃" -> "twenty-one point five degrees celsius", "minus three ...".
     Rule(
         "temperature",
-        re.compile(rf"(?<![\w.])({_MINUS})?({_NUMBER})\s*(°\s*[CF]|℃|℉)(?![A-Za-z])"),
+        re.compile(rf"(?<![\w.,])({_MINUS})?({_NUMBER})\s*(°\s*[CF]|℃|℉)(?![A-Za-z])"),
         _temperature,
     ),
     # A bare degree sign (angles, wind bearing): "270°" -> "two hundred seventy degrees".
     Rule(
         "degrees",
-        re.compile(rf"(?<![\w.])({_MINUS}?{_NUMBER})\s*°"),
+        re.compile(rf"(?<![\w.,])({_MINUS}?{_NUMBER})\s*°"),
         lambda m: _count(m.group(1), "degree", "degrees"),
     ),
     # "45%", "12.5 %" -> "forty-five percent", "twelve point five percent".
     Rule(
         "percent",
-        re.compile(rf"(?<![\w.])({_MINUS}?{_NUMBER})\s*%"),
+        re.compile(rf"(?<![\w.,])({_MINUS}?{_NUMBER})\s*%"),
         lambda m: f"{say_number(m.group(1))} percent",
     ),
     # "$12.50", "€3", "£1.20", "12,50 €" -> "twelve dollars and fifty cents", "three euros",
@@ -328,8 +350,15 @@ ENGLISH_RULES: tuple[Rule, ...] = (
     # Units after a number: "12 km/h", "3.5kWh", "35 µg/m³" -> "twelve kilometers per hour", ...
     Rule(
         "unit",
-        re.compile(rf"(?<![\w.])({_MINUS}?{_NUMBER})\s?({_UNIT_ALTERNATION})(?![\w/³])"),
+        re.compile(rf"(?<![\w.,])({_MINUS}?{_NUMBER})\s?({_UNIT_ALTERNATION})(?![\w/³])"),
         lambda m: _count(m.group(1), *_ENGLISH_UNITS[m.group(2)]),
+    ),
+    # Numbers written with thousands separators are quantities: "1,234" -> "one thousand two
+    # hundred thirty-four" (upstream drops the commas and reads 1000-2999 like a year: "twelve thirty-four").
+    Rule(
+        "grouped number",
+        re.compile(rf"(?<![\w.,])\d{{1,3}}(?:,\d{{3}})+(?:\.\d+)?(?![\d]|[.,]\d)"),
+        lambda m: say_number(m.group(0)),
     ),
     # Negative numbers: "-3" -> "minus 3" (upstream glues "negative" to the word before: "isnegative").
     Rule(
