@@ -158,6 +158,7 @@ bashio::discovery() { printf '%s\n%s\n' "$1" "$2" > "$RECORD"; }
 mkdir() { :; }
 sleep() { :; }
 hostname() { echo addon-host; }
+bashio::addon.ingress_port() { printf '%s\n' "${INGRESS_PORT:-8099}"; }
 """
 
 
@@ -216,6 +217,27 @@ def test_run_script_options_map_onto_real_cli_flags(config: dict, tmp_path: Path
     assert args.debug is (options["log_level"] == "debug")
     assert args.no_fallback is not options["fallback"]
     assert args.fallback_on_error is options["fallback_on_error"]
+
+
+def test_config_puts_the_voice_studio_in_the_sidebar(config: dict) -> None:
+    assert config["ingress"] is True
+    assert isinstance(config["ingress_port"], int) and 1024 < config["ingress_port"] < 65536
+    assert config["ingress_port"] != 10200  # the Wyoming port
+    assert re.fullmatch(r"mdi:[a-z0-9-]+", config["panel_icon"])
+    assert config["panel_title"]
+
+
+def test_run_script_serves_the_studio_to_the_ingress_gateway_only(config: dict, tmp_path: Path) -> None:
+    from wyoming_gsv.__main__ import web_settings
+
+    record = _run_s6_script(S6 / "wyoming-gsv" / "run", config["options"], tmp_path, {"wyoming-gsv": RECORD_ARGS})
+    web = web_settings(parse_cli(record.read_text().splitlines()))
+
+    assert web.port == config["ingress_port"]
+    assert web.host == "0.0.0.0"  # the gateway connects over the hassio network
+    assert web.ingress_only and web.token is None
+    assert web.admits("172.30.32.2") and web.admits("127.0.0.1") and web.admits("::1")
+    assert not web.admits("192.168.1.20") and not web.admits("172.30.32.3")
 
 
 def test_discovery_waits_for_describe_then_announces(tmp_path: Path) -> None:

@@ -339,3 +339,29 @@ def test_a_folder_added_by_hand_gets_the_same_check(
     registry.scan()
     verdicts = [r.getMessage() for r in caplog.records if "'noisy' reference check" in r.getMessage()]
     assert len(verdicts) == 1 and "usable" in verdicts[0] and "background noise" in verdicts[0]
+
+
+def test_deleting_a_symlinked_voice_removes_the_link_not_its_target(
+    store: VoiceStore, registry: VoiceRegistry, data_dir: Path, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "share" / "anna"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "ref.wav").write_bytes(_clip(fmt="WAV"))
+    (elsewhere / "ref.txt").write_text(WORDS)
+    (data_dir / "voices").mkdir()
+    (data_dir / "voices" / "linked").symlink_to(elsewhere)
+    assert registry.get("linked") is not None
+    store.delete("linked")
+    assert registry.get("linked") is None and not os.listdir(data_dir / "voices")
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["ref.txt", "ref.wav"]
+
+
+def test_extra_clips_are_checked_and_counted(store: VoiceStore, registry: VoiceRegistry) -> None:
+    store.create(_draft(aux_clips=(_clip(seed=1), _clip(fmt="OGG", seed=2))))
+    assert [ref.path.name for ref in registry.get("anna").aux_references] == ["aux1.wav", "aux2.wav"]
+    with pytest.raises(StoreError, match="at most") as too_many:
+        store.create(_draft("bob", aux_clips=tuple(_clip(seed=n) for n in range(9))))
+    assert too_many.value.field == "aux_clips"
+    with pytest.raises(StoreError, match="2.00 s long") as short:
+        store.create(_draft("bob", aux_clips=(_clip(2.0),)))
+    assert short.value.field == "aux_clips"

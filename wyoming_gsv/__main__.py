@@ -101,6 +101,26 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--samples-per-chunk", type=_positive_int, default=2048, help="audio samples per chunk event")
     parser.add_argument("--no-warm-up", action="store_true", help="listen before the models are loaded")
+    _add_web_arguments(parser)
+
+
+def _add_web_arguments(parser: argparse.ArgumentParser) -> None:
+    from .web.settings import DEFAULT_MAX_UPLOAD_MB
+
+    web = parser.add_argument_group("voice studio (web page)")
+    web.add_argument("--web", metavar="[HOST:]PORT", help="serve the voice studio page (default host 127.0.0.1)")
+    web.add_argument("--web-token", help="required from page clients (header or cookie); needed off loopback")
+    web.add_argument(
+        "--web-ingress",
+        action="store_true",
+        help="Home Assistant add-on: accept page connections only from the ingress gateway and loopback",
+    )
+    web.add_argument(
+        "--web-max-upload-mb",
+        type=_positive_int,
+        default=DEFAULT_MAX_UPLOAD_MB,
+        help="largest upload the page accepts (default: %(default)s)",
+    )
 
 
 def _add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
@@ -183,7 +203,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     # Checked now rather than after minutes of model loading (or, for sampling, at the first request).
-    problem = _uri_problem(args) if args.command == "serve" else None
+    problem = (_uri_problem(args) or _web_problem(args)) if args.command == "serve" else None
     if problem is None and args.command == "synth":
         problem = _sampling_problem(args)
     if problem is not None:
@@ -216,6 +236,35 @@ def _uri_problem(args: argparse.Namespace) -> str | None:
         if not isinstance(address, ipaddress.IPv4Address) or address.is_unspecified:
             return f"--zeroconf-host {args.zeroconf_host!r}: must be this machine's IPv4 address, e.g. 192.168.1.20"
     return None
+
+
+def _web_problem(args: argparse.Namespace) -> str | None:
+    from .web.settings import is_loopback, parse_web_address
+
+    if args.web is None:
+        return None
+    try:
+        host, _port = parse_web_address(args.web)
+    except ValueError as err:
+        return f"--web {err}"
+    if not is_loopback(host) and not args.web_ingress and not args.web_token:
+        return f"--web {args.web}: a page reachable from the network needs --web-token TOKEN"
+    return None
+
+
+def web_settings(args: argparse.Namespace) -> Any:
+    from .web.settings import WebSettings, parse_web_address
+
+    if args.web is None:
+        return None
+    host, port = parse_web_address(args.web)
+    return WebSettings(
+        host=host,
+        port=port,
+        token=args.web_token,
+        ingress_only=args.web_ingress,
+        max_upload_bytes=args.web_max_upload_mb * 1024 * 1024,
+    )
 
 
 def _sampling_problem(args: argparse.Namespace) -> str | None:
@@ -315,12 +364,26 @@ def run_serve(args: argparse.Namespace) -> int:
         ZeroconfSettings(name=settings.zeroconf_name, host=settings.zeroconf_host) if settings.zeroconf_name else None
     )
     try:
-        asyncio.run(serve(settings.uri, runtime.service, handler, zeroconf))
+        asyncio.run(_serve_with_studio(serve(settings.uri, runtime.service, handler, zeroconf), runtime, web_settings(args)))
     except KeyboardInterrupt:
         pass
     finally:
         runtime.close()
     return 0
+
+
+async def _serve_with_studio(wyoming: Any, runtime: Any, web: Any) -> None:
+    """The Wyoming server and, with --web, the voice studio page in the same loop and process."""
+    if web is None:
+        await wyoming
+        return
+    from .web.run import start_studio
+
+    studio = await start_studio(runtime, web)
+    try:
+        await wyoming
+    finally:
+        await studio.cleanup()
 
 
 def run_synth(args: argparse.Namespace) -> int:

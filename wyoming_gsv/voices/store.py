@@ -34,6 +34,7 @@ DEFAULT_MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # per uploaded file (clip, weights)
 MAX_ID_LENGTH = 64
 MAX_TRANSCRIPT_CHARS = 1000
 MAX_DESCRIPTION_CHARS = 200
+MAX_AUX_CLIPS = 8
 REFERENCE_FILE = "ref.wav"
 GPT_FILE = "gpt.ckpt"
 SOVITS_FILE = "sovits.pth"
@@ -102,6 +103,8 @@ class VoiceStore:
         description = _description(draft.description)
         params = _params(draft.params)
         clip = self._checked_clip(draft.clip, transcript, prompt_language, draft.window, "clip")
+        if len(draft.aux_clips) > MAX_AUX_CLIPS:
+            raise StoreError(f"at most {MAX_AUX_CLIPS} extra clips", "aux_clips")
         aux = [self._checked_clip(data, None, prompt_language, None, "aux_clips") for data in draft.aux_clips]
 
         config: dict[str, Any] = {"language": language}
@@ -204,7 +207,7 @@ class VoiceStore:
             os.rename(folder, trash)  # gone for readers at once; removing the files may take a while
         except FileNotFoundError:
             raise StoreError(f"there is no voice named {voice_id!r}", "id") from None
-        shutil.rmtree(trash, ignore_errors=True)
+        _remove(trash)
         self._drop_bundles(voice_id)
         _LOGGER.info("Voice %r deleted", voice_id)
 
@@ -250,7 +253,7 @@ class VoiceStore:
             os.rename(target, trash)
         except (FileNotFoundError, NotADirectoryError):
             raise StoreError(f"voice {voice_id!r} has no style {style!r}", "style") from None
-        shutil.rmtree(trash, ignore_errors=True)
+        _remove(trash)
         self._drop_bundles(f"{voice_id}@{style}")
 
     # ------------------------------------------------------------------ helpers for the page
@@ -363,7 +366,7 @@ class VoiceStore:
             raise StoreError(f"{name!r} was saved by someone else at the same moment; nothing was changed", field_name) from err
         _sync_dir(target.parent)
         if trash is not None:
-            shutil.rmtree(trash, ignore_errors=True)
+            _remove(trash)
 
     def _drop_bundles(self, bundle_id: str) -> None:
         """Cached bundles of a voice (and its styles) that no longer exists as it was."""
@@ -500,6 +503,14 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise StoreError(f"{path.name} is not a mapping of settings; fix or delete it first", "id")
     return config
+
+
+def _remove(path: Path) -> None:
+    """Remove a folder moved aside; a symlinked voice folder loses its link, never its target."""
+    if path.is_symlink():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _sync_dir(path: Path) -> None:
