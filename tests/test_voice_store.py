@@ -131,7 +131,7 @@ def test_id_length_limit(store: VoiceStore) -> None:
 def test_bad_fields_are_refused_by_name(store: VoiceStore, data_dir: Path, changes: dict, field: str, message: str) -> None:
     with pytest.raises(StoreError, match=message) as refused:
         store.create(_draft(**changes))
-    assert refused.value.field == field
+    assert refused.value.field == field and refused.value.code == "bad-request"
     assert str(refused.value) == refused.value.message
     assert _listing(data_dir) == []
 
@@ -153,7 +153,7 @@ def test_an_existing_voice_is_replaced_only_when_confirmed(store: VoiceStore, re
     store.create(_draft(description="first"))
     with pytest.raises(StoreError, match="already exists") as refused:
         store.create(_draft(description="second"))
-    assert refused.value.field == "id"
+    assert refused.value.field == "id" and refused.value.code == "exists"
     assert registry.get("anna").description == "first"
     store.create(_draft(description="second"), overwrite=True)
     assert registry.get("anna").description == "second"
@@ -179,7 +179,7 @@ def test_two_concurrent_saves_of_one_id_exactly_one_wins(store: VoiceStore, data
         for thread in threads:
             thread.join()
         errors = [o for o in outcomes if isinstance(o, StoreError)]
-        assert len(errors) == 1 and errors[0].field == "id", outcomes
+        assert len(errors) == 1 and errors[0].field == "id" and errors[0].code == "exists", outcomes
         assert "already exists" in errors[0].message or "same moment" in errors[0].message
         voice = registry.get(voice_id)
         assert voice is not None and voice.description in ("writer 0", "writer 1")
@@ -296,6 +296,11 @@ def test_model_files_uploaded_or_picked(unpacked_v2: dict[str, Path], tmp_path: 
     assert "voices/anna2/gpt.ckpt" in store.model_files()
     store.create(_draft("bob", sovits="models/finetuned/mine.pth"))
     assert registry.get("bob").sovits == (data_dir / "models" / "finetuned" / "mine.pth").resolve()
+    # A file the user linked into the data dir is listed and may be picked.
+    (data_dir / "models" / "linked.ckpt").symlink_to(unpacked_v2["gpt"])
+    assert "models/linked.ckpt" in store.model_files()
+    store.create(_draft("dora", gpt="models/linked.ckpt"))
+    assert yaml.safe_load((data_dir / "voices" / "dora" / "voice.yaml").read_text())["gpt"] == "models/linked.ckpt"
     for outside in ("../elsewhere.pth", str(unpacked_v2["sovits"]), "models/../../x.pth"):
         with pytest.raises(StoreError, match="outside the data dir") as refused:
             store.create(_draft("carl", sovits=outside))

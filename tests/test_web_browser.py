@@ -219,6 +219,7 @@ def test_studio_in_a_real_browser(studio: Studio, browser, unpacked_v2: dict[str
     # ---- preview: streamed into the page, then an <audio> element holding the take
     detail = driver.find_element(By.ID, "voice-detail")
     _wait(driver, lambda d: detail.is_displayed(), 10, "voice opened")
+    assert "Reference clip: " in detail.find_element(By.ID, "detail-check").text  # the saved clip's check
     text = detail.find_element(By.NAME, "text")
     text.clear()
     text.send_keys("Hello there. How are you today?")

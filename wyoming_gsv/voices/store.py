@@ -44,13 +44,19 @@ _TRASH = ".trash-"
 _STALE_SECONDS = 600.0
 
 
-class StoreError(Exception):
-    """A refused change: `message` is for the user, `field` names the form field it is about."""
+EXISTS = "exists"  # StoreError.code when the name is taken: the page may ask to replace it
+BAD_REQUEST = "bad-request"
 
-    def __init__(self, message: str, field: str | None = None) -> None:
+
+class StoreError(Exception):
+    """A refused change: `message` is for the user, `field` names the form field it is about,
+    `code` is EXISTS when the voice or style already exists (retry with overwrite) or BAD_REQUEST."""
+
+    def __init__(self, message: str, field: str | None = None, code: str = BAD_REQUEST) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        self.code = code
 
 
 @dataclass
@@ -96,7 +102,7 @@ class VoiceStore:
         voice_id = validate_id(draft.voice_id, "id")
         target = self.voices_dir / voice_id
         if target.exists() and not overwrite:
-            raise StoreError(f"a voice named {voice_id!r} already exists (confirm to replace it)", "id")
+            raise StoreError(f"a voice named {voice_id!r} already exists (confirm to replace it)", "id", EXISTS)
         transcript = _transcript(draft.transcript)
         language = _language(draft.language, "language")
         prompt_language = _language(draft.prompt_language or language, "prompt_language")
@@ -179,7 +185,7 @@ class VoiceStore:
         if new_id == voice_id:
             return folder
         if target.exists() and not overwrite:
-            raise StoreError(f"a voice named {new_id!r} already exists (confirm to replace it)", "new_id")
+            raise StoreError(f"a voice named {new_id!r} already exists (confirm to replace it)", "new_id", EXISTS)
         with self._lock:
             moving = self._hidden_name(self.voices_dir, _STAGING, new_id)
             try:
@@ -228,7 +234,7 @@ class VoiceStore:
         styles = folder / STYLES_DIR
         target = styles / style
         if target.exists() and not overwrite:
-            raise StoreError(f"voice {voice_id!r} already has a style {style!r} (confirm to replace it)", "style")
+            raise StoreError(f"voice {voice_id!r} already has a style {style!r} (confirm to replace it)", "style", EXISTS)
         text = _transcript(transcript)
         config = _read_yaml(folder / VOICE_YAML)
         language = config.get("prompt_language") or config.get("language") or DEFAULT_LANGUAGE
@@ -315,7 +321,8 @@ class VoiceStore:
             return os.path.relpath(final, self.data_dir)
         if not isinstance(value, str) or not value.strip():
             raise StoreError(f"{key} must be an uploaded file or a path under the data dir", key)
-        path = (self.data_dir / value).resolve()
+        # Judged by the path as named (a symlink the user put under the data dir is theirs to use).
+        path = Path(os.path.normpath(self.data_dir / value))
         if not path.is_relative_to(self.data_dir):
             raise StoreError(f"{value!r} is outside the data dir", key)
         if not path.is_file():
@@ -363,7 +370,7 @@ class VoiceStore:
         except OSError as err:
             if trash is not None:
                 os.rename(trash, target)
-            raise StoreError(f"{name!r} was saved by someone else at the same moment; nothing was changed", field_name) from err
+            raise StoreError(f"{name!r} was saved by someone else at the same moment; nothing was changed", field_name, EXISTS) from err
         _sync_dir(target.parent)
         if trash is not None:
             _remove(trash)

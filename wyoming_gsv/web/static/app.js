@@ -514,6 +514,14 @@ function renderDetailHeader(voice) {
   badge.textContent = statusBadge(voice.status).textContent;
   $("#detail-reason").hidden = !voice.reason;
   $("#detail-reason").textContent = voice.reason || "";
+  // The saved clip's check, so a voice that sounds off says why (noise, clipping, transcript).
+  const check = $("#detail-check");
+  check.hidden = !voice.check;
+  if (voice.check) {
+    const verdict = { good: "Reference clip: good", usable: "Reference clip: usable", refused: "Reference clip: refused" };
+    check.className = "detail-check " + voice.check.verdict;
+    check.textContent = [verdict[voice.check.verdict] || voice.check.verdict, ...(voice.check.advice || [])].join(" · ");
+  }
   const select = $("#preview-form").elements.style;
   const chosen = select.value;
   select.replaceChildren(new Option("main clip", ""));
