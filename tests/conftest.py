@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import lzma
 import os
 import shutil
@@ -55,6 +56,22 @@ def text_v2(fixtures_dir: Path) -> Path:
     return _require(fixtures_dir / "text-v2")
 
 
+def fixture_manifest(folder: Path) -> dict:
+    """A fixture set's manifest.json: the facts that vary between sets made by the same generator."""
+    return json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+
+
+def reference_clip(folder: Path) -> Path:
+    """The set's reference clip (its name varies: manifest `config.ref_wav`, or top-level `ref_wav`)."""
+    manifest = fixture_manifest(folder)
+    return folder / (manifest.get("ref_wav") or manifest["config"]["ref_wav"])
+
+
+def speed_goldens(folder: Path) -> list[tuple[str, float]]:
+    """(golden array name, speed) for each speed of the set: 1.25 -> `audio_speed125`."""
+    return [(f"audio_speed{str(speed).replace('.', '')}", speed) for speed in fixture_manifest(folder)["config"]["speeds"]]
+
+
 def load_npz(path: Path) -> dict[str, np.ndarray]:
     """All arrays of a golden `.npz` file, read at once (the file is closed again)."""
     with np.load(path) as data:
@@ -98,5 +115,5 @@ def unpacked_v2(v2_tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
         "sovits": unpack_xz(v2_tiny / "s2_tiny_v2.pth.xz", root / "s2_tiny_v2.pth"),
         "hubert": hubert,
         "bert": v2_tiny / "bert_tiny",
-        "ref_wav": v2_tiny / "ref_32k.wav",
+        "ref_wav": reference_clip(v2_tiny),
     }

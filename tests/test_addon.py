@@ -211,6 +211,7 @@ def test_run_script_options_map_onto_real_cli_flags(config: dict, tmp_path: Path
     assert args.command == "serve"
     assert args.uri == "tcp://0.0.0.0:10200"
     assert Path(args.data_dir) == Path("/config")
+    assert args.allow_path == [Path("/share")]  # the add-on maps /share; voice files may live there
     assert args.device == options["device"]
     assert (args.threads or 0) == options["threads"]
     assert args.no_streaming is not options["streaming"]

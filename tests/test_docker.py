@@ -9,13 +9,18 @@ real `wyoming-gsv` parser.
 from __future__ import annotations
 
 import fnmatch
+import importlib.machinery
+import importlib.util
 import json
 import os
 import re
+import shlex
+import shutil
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 import torch
@@ -109,13 +114,40 @@ def test_idle_openmp_threads_sleep(dockerfile) -> None:
     assert _env(instructions).get("OMP_WAIT_POLICY") == "PASSIVE", name
 
 
-def test_healthcheck_is_a_describe_round_trip(dockerfile) -> None:
+def test_healthcheck_probes_the_served_port_within_dockers_timeout(dockerfile) -> None:
+    """The HEALTHCHECK command, parsed by the health check's own parser, asks the port the image's
+    server listens on, and gives up before Docker kills it."""
     name, instructions = dockerfile
     checks = [rest for keyword, rest in instructions if keyword == "HEALTHCHECK"]
     assert len(checks) == 1, name
-    assert "CMD wyoming-gsv-healthcheck --port 10200" in checks[0]
-    assert (ROOT / "addon/rootfs/usr/local/bin/wyoming-gsv-healthcheck").is_file()
+    options, _, command = checks[0].partition(" CMD ")
+    argv = shlex.split(command)
+    assert shutil.which(argv[0], path=str(HEALTHCHECK.parent)) == str(HEALTHCHECK), f"{name}: {argv[0]} is not shipped"
+    check = _healthcheck_parser().parse_args(argv[1:])
+    assert check.port == urlparse(_served_uri(name, instructions)).port
+    docker_timeout = re.search(r"--timeout=(\d+)s", options)
+    assert docker_timeout and check.timeout < int(docker_timeout.group(1)), f"{name}: Docker would kill the check first"
     assert _env(instructions)["PATH"].startswith("/usr/src/.venv/bin:")  # the check's python has wyoming
+
+
+HEALTHCHECK = ROOT / "addon" / "rootfs" / "usr" / "local" / "bin" / "wyoming-gsv-healthcheck"
+
+
+def _healthcheck_parser():
+    loader = importlib.machinery.SourceFileLoader("wyoming_gsv_healthcheck", str(HEALTHCHECK))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    loader.exec_module(module)
+    return module.build_parser()
+
+
+def _served_uri(name: str, instructions: list[tuple[str, str]]) -> str:
+    """The --uri the image's server runs with: its CMD, or (the add-on image) the s6 run script's."""
+    commands = [rest for keyword, rest in instructions if keyword == "CMD"]
+    if commands:
+        return parse_cli(json.loads(commands[-1])).uri
+    run_script = (ROOT / "addon/rootfs/etc/s6-overlay/s6-rc.d/wyoming-gsv/run").read_text()
+    exec_line = next(line for line in run_script.splitlines() if line.startswith("exec wyoming-gsv "))
+    return parse_cli([arg for arg in shlex.split(exec_line)[2:] if not arg.startswith("${")]).uri
 
 
 def test_addon_image_builds_from_build_yaml_on_cpu_torch() -> None:

@@ -87,11 +87,16 @@ async def test_ha_non_streaming_reads_one_start_stop_cycle(port: int, runtime: R
     spoken = Spy(monkeypatch, runtime.backend, "speak_features")
     result = await ha_synthesize(port, " ".join(SENTENCES), voice="tiny")
     assert result.error is None
-    assert (result.rate, result.width, result.channels) == (32000, 2, 1)
+    assert (result.rate, result.width, result.channels) == (_model_rate(runtime), 2, 1)
     assert result.events.count("audio-start") == 1 and result.events[0] == "audio-start"
     assert result.events[-1] == "audio-stop"
     assert spoken.calls == len(SENTENCES)
     assert result.seconds > 0.3 * len(SENTENCES)  # at least the gap after each sentence
+
+
+def _model_rate(runtime: Runtime) -> int:
+    """The tiny voice's SoVITS output rate, as its model file says."""
+    return runtime.backend.output_rate(runtime.registry.get("tiny"))
 
 
 async def test_other_scripts_are_spoken_in_their_language(port: int, runtime: Runtime, monkeypatch) -> None:
@@ -126,7 +131,7 @@ async def test_ha_stream_in_fragments_without_duplicates(port: int, runtime: Run
     fragments = [text[i : i + 7] for i in range(0, len(text), 7)]  # not on word boundaries, like HA's LLM deltas
     result = await ha_stream(port, fragments, voice="tiny")
     assert result.error is None
-    assert (result.rate, result.width, result.channels) == (32000, 2, 1)
+    assert (result.rate, result.width, result.channels) == (_model_rate(runtime), 2, 1)
     assert result.events[-1] == "synthesize-stopped"
     assert result.events.count("audio-start") == result.events.count("audio-stop") == len(SENTENCES)
     assert spoken.calls == len(SENTENCES)  # the compatibility synthesize was ignored
@@ -272,41 +277,41 @@ async def test_describe_is_fast_while_another_connection_synthesizes(port: int) 
         await describe(port)
         latencies.append(time.monotonic() - started)
         await asyncio.sleep(0.1)
+    # Had describe waited for the engine, the synthesis would be over by now.
     assert not synthesis.done(), "synthesis finished too early to prove anything"
-    assert max(latencies) < 0.1, latencies
+    assert max(latencies) < 2.0, latencies  # wide: a loaded 2-core CI machine
     assert (await synthesis).audio
 
 
 async def test_disconnect_cancels_within_one_decode_step(port: int, runtime: Runtime, monkeypatch) -> None:
     """Once the client is gone and its job is cancelled, at most the decode step already under
-    way finishes: no later step and no later sentence starts."""
-    cancelled = threading.Event()
-    cancelled_jobs: list[threading.Event] = []
-    steps_after_cancel = 0
-    sentences_after_cancel = 0
+    way finishes: no later step and no later sentence starts. Each count is checked to have been
+    able to see something, so the test cannot pass with cancellation unwired."""
+    cancel_called = threading.Event()
+    job_flags: list[object] = []  # each job's cancel flag, in the order its sentences start
+    counts = {"sentences": 0, "steps": 0, "sentences_after_cancel": 0, "steps_after_cancel": 0}
     original_cancel = EngineJob.cancel
     original_speak = runtime.backend.speak_features
 
     def cancel(job: EngineJob) -> None:
-        cancelled_jobs.append(job.cancelled)
         original_cancel(job)
-        cancelled.set()
+        cancel_called.set()
 
     def speak_features(pair, bundle, target, params, should_stop, generator, emit):
-        nonlocal sentences_after_cancel
-        job_cancelled = getattr(should_stop, "__self__", None)  # the job's cancel Event
-
-        def job_was_cancelled() -> bool:
-            return job_cancelled in cancelled_jobs and job_cancelled.is_set()
-
-        if job_was_cancelled():
-            sentences_after_cancel += 1
+        flag = getattr(should_stop, "__self__", None)  # should_stop is the job's Event.is_set
+        if flag not in job_flags:
+            job_flags.append(flag)
+        counted = flag is job_flags[0]  # the disconnected request's job
+        cancelled = isinstance(flag, threading.Event) and flag.is_set()
+        if counted:
+            counts["sentences"] += 1
+            counts["sentences_after_cancel"] += cancelled
         forward = pair.t2s.forward_cached
 
         def counting_forward(*args, **kwargs):
-            nonlocal steps_after_cancel
-            if job_was_cancelled():
-                steps_after_cancel += 1
+            if counted:
+                counts["steps"] += 1
+                counts["steps_after_cancel"] += flag.is_set()
             return forward(*args, **kwargs)
 
         pair.t2s.forward_cached = counting_forward
@@ -317,7 +322,8 @@ async def test_disconnect_cancels_within_one_decode_step(port: int, runtime: Run
 
     monkeypatch.setattr(EngineJob, "cancel", cancel)
     monkeypatch.setattr(runtime.backend, "speak_features", speak_features)
-    long_text = " ".join(f"Number {i} here." for i in range(30))
+    sentence_count = 30
+    long_text = " ".join(f"Number {i} here." for i in range(sentence_count))
     client = AsyncTcpClient("127.0.0.1", port)
     await client.connect()
     await client.write_event(Synthesize(text=long_text, voice=SynthesizeVoice(name="tiny")).event())
@@ -325,11 +331,15 @@ async def test_disconnect_cancels_within_one_decode_step(port: int, runtime: Run
     assert first is not None and first.type == "audio-start"
     await client.disconnect()
     loop = asyncio.get_running_loop()
-    assert await loop.run_in_executor(None, cancelled.wait, 10)
-    # The engine is free again for others (this request queues behind whatever was running).
+    assert await loop.run_in_executor(None, cancel_called.wait, 30), "the disconnect did not cancel the job"
+    # The engine is free again for others; this request queues behind the rest of the cancelled
+    # job, so once it is answered every count of that job is final.
     assert (await ha_synthesize(port, "Hello there.", voice="tiny")).audio
-    assert steps_after_cancel <= 1
-    assert sentences_after_cancel <= 1  # one may race the cancel; it stops before its first step
+    assert isinstance(job_flags[0], threading.Event) and job_flags[0].is_set()
+    assert counts["steps"] > 0, "the step counter saw no decode step"
+    assert counts["sentences"] < sentence_count, f"all {sentence_count} sentences ran: nothing was cancelled"
+    assert counts["steps_after_cancel"] <= 1, counts
+    assert counts["sentences_after_cancel"] <= 1, counts  # one may race the cancel; it stops before its first step
 
 
 async def test_voice_with_broken_model_file_is_reported_and_left_out(port: int, runtime: Runtime, unpacked_v2) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import load_npz, unpack_xz
+from conftest import FIXTURES, load_npz, reference_clip, speed_goldens, unpack_xz
 from wyoming_gsv.gsv.audio import load_reference_audio
 from wyoming_gsv.gsv.checkpoints import load_sovits_checkpoint
 from wyoming_gsv.gsv.errors import ModelFileError
@@ -85,8 +85,7 @@ def test_prior_and_flow_match(case, sv_golden):
     [
         ("audio_noise0", dict(noise_scale=0.0)),
         ("audio_noise05", dict(noise_scale=0.5, noise="noise")),
-        ("audio_speed125", dict(noise_scale=0.0, speed=1.25)),
-        ("audio_speed08", dict(noise_scale=0.0, speed=0.8)),
+        *[(name, dict(noise_scale=0.0, speed=speed)) for name, speed in speed_goldens(FIXTURES / "gsv-v2pro-tiny")],
     ],
 )
 def test_waveforms_match(case, sv_golden, key, kwargs):
@@ -113,7 +112,7 @@ def test_reference_file_to_ge_through_the_speaker_network(case, v2pro_tiny, tmp_
         tmp_path_factory.getbasetemp() / "sv-shared" / "pretrained_eres2netv2w24s4ep4.ckpt",
     )
     speaker = SpeakerEncoder.from_file(sv_path)
-    audio = load_reference_audio(v2pro_tiny / "ref_32k.wav", model.sampling_rate)
+    audio = load_reference_audio(reference_clip(v2pro_tiny), model.sampling_rate)
     spec = model.spectrogram(torch.from_numpy(audio))
     ge = model.global_embedding([spec], [speaker.embed(audio, model.sampling_rate)])
     np.testing.assert_allclose(ge[0].numpy(), golden["ge"], atol=2e-4, rtol=1e-4)
@@ -122,7 +121,7 @@ def test_reference_file_to_ge_through_the_speaker_network(case, v2pro_tiny, tmp_
 def test_prompt_codes_reuse_the_v2_hubert_path(case, unpacked_v2, v2pro_tiny):
     _, model, golden = case
     hubert = HubertEncoder.from_folder(unpacked_v2["hubert"])
-    codes = reference_prompt_codes(v2pro_tiny / "ref_32k.wav", hubert, model)
+    codes = reference_prompt_codes(reference_clip(v2pro_tiny), hubert, model)
     np.testing.assert_array_equal(codes.numpy(), golden["prompt_codes"])
 
 

@@ -108,7 +108,9 @@ async def test_cancel_stops_within_one_step(engine: Engine) -> None:
     started = time.monotonic()
     session.cancel()
     assert await asyncio.wait_for(_collect(session), 5) == []
-    assert time.monotonic() - started < 0.5
+    # Uncancelled, the sentence takes 1000 steps x 5 ms = 5 s; cancelled it ends within a step
+    # (the margin is for a loaded 2-core CI machine).
+    assert time.monotonic() - started < 2.5
     assert speaker.spoken == []
 
 

@@ -93,7 +93,7 @@ def test_chunked_vocoding_streams_pieces_of_the_same_length(setup) -> None:
 
 def test_v2pro_voice_uses_the_speaker_embedding(setup, v2pro_tiny: Path, tmp_path_factory) -> None:
     """A v2Pro SoVITS file: the bundle's ge comes from spectrogram + ERes2NetV2 speaker embedding."""
-    from conftest import unpack_xz
+    from conftest import reference_clip, unpack_xz
     from voice_data import make_voice, tiny_voice_config
 
     backend, voice = setup
@@ -101,8 +101,8 @@ def test_v2pro_voice_uses_the_speaker_embedding(setup, v2pro_tiny: Path, tmp_pat
     sv = unpack_xz(v2pro_tiny / "sv" / "pretrained_eres2netv2w24s4ep4.ckpt.xz", shared / "pretrained_eres2netv2w24s4ep4.ckpt")
     sovits = unpack_xz(v2pro_tiny / "s2_tiny_v2pro.pth.xz", shared / "s2_tiny_v2pro.pth")
     data_dir = backend.models.data_dir
-    folder = make_voice(data_dir, "pro", reference=v2pro_tiny / "ref_32k.wav", config=tiny_voice_config(sovits=str(sovits)))
-    models = ModelPaths.resolve(data_dir, sv=sv)
+    folder = make_voice(data_dir, "pro", reference=reference_clip(v2pro_tiny), config=tiny_voice_config(sovits=str(sovits)))
+    models = ModelPaths.resolve(data_dir, sv=sv, allowed_roots=(shared,))  # the sovits file lies outside the data dir
     pro_voice = VoiceRegistry(models).get(folder.name)
     assert pro_voice is not None
     pro = GsvBackend(models, backend.cache, frontend=backend.frontend)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import unpack_xz
+from conftest import fixture_manifest, load_npz, reference_clip, unpack_xz
 from server_client import describe, ha_synthesize
 from spy import Spy
 from voice_data import link_tiny_models, make_voice, read_wav, tiny_voice_config
@@ -31,15 +31,20 @@ def pro_data_dir(unpacked_v2, v2pro_tiny: Path, tmp_path_factory: pytest.TempPat
     unpack_xz(v2pro_tiny / "sv" / "pretrained_eres2netv2w24s4ep4.ckpt.xz", root / "models" / SV_NAME)
     unpack_xz(v2pro_tiny / "s2_tiny_v2pro.pth.xz", root / "models" / "user" / "pro_voice.pth")
     config = tiny_voice_config(description="Tiny v2Pro voice", sovits="models/user/pro_voice.pth")
-    make_voice(root, "pro", reference=v2pro_tiny / "ref_32k.wav", config=config)
+    make_voice(root, "pro", reference=reference_clip(v2pro_tiny), config=config)
     return root
+
+
+def _model_rate(v2pro_tiny: Path) -> int:
+    """The v2Pro SoVITS file's output rate, as the fixture's manifest records it."""
+    return fixture_manifest(v2pro_tiny)["version_detection"]["s2_tiny_v2pro.pth"]["sampling_rate"]
 
 
 def runtime_for(data_dir: Path) -> Runtime:
     return Runtime(RuntimeSettings(data_dir=data_dir, threads=1, max_chars=1000, use_fallback=False))
 
 
-async def test_v2pro_voice_is_served_like_a_v2_voice(pro_data_dir: Path, monkeypatch) -> None:
+async def test_v2pro_voice_is_served_like_a_v2_voice(pro_data_dir: Path, v2pro_tiny: Path, monkeypatch) -> None:
     torch.set_num_threads(1)
     spy = Spy(monkeypatch, SpeakerEncoder, "embed")
     runtime = runtime_for(pro_data_dir)
@@ -55,7 +60,7 @@ async def test_v2pro_voice_is_served_like_a_v2_voice(pro_data_dir: Path, monkeyp
         built = spy.calls
         assert built == 1
         result = await ha_synthesize(port, TEXT, voice="pro")
-        assert result.rate == 32000 and result.width == 2 and result.channels == 1
+        assert result.rate == _model_rate(v2pro_tiny) and result.width == 2 and result.channels == 1
         assert result.seconds > 0.2
         assert spy.calls == built  # the request used the bundle, not the speaker network
     finally:
@@ -67,7 +72,8 @@ async def test_v2pro_voice_is_served_like_a_v2_voice(pro_data_dir: Path, monkeyp
     from safetensors.torch import load_file
 
     tensors = load_file(str(cached[0]))
-    assert tensors["extra.speaker_embeddings"].shape == (1, 20480)
+    embedding_size = load_npz(v2pro_tiny / "sv_golden.npz")["sv_emb"].shape[-1]
+    assert tensors["extra.speaker_embeddings"].shape == (1, embedding_size)
 
     # A new process with the bundle on disk never loads or runs the speaker network.
     fresh = runtime_for(pro_data_dir)
@@ -79,7 +85,7 @@ async def test_v2pro_voice_is_served_like_a_v2_voice(pro_data_dir: Path, monkeyp
         fresh.close()
 
 
-def test_synth_speaks_a_v2pro_voice_deterministically(pro_data_dir: Path, tmp_path: Path) -> None:
+def test_synth_speaks_a_v2pro_voice_deterministically(pro_data_dir: Path, v2pro_tiny: Path, tmp_path: Path) -> None:
     frames = []
     for name in ("a.wav", "b.wav"):
         out = tmp_path / name
@@ -87,6 +93,6 @@ def test_synth_speaks_a_v2pro_voice_deterministically(pro_data_dir: Path, tmp_pa
                 "--top-k", "1", "--noise-scale", "0", TEXT, "-o", str(out)]
         assert main(argv) == 0
         rate, pcm = read_wav(out)
-        assert rate == 32000
+        assert rate == _model_rate(v2pro_tiny)
         frames.append(pcm)
     assert len(frames[0]) > 0 and frames[0] == frames[1]

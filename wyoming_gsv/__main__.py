@@ -35,6 +35,8 @@ class ServeSettings:
     zeroconf_host: str | None
     samples_per_chunk: int
     warm_up: bool
+    max_connections: int
+    idle_timeout: float
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -58,6 +60,15 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sovits", type=Path, help="default SoVITS weights for voices that name none")
     parser.add_argument("--sv", type=Path, help="speaker-verification model for v2Pro voices "
                         "(default DATA_DIR/models/sv/pretrained_eres2netv2w24s4ep4.ckpt)")
+    parser.add_argument(
+        "--allow-path",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="DIR",
+        help="a folder besides DATA_DIR that files named by voices (voice.yaml paths, symlinks) may be in; "
+        "repeatable. Anything else is refused",
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
     parser.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto")
     parser.add_argument("--threads", type=_positive_int, help="CPU threads for inference (default: all cores)")
@@ -101,6 +112,21 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--samples-per-chunk", type=_positive_int, default=2048, help="audio samples per chunk event")
     parser.add_argument("--no-warm-up", action="store_true", help="listen before the models are loaded")
+    from .server.limits import ConnectionLimits
+
+    parser.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=ConnectionLimits.max_connections,
+        help="connections open at once; one more is refused (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=_positive_seconds,
+        default=ConnectionLimits.idle_timeout,
+        help="close a connection that sends nothing for this many seconds while nothing is being "
+        "spoken for it, or reads nothing for as long while audio waits for it (default: %(default)s)",
+    )
     _add_web_arguments(parser)
 
 
@@ -193,6 +219,16 @@ def _positive_int(text: str) -> int:
 
 def _non_negative_int(text: str) -> int:
     return _whole_number(text, 0)
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -320,6 +356,7 @@ def runtime_settings(args: argparse.Namespace) -> Any:
         gpt=args.gpt,
         sovits=args.sovits,
         sv=args.sv,
+        allowed_paths=tuple(args.allow_path),
         device=args.device,
         precision=args.precision,
         threads=args.threads or os.cpu_count(),
@@ -342,6 +379,8 @@ def serve_settings(args: argparse.Namespace) -> ServeSettings:
         zeroconf_host=args.zeroconf_host,
         samples_per_chunk=args.samples_per_chunk,
         warm_up=not args.no_warm_up,
+        max_connections=args.max_connections,
+        idle_timeout=args.idle_timeout,
     )
 
 
@@ -349,6 +388,7 @@ def serve_settings(args: argparse.Namespace) -> ServeSettings:
 def run_serve(args: argparse.Namespace) -> int:
     from .server.handler import HandlerSettings
     from .server.info import ProgramSettings
+    from .server.limits import ConnectionLimits
     from .server.run import ZeroconfSettings, serve
     from .synthesis.runtime import Runtime
 
@@ -358,7 +398,9 @@ def run_serve(args: argparse.Namespace) -> int:
         runtime.warm_up()  # load models once, before listening
     runtime.start()
     handler = HandlerSettings(
-        program=ProgramSettings(streaming=settings.streaming), samples_per_chunk=settings.samples_per_chunk
+        program=ProgramSettings(streaming=settings.streaming),
+        samples_per_chunk=settings.samples_per_chunk,
+        limits=ConnectionLimits(max_connections=settings.max_connections, idle_timeout=settings.idle_timeout),
     )
     zeroconf = (
         ZeroconfSettings(name=settings.zeroconf_name, host=settings.zeroconf_host) if settings.zeroconf_name else None

@@ -209,14 +209,48 @@ def _torch_load_zip(path: Path, head: bytes) -> Any:
             if not zipfile.is_zipfile(source):
                 raise ModelFileError(path, "not a PyTorch checkpoint (no zip archive inside)")
             source.seek(0)
-        return torch.load(source, map_location="cpu", weights_only=False,
-                          pickle_module=_allow_list_pickle_module())
+        loaded = torch.load(source, map_location="cpu", weights_only=False,
+                            pickle_module=_allow_list_pickle_module())
     except ModelFileError:
         raise
     except OSError as err:
         raise ModelFileError(path, f"cannot read file: {err.strerror or err}") from err
     except Exception as err:  # torch/zip/pickle raise many types for damaged files
         raise ModelFileError(path, f"cannot unpickle checkpoint: {err}") from err
+    _check_bounded(path, loaded)
+    return loaded
+
+
+# A real checkpoint is a dict of a few thousand tensors and a config a few levels deep. A pickle
+# may repeat references to one object, so a 2 KB file can stand for a tree of billions of nodes
+# that anything walking it (the config conversion, an error message) would expand.
+MAX_PICKLED_NODES = 100_000
+MAX_PICKLED_DEPTH = 32
+
+
+def _check_bounded(path: Path, obj: Any) -> None:
+    """Walk the unpickled tree, counting shared objects each time they are reached, and stop at
+    the first bound crossed; tensors are leaves."""
+    stack: list[tuple[Any, int]] = [(obj, 0)]
+    nodes = 0
+    while stack:
+        value, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_PICKLED_NODES:
+            raise ModelFileError(path, f"checkpoint structure has over {MAX_PICKLED_NODES} entries "
+                                       "(not a GPT-SoVITS checkpoint)")
+        if depth > MAX_PICKLED_DEPTH:
+            raise ModelFileError(path, f"checkpoint structure is nested over {MAX_PICKLED_DEPTH} levels "
+                                       "deep (not a GPT-SoVITS checkpoint)")
+        if isinstance(value, HParamsShim):
+            value = getattr(value, "fields", {})
+        if isinstance(value, dict):
+            children: Any = (item for pair in value.items() for item in pair)
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            children = value
+        else:
+            continue
+        stack.extend((child, depth + 1) for child in children)
 
 
 def _as_dict(path: Path, obj: Any) -> dict[str, Any]:

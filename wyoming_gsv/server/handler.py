@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,9 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 from ..synthesis.service import TtsService
 from ..synthesis.session import SpeechSession
 from ..synthesis.speech import BadRequest, SynthesisError
+from .frames import FrameError, read_frame
 from .info import ProgramSettings, build_info
+from .limits import ConnectionLimits
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -26,15 +29,38 @@ SAMPLE_WIDTH = 2  # 16-bit
 CHANNELS = 1
 
 
+# An error event is small, but a client that reads nothing could still block its write.
+ERROR_WRITE_TIMEOUT = 5.0
+
+
 @dataclass(frozen=True)
 class HandlerSettings:
     program: ProgramSettings = ProgramSettings()
     samples_per_chunk: int = 2048
+    limits: ConnectionLimits = ConnectionLimits()
+
+
+class ConnectionSlots:
+    """The connections one server holds at once (shared by its handlers, on its event loop)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+
+    def take(self) -> bool:
+        if self.active >= self.limit:
+            return False
+        self.active += 1
+        return True
+
+    def release(self) -> None:
+        self.active -= 1
 
 
 class GsvEventHandler(AsyncEventHandler):
     """Reads events while audio is written by a separate task, so a disconnect is seen at once
-    and cancels the running synthesis."""
+    and cancels the running synthesis. Frames are read with bounded lengths (see frames.py), and
+    nothing a client sends ends the handler with an exception."""
 
     def __init__(
         self,
@@ -43,22 +69,99 @@ class GsvEventHandler(AsyncEventHandler):
         *,
         service: TtsService,
         settings: HandlerSettings,
+        slots: ConnectionSlots | None = None,
     ) -> None:
         super().__init__(reader, writer)
         self.service = service
         self.settings = settings
+        self._slots = slots if slots is not None else ConnectionSlots(settings.limits.max_connections)
         self._session: SpeechSession | None = None
         self._streaming = False
         self._sender: asyncio.Task[None] | None = None
         self._rate: int | None = None  # one audio format per connection: fixed by the first audio-start
+        self._last_activity = 0.0  # loop time of the last event received or answer finished
 
     async def run(self) -> None:
+        if not self._slots.take():
+            _LOGGER.warning("Refused a connection from %s: %d are open (--max-connections)", self._peer(), self._slots.limit)
+            await self._send_error_event(f"too many connections (limit {self._slots.limit})", "too-many-connections")
+            self.writer.close()
+            return
         try:
-            await super().run()
+            await self._serve_events()
         except ConnectionError as err:
-            # A reset connection raises out of the library's read (or our write); the client is
-            # gone and disconnect() has run, so it is not an error of ours to report.
+            # A reset connection raises out of our read or write; the client is gone, so it is
+            # not an error of ours to report.
             _LOGGER.debug("Client went away: %s", err)
+        except Exception:  # a bug of ours: one traceback, never an unretrieved task exception
+            _LOGGER.exception("Connection handler failed")
+        finally:
+            self._slots.release()
+            await self.disconnect()
+            self.writer.close()
+
+    async def _serve_events(self) -> None:
+        self._is_running = True
+        self._last_activity = asyncio.get_running_loop().time()
+        while self._is_running:
+            event = await self._next_event()
+            if event is None:
+                break
+            if not await self.handle_event(event):
+                break
+
+    async def _next_event(self) -> Event | None:
+        """The next frame, or None when the connection should end: its input ended, a frame was
+        malformed or too large, or it stayed idle too long (the last two are told to the client)."""
+        loop = asyncio.get_running_loop()
+        read = asyncio.ensure_future(read_frame(self.reader, self.settings.limits.frames))
+        try:
+            while True:
+                done, _ = await asyncio.wait({read}, timeout=self._idle_time_left(loop.time()))
+                if done:
+                    break
+                if self._idle_time_left(loop.time()) <= 0:
+                    _LOGGER.info("Closing idle connection from %s (nothing received for %g s)", self._peer(), self.settings.limits.idle_timeout)
+                    await self._send_error_event(
+                        f"connection idle for {self.settings.limits.idle_timeout:g} s", "idle-timeout"
+                    )
+                    return None
+        finally:
+            if not read.done():
+                read.cancel()
+        try:
+            event = read.result()
+        except FrameError as err:
+            _LOGGER.warning("Closing connection from %s: %s", self._peer(), err)
+            await self._send_error_event(str(err), err.code)
+            return None
+        self._last_activity = loop.time()
+        return event
+
+    async def write_event(self, event: Event) -> None:
+        """Send an event; a client that reads nothing for the idle timeout while audio waits for
+        it is cut off (its answer would otherwise hold the connection, and the engine's output,
+        forever)."""
+        try:
+            await asyncio.wait_for(super().write_event(event), self.settings.limits.idle_timeout)
+        except asyncio.TimeoutError:
+            _LOGGER.info("Closing connection from %s: it read nothing for %g s", self._peer(), self.settings.limits.idle_timeout)
+            self.writer.transport.abort()
+            raise ConnectionResetError("the client stopped reading") from None
+
+    def _idle_time_left(self, now: float) -> float:
+        """Seconds until the idle timeout; while an answer is being made it never runs out
+        (an open stream is waiting for the client, so there it does)."""
+        answering = self._sender is not None and not self._sender.done() and not self._streaming
+        if answering:
+            return self.settings.limits.idle_timeout
+        return self._last_activity + self.settings.limits.idle_timeout - now
+
+    def _peer(self) -> str:
+        peer = self.writer.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            return f"{peer[0]}:{peer[1]}"
+        return str(peer or "client")
 
     async def handle_event(self, event: Event) -> bool:
         try:
@@ -132,6 +235,10 @@ class GsvEventHandler(AsyncEventHandler):
     async def _launch(self, session: SpeechSession, *, streaming: bool) -> None:
         self._streaming = streaming
         self._sender = asyncio.create_task(self._send_audio(session, streaming=streaming))
+        self._sender.add_done_callback(self._answer_finished)
+
+    def _answer_finished(self, _sender: "asyncio.Task[None]") -> None:
+        self._last_activity = asyncio.get_running_loop().time()  # idle from here on
 
     async def _chunk(self, data: dict[str, Any]) -> None:
         text = _required_text(data, "synthesize-chunk")
@@ -192,9 +299,14 @@ class GsvEventHandler(AsyncEventHandler):
         _LOGGER.warning("Request refused (%s): %s", err.code, err)
         if self._session is not None:
             self._session.cancel()
+        await self._send_error_event(str(err), err.code)
+
+    async def _send_error_event(self, text: str, code: str) -> None:
+        """Best effort: the client may be gone or reading nothing. Server paths stay in the log."""
         try:
-            await self.write_event(Error(text=str(err), code=err.code).event())
-        except (ConnectionError, RuntimeError):
+            event = Error(text=without_paths(text), code=code).event()
+            await asyncio.wait_for(self.write_event(event), ERROR_WRITE_TIMEOUT)
+        except (ConnectionError, RuntimeError, asyncio.TimeoutError):
             pass
 
     async def finish_pending(self) -> None:
@@ -208,6 +320,16 @@ class GsvEventHandler(AsyncEventHandler):
             self._session.cancel()
         if self._sender is not None and not self._sender.done():
             self._sender.cancel()
+
+
+# An absolute path: "/" after a start, space, quote or "(" and up to the next such stop.
+_ABSOLUTE_PATH = re.compile(r"""(?<![\w.~:/])/(?:[^\s'"/():]+/)*([^\s'"/():]*)""")
+
+
+def without_paths(text: str) -> str:
+    """An error text for a client on the LAN: absolute paths reduced to their last part
+    ('/data/voices/anna/ref.txt' -> 'ref.txt')."""
+    return _ABSOLUTE_PATH.sub(lambda m: m.group(1) or "/", text)
 
 
 def _internal_error(err: Exception) -> SynthesisError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import resource
 from asyncio import StreamReader, StreamWriter
 from dataclasses import dataclass
 from functools import partial
@@ -11,7 +12,7 @@ from typing import Callable
 from wyoming.server import AsyncServer, AsyncStdioServer, AsyncTcpServer
 
 from ..synthesis.service import TtsService
-from .handler import GsvEventHandler, HandlerSettings
+from .handler import ConnectionSlots, GsvEventHandler, HandlerSettings
 from .zeroconf import ZeroconfAdvertiser, advertise_address
 
 _LOGGER = logging.getLogger(__name__)
@@ -24,8 +25,26 @@ class ZeroconfSettings:
     interfaces: tuple[str, ...] | None = None  # None: every interface (tests pass loopback)
 
 
+# File descriptors kept free of connections: the listening socket, zeroconf, logs, and the voice
+# scans and model/cache files a describe or request opens.
+RESERVED_DESCRIPTORS = 32
+
+
 def handler_factory(service: TtsService, settings: HandlerSettings) -> partial[GsvEventHandler]:
-    return partial(GsvEventHandler, service=service, settings=settings)
+    """One factory per server: its handlers share the count of open connections."""
+    slots = ConnectionSlots(connection_limit(settings.limits.max_connections))
+    return partial(GsvEventHandler, service=service, settings=settings, slots=slots)
+
+
+def connection_limit(wanted: int) -> int:
+    """`wanted`, or fewer where the process may not open that many files: connections past the
+    descriptor limit would make every file open fail (a describe's voice scan included)."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or wanted + RESERVED_DESCRIPTORS <= soft:
+        return wanted
+    allowed = max(1, soft - RESERVED_DESCRIPTORS)
+    _LOGGER.warning("Serving at most %d connections, not %d: the process may open %d files", allowed, wanted, soft)
+    return allowed
 
 
 async def serve(

@@ -11,7 +11,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NoReturn
 
 import numpy as np
 import torch
@@ -241,10 +241,17 @@ class GsvBackend:
         try:
             return self.model_pair(voice.gpt, voice.sovits), self.bundle(voice)
         except (ModelFileError, AudioFileError) as err:
-            # A style's bad clip spoils that style only; bad model files spoil the voice.
-            if self.on_broken is not None and (voice.style is None or isinstance(err, ModelFileError)):
-                self.on_broken(voice.id, str(err))
-            raise SynthesisError(f"voice {voice.bundle_id!r} cannot be used: {err}", code="voice-unusable") from err
+            self._left_out(voice, str(err), err)
+        except Exception as err:  # e.g. the text frontend on the transcript: unusable all the same
+            _LOGGER.exception("Preparing voice %r failed", voice.bundle_id)
+            self._left_out(voice, f"cannot prepare the voice: {type(err).__name__}: {err}", err)
+
+    def _left_out(self, voice: Voice, problem: str, cause: Exception) -> NoReturn:
+        """Every request of the voice would fail the same way: it is left out until its files
+        change. A style's bad clip spoils that style only; bad model files spoil the voice."""
+        if self.on_broken is not None and (voice.style is None or isinstance(cause, ModelFileError)):
+            self.on_broken(voice.id, problem)
+        raise SynthesisError(f"voice {voice.bundle_id!r} cannot be used: {problem}", code="voice-unusable") from cause
 
     # ------------------------------------------------------------------ text
     def text_features(self, text: str, mode: str, version: str, *, other_scripts: bool = False) -> TextFeatures:

@@ -44,6 +44,7 @@ class RuntimeSettings:
     gpt: Path | None = None
     sovits: Path | None = None
     sv: Path | None = None
+    allowed_paths: tuple[Path, ...] = ()  # roots besides data_dir that voice files may live in
     device: str = "cpu"
     precision: str = "auto"  # auto: fp16 on CUDA, fp32 on CPU
     threads: int | None = None
@@ -77,11 +78,14 @@ class Runtime:
             gpt=settings.gpt,
             sovits=settings.sovits,
             sv=settings.sv,
+            allowed_roots=settings.allowed_paths,
         )
         self.registry = VoiceRegistry(self.models)
+        cache = BundleCache(settings.data_dir / "cache")
+        cache.remove_abandoned_temp_files()
         self.backend = GsvBackend(
             self.models,
-            BundleCache(settings.data_dir / "cache"),
+            cache,
             BackendSettings(
                 device=settings.device,
                 dtype=settings.dtype,

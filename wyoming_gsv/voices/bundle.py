@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -109,11 +110,42 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def tensors_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
+    """Hash of every tensor's name, dtype, shape and bytes (safetensors itself checks none)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+# A temp file this old is not being written any more (a bundle is written in well under a second).
+ABANDONED_TEMP_SECONDS = 600.0
+
+
 class BundleCache:
-    """`DIR/cache/<voice>.<key>.safetensors`; atomic writes; anything unreadable is rebuilt."""
+    """`DIR/cache/<voice>.<key>.safetensors`; atomic writes; checksummed; anything unreadable or
+    damaged is rebuilt."""
 
     def __init__(self, cache_dir: Path) -> None:
         self.cache_dir = cache_dir
+
+    def remove_abandoned_temp_files(self, older_than: float = ABANDONED_TEMP_SECONDS) -> list[Path]:
+        """Temp files (`.<voice>.*.tmp`) a killed process left behind; called at start. Recent
+        ones may belong to another process writing now (e.g. `wyoming-gsv voices`), so they stay."""
+        removed = []
+        now = time.time()
+        for path in self.cache_dir.glob(".*.tmp") if self.cache_dir.is_dir() else []:
+            try:
+                if now - path.stat().st_mtime >= older_than:
+                    path.unlink()
+                    removed.append(path)
+            except OSError:
+                pass  # gone meanwhile, or a read-only cache
+        if removed:
+            _LOGGER.info("Removed %d temp file(s) left in %s by an interrupted write", len(removed), self.cache_dir)
+        return removed
 
     def path_for(self, voice_id: str, key: str) -> Path:
         return self.cache_dir / f"{voice_id}.{key[:32]}.safetensors"
@@ -129,6 +161,8 @@ class BundleCache:
                 tensors = {name: handle.get_tensor(name) for name in handle.keys()}
             if metadata.get("key") != key or metadata.get("format") != str(BUNDLE_FORMAT_VERSION):
                 raise ValueError("key or format version does not match")
+            if metadata.get("sha256") != tensors_sha256(tensors):
+                raise ValueError("its tensors do not match their checksum (damaged file)")
             return VoiceBundle.from_tensors(tensors)
         except (SafetensorError, ValueError, OSError, RuntimeError, KeyError) as err:
             _LOGGER.warning("Voice bundle %s is unusable (%s); rebuilding it", path, err)
@@ -145,11 +179,9 @@ class BundleCache:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{voice_id}.", suffix=".tmp", dir=self.cache_dir)
         os.close(fd)
         try:
-            save_file(
-                bundle.to_tensors(),
-                tmp_name,
-                metadata={"key": key, "format": str(BUNDLE_FORMAT_VERSION), "voice": voice_id},
-            )
+            tensors = bundle.to_tensors()
+            metadata = {"key": key, "format": str(BUNDLE_FORMAT_VERSION), "voice": voice_id, "sha256": tensors_sha256(tensors)}
+            save_file(tensors, tmp_name, metadata=metadata)
             os.replace(tmp_name, path)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)

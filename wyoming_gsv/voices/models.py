@@ -27,6 +27,8 @@ class ModelPaths:
     gpt: Path | None
     sovits: Path | None
     sv: Path  # speaker verification (v2Pro family); only read when such a voice is used
+    # Folders besides the data dir that files named by a voice may resolve into (--allow-path).
+    allowed_roots: tuple[Path, ...] = ()
 
     @classmethod
     def resolve(
@@ -38,6 +40,7 @@ class ModelPaths:
         gpt: Path | None = None,
         sovits: Path | None = None,
         sv: Path | None = None,
+        allowed_roots: tuple[Path, ...] = (),
     ) -> "ModelPaths":
         models = data_dir / "models"
         return cls(
@@ -47,7 +50,16 @@ class ModelPaths:
             gpt=gpt or _first_existing(models, DEFAULT_GPT_NAMES, "*.ckpt"),
             sovits=sovits or _first_existing(models, DEFAULT_SOVITS_NAMES, "*.pth"),
             sv=sv or models / SV_NAME,
+            allowed_roots=tuple(allowed_roots),
         )
+
+    def root_of(self, path: Path) -> Path | None:
+        """The data dir or allowed root that `path` lies in once symlinks are resolved, or None."""
+        resolved = path.resolve()
+        for root in (self.data_dir, *self.allowed_roots):
+            if resolved.is_relative_to(root.resolve()):
+                return root
+        return None
 
 
 def _first_existing(folder: Path, names: tuple[str, ...], pattern: str) -> Path | None:

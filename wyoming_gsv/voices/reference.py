@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import soundfile
+
 from .check import MAX_SECONDS, MIN_SAMPLE_RATE, MIN_SECONDS, ClipError, ClipReport, check_clip
 
 __all__ = ["MAX_SECONDS", "MIN_SAMPLE_RATE", "MIN_SECONDS", "ReferenceInfo", "ReferenceProblem", "check_reference"]
@@ -24,8 +26,23 @@ class ReferenceProblem(ValueError):
     """What is wrong with a reference clip (the caller adds which voice and file)."""
 
 
+# Compressed formats' headers may estimate the length: only a clip clearly too long is refused
+# from its header; the decoded length decides the rest.
+HEADER_SLACK_SECONDS = 1.0
+
+
 def check_reference(path: Path) -> ReferenceInfo:
-    """Read the clip once and check it; raises ReferenceProblem with the check's reason."""
+    """Check the clip's header, then read the clip once and check it; raises ReferenceProblem
+    with the check's reason. A clip far too long (an hour of audio) costs a header read, not a
+    decode, at each rescan."""
+    try:
+        header = soundfile.info(str(path))
+    except (soundfile.LibsndfileError, RuntimeError, OSError):
+        header = None  # formats soundfile cannot name: check_clip decodes or explains
+    if header is not None and header.samplerate > 0:
+        seconds = header.frames / float(header.samplerate)
+        if seconds > MAX_SECONDS + HEADER_SLACK_SECONDS:
+            raise ReferenceProblem(f"clip is {seconds:.2f} s long; it must be {MIN_SECONDS:g}-{MAX_SECONDS:g} s")
     try:
         report = check_clip(path)
     except ClipError as err:

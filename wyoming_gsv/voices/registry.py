@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from .errors import VoiceError
 from .models import ModelPaths
-from .voice import STYLES_DIR, Voice, load_voice
+from .voice import MAX_ID_LENGTH, STYLES_DIR, Voice, load_voice
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -38,8 +39,16 @@ class VoiceRegistry:
         self._lock = threading.Lock()
 
     def scan(self) -> list[Voice]:
-        """Every usable voice, sorted by id."""
-        folders = sorted(p for p in self.voices_dir.iterdir() if p.is_dir()) if self.voices_dir.is_dir() else []
+        """Every usable voice, sorted by id. Out of file descriptors (every connection holds
+        one), the folders cannot be listed: the last scan's voices are the truth until they can."""
+        try:
+            folders = sorted(p for p in self.voices_dir.iterdir() if p.is_dir()) if self.voices_dir.is_dir() else []
+        except OSError as err:
+            if not out_of_descriptors(err):
+                raise
+            _LOGGER.warning("Cannot list %s (%s); serving the voices found before", self.voices_dir, err.strerror)
+            with self._lock:
+                return [e.voice for _, e in sorted(self._entries.items()) if e.voice is not None]
         present = {folder.name for folder in folders if not folder.name.startswith(".")}
         voices = [v for folder in folders if folder.name in present if (v := self._load(folder)) is not None]
         with self._lock:
@@ -50,8 +59,13 @@ class VoiceRegistry:
 
     def get(self, voice_id: str) -> Voice | None:
         """One voice by id (re-read if its files changed), or None if absent or bad."""
+        if not voice_id or "/" in voice_id or "\0" in voice_id or voice_id.startswith(".") or len(voice_id) > MAX_ID_LENGTH:
+            return None
         folder = self.voices_dir / voice_id
-        if not voice_id or "/" in voice_id or voice_id.startswith(".") or not folder.is_dir():
+        try:
+            if not folder.is_dir():
+                return None
+        except OSError:  # e.g. a name the file system cannot hold
             return None
         return self._load(folder)
 
@@ -71,12 +85,14 @@ class VoiceRegistry:
 
     def _load(self, folder: Path) -> Voice | None:
         voice_id = folder.name
-        try:
-            folder_signature = self._folder_signature(folder)
-        except OSError:  # a folder we may not list (permissions): load_voice says what is wrong
-            folder_signature = ((str(folder), -1, -1),)
         with self._lock:
             entry = self._entries.get(voice_id)
+        try:
+            folder_signature = self._folder_signature(folder)
+        except OSError as err:
+            if out_of_descriptors(err):
+                return entry.voice if entry is not None else None  # judged again when fds are free
+            folder_signature = ((str(folder), -1, -1),)  # a folder we may not list: load_voice says why
         if entry is not None and entry.signature == folder_signature + _stats(entry.model_files):
             return entry.voice
         try:
@@ -85,6 +101,8 @@ class VoiceRegistry:
             _LOGGER.info("Voice %r loaded (%s, %.1f s reference)", voice_id, voice.language, voice.reference.seconds)
             _log_checks(voice)
         except VoiceError as err:
+            if out_of_descriptors(err.__cause__):
+                return entry.voice if entry is not None else None  # not the voice's fault: retried later
             voice, problem = None, str(err)
             if entry is None or entry.problem != problem:
                 _LOGGER.error("Voice left out: %s", problem)
@@ -101,6 +119,11 @@ class VoiceRegistry:
             paths += [styles] + [p for p in sorted(styles.glob("*/*")) if p.is_file()]
         paths += [p for p in (self.models.gpt, self.models.sovits) if p is not None]
         return _stats(paths)
+
+
+def out_of_descriptors(err: BaseException | None) -> bool:
+    """EMFILE/ENFILE: a passing state of the process, not a fact about the files."""
+    return isinstance(err, OSError) and err.errno in (errno.EMFILE, errno.ENFILE)
 
 
 def _log_checks(voice: Voice) -> None:

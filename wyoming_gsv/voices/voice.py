@@ -22,6 +22,14 @@ TRANSCRIPT = "ref.txt"
 STYLES_DIR = "styles"
 DEFAULT_LANGUAGE = "auto"
 VOICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+# File names hold 255 bytes on common file systems; the bundle cache names a file
+# "<id>.<32-char key>.safetensors" (and ".<id>.<random>.tmp" while writing it).
+MAX_ID_LENGTH = 200
+
+# A transcript of a 3-10 s clip is a sentence or two; a voice.yaml a screenful. Anything far
+# longer is not what the file should hold, and is refused before it is read whole.
+MAX_TRANSCRIPT_CHARS = 2000
+MAX_YAML_BYTES = 64 * 1024
 
 _YAML_KEYS = frozenset(
     {"description", "language", "prompt_language", "languages", "gpt", "sovits", "aux_refs", "text_split", *PARAM_NAMES}
@@ -85,7 +93,12 @@ def load_voice(folder: Path, models: ModelPaths) -> Voice:
     voice_id = folder.name
     if not VOICE_ID_PATTERN.match(voice_id):
         raise VoiceError(voice_id, folder, "folder name must be letters, digits, '_', '-', '.'")
+    if len(voice_id) > MAX_ID_LENGTH:
+        raise VoiceError(voice_id, folder, f"folder name is longer than {MAX_ID_LENGTH} characters (its cache file name would not fit)")
 
+    _require_inside_roots(voice_id, folder, models, "voice folder")
+    if (folder / VOICE_YAML).exists():
+        _require_inside_roots(voice_id, folder / VOICE_YAML, models, VOICE_YAML)
     config = _read_yaml(voice_id, folder / VOICE_YAML)
     language = _language(voice_id, folder / VOICE_YAML, config, "language", DEFAULT_LANGUAGE)
     prompt_language = _language(voice_id, folder / VOICE_YAML, config, "prompt_language", language)
@@ -93,18 +106,18 @@ def load_voice(folder: Path, models: ModelPaths) -> Voice:
     reference_path = find_reference(folder)
     if reference_path is None:
         raise VoiceError(voice_id, folder / "ref.wav", "reference clip is missing (ref.wav/.flac/.mp3/.ogg)")
-    reference = _checked_reference(voice_id, reference_path)
+    reference = _checked_reference(voice_id, reference_path, models)
 
-    transcript = _read_transcript(voice_id, folder / TRANSCRIPT)
+    transcript = _read_transcript(voice_id, folder / TRANSCRIPT, models)
     reference = _judged(reference, transcript, prompt_language)
 
     aux_entries = config.get("aux_refs") or []
     if not isinstance(aux_entries, list) or not all(isinstance(x, str) for x in aux_entries):
         raise VoiceError(voice_id, folder / VOICE_YAML, "aux_refs must be a list of file names")
-    aux = tuple(_checked_reference(voice_id, folder / name) for name in aux_entries)
+    aux = tuple(_checked_reference(voice_id, folder / name, models) for name in aux_entries)
 
-    gpt = _model_file(voice_id, folder, config, "gpt", models.gpt, models.data_dir)
-    sovits = _model_file(voice_id, folder, config, "sovits", models.sovits, models.data_dir)
+    gpt = _model_file(voice_id, folder, config, "gpt", models.gpt, models)
+    sovits = _model_file(voice_id, folder, config, "sovits", models.sovits, models)
 
     try:
         params = VoiceParams().with_overrides(**{k: config.get(k) for k in PARAM_NAMES})
@@ -121,7 +134,7 @@ def load_voice(folder: Path, models: ModelPaths) -> Voice:
     if text_split is not None and text_split not in CUT_METHODS:
         raise VoiceError(voice_id, folder / VOICE_YAML, f"text_split {text_split!r} is not one of {', '.join(CUT_METHODS)}")
 
-    styles, style_problems = _load_styles(voice_id, folder / STYLES_DIR, prompt_language)
+    styles, style_problems = _load_styles(voice_id, folder / STYLES_DIR, prompt_language, models)
     description = config.get("description") or voice_id
     return Voice(
         id=voice_id,
@@ -149,7 +162,7 @@ def _judged(reference: ReferenceInfo, transcript: str, language: str) -> Referen
 
 
 def _load_styles(
-    voice_id: str, styles_dir: Path, prompt_language: str
+    voice_id: str, styles_dir: Path, prompt_language: str, models: ModelPaths
 ) -> tuple[tuple[Style, ...], tuple[tuple[str, str], ...]]:
     """Every `styles/<name>/` with its own clip and transcript; a bad one is left out, not the voice."""
     try:
@@ -159,32 +172,44 @@ def _load_styles(
     styles, problems = [], []
     for folder in folders:
         try:
-            styles.append(_load_style(voice_id, folder, prompt_language))
+            styles.append(_load_style(voice_id, folder, prompt_language, models))
         except VoiceError as err:
             problems.append((folder.name, f"{err.path}: {err.problem}"))
     return tuple(styles), tuple(problems)
 
 
-def _load_style(voice_id: str, folder: Path, prompt_language: str) -> Style:
+def _load_style(voice_id: str, folder: Path, prompt_language: str, models: ModelPaths) -> Style:
     if not VOICE_ID_PATTERN.match(folder.name):
         raise VoiceError(voice_id, folder, "style name must be letters, digits, '_', '-', '.'")
+    if len(voice_id) + 1 + len(folder.name) > MAX_ID_LENGTH:  # its bundle is "<id>@<style>.<key>.safetensors"
+        raise VoiceError(
+            voice_id, folder, f"voice and style names together are longer than {MAX_ID_LENGTH} characters "
+            "(the style's cache file name would not fit)"
+        )
+    _require_inside_roots(voice_id, folder, models, "style folder")
     reference_path = find_reference(folder)
     if reference_path is None:
         raise VoiceError(voice_id, folder / "ref.wav", "reference clip is missing (ref.wav/.flac/.mp3/.ogg)")
-    reference = _checked_reference(voice_id, reference_path)
-    transcript = _read_transcript(voice_id, folder / TRANSCRIPT)
+    reference = _checked_reference(voice_id, reference_path, models)
+    transcript = _read_transcript(voice_id, folder / TRANSCRIPT, models)
     return Style(folder.name, folder, _judged(reference, transcript, prompt_language), transcript)
 
 
-def _read_transcript(voice_id: str, path: Path) -> str:
+def _read_transcript(voice_id: str, path: Path, models: ModelPaths) -> str:
     if not path.is_file():
         raise VoiceError(voice_id, path, "transcript is missing")
+    _require_inside_roots(voice_id, path, models, "transcript")
     try:
-        transcript = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as err:
+        transcript = _read_limited(path, 4 * MAX_TRANSCRIPT_CHARS).strip()  # UTF-8: <= 4 bytes a char
+    except (OSError, UnicodeDecodeError, ValueError) as err:
         raise VoiceError(voice_id, path, f"cannot read transcript ({err})") from err
     if not transcript:
         raise VoiceError(voice_id, path, "transcript is empty")
+    if len(transcript) > MAX_TRANSCRIPT_CHARS:
+        raise VoiceError(
+            voice_id, path, f"transcript is {len(transcript)} characters; the limit is {MAX_TRANSCRIPT_CHARS} "
+            "(it should say what the 3-10 s reference clip says)"
+        )
     return transcript
 
 
@@ -192,8 +217,8 @@ def _read_yaml(voice_id: str, path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        config = yaml.load(_read_limited(path, MAX_YAML_BYTES), Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as err:
         raise VoiceError(voice_id, path, f"cannot parse ({err})") from err
     if config is None:
         return {}
@@ -206,6 +231,41 @@ def _read_yaml(voice_id: str, path: Path) -> dict[str, Any]:
     return config
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """Safe YAML without aliases: a few lines of nested aliases expand to billions of nodes, and
+    no voice setting needs one."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def _require_inside_roots(voice_id: str, path: Path, models: ModelPaths, what: str) -> None:
+    """Files a voice names (or links to) stay inside the data dir or an --allow-path folder: a
+    voice folder copied from elsewhere must not make the server read any file on the machine.
+    Checked before the file is opened."""
+    try:
+        inside = models.root_of(path) is not None
+        resolved = path.resolve()
+    except (OSError, RuntimeError) as err:  # a symlink loop
+        raise VoiceError(voice_id, path, f"{what} cannot be resolved ({err})") from err
+    if not inside:
+        raise VoiceError(
+            voice_id, path, f"{what} resolves to {resolved}, outside the data dir and every --allow-path folder"
+        )
+
+
+def _read_limited(path: Path, max_bytes: int) -> str:
+    """The file's UTF-8 text; ValueError if it is over `max_bytes` (only that much is read)."""
+    with open(path, "rb") as handle:
+        raw = handle.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise ValueError(f"file is over the limit of {max_bytes} bytes")
+    return raw.decode("utf-8")
+
+
 def _language(voice_id: str, path: Path, config: dict[str, Any], key: str, default: str) -> str:
     value = config.get(key, default)
     if not isinstance(value, str) or value not in LANGUAGE_MODES:
@@ -215,9 +275,10 @@ def _language(voice_id: str, path: Path, config: dict[str, Any], key: str, defau
     return value
 
 
-def _checked_reference(voice_id: str, path: Path) -> ReferenceInfo:
+def _checked_reference(voice_id: str, path: Path, models: ModelPaths) -> ReferenceInfo:
     if not path.is_file():
         raise VoiceError(voice_id, path, "reference clip is missing")
+    _require_inside_roots(voice_id, path, models, "reference clip")
     try:
         return check_reference(path)
     except ReferenceProblem as err:
@@ -225,8 +286,9 @@ def _checked_reference(voice_id: str, path: Path) -> ReferenceInfo:
 
 
 def _model_file(
-    voice_id: str, folder: Path, config: dict[str, Any], key: str, default: Path | None, data_dir: Path
+    voice_id: str, folder: Path, config: dict[str, Any], key: str, default: Path | None, models: ModelPaths
 ) -> Path:
+    data_dir = models.data_dir
     value = config.get(key)
     if value is None:
         if default is None:
@@ -234,8 +296,9 @@ def _model_file(
                 voice_id, data_dir / "models", f"no {key} weights: set {key} in voice.yaml or install the base models"
             )
         path = default
-    elif isinstance(value, str) and value:
+    elif isinstance(value, str) and value and "\0" not in value:
         path = Path(value) if Path(value).is_absolute() else data_dir / value
+        _require_inside_roots(voice_id, path, models, f"{key} weights")
     else:
         raise VoiceError(voice_id, folder / VOICE_YAML, f"{key} must be a file path relative to the data dir")
     if not path.is_file():
