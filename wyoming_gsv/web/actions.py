@@ -18,7 +18,7 @@ from ..synthesis.studio import Studio, VoiceStatus
 from ..voices import LANGUAGE_MODES, VoiceParams
 from ..voices.check import ClipAudio, ClipError, Window, check_clip, decode_clip
 from ..voices.params import PARAM_NAMES
-from ..voices.store import StoreError, VoiceDraft, VoiceStore
+from ..voices.store import EXISTS, StoreError, VoiceDraft, VoiceStore
 from .settings import WebSettings
 from .uploads import clear_stale_uploads
 
@@ -26,8 +26,6 @@ _LOGGER = logging.getLogger(__name__)
 
 WAVEFORM_POINTS = 800
 _WHOLE_PARAMS = frozenset({"top_k", "seed"})
-# How the store words "that id is taken" (another save won, or it existed): the page offers to replace.
-_CONFLICT_SIGNS = ("already exists", "confirm to replace", "at the same moment")
 
 
 class StudioError(Exception):
@@ -194,18 +192,15 @@ class StudioActions:
 
 
 class _store_errors:
-    """StoreError -> StudioError, keeping the field; "already exists" -> code "exists"."""
+    """StoreError -> StudioError, keeping the field and code ("exists": the page offers to replace)."""
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, kind: Any, err: BaseException | None, _tb: Any) -> bool:
         if isinstance(err, StoreError):
-            code = getattr(err, "code", None) or (
-                "exists" if any(sign in str(err) for sign in _CONFLICT_SIGNS) else "bad-request"
-            )
-            status = 404 if code == "not-found" else 409 if code == "exists" else 400
-            raise StudioError(str(err), field=err.field, status=status, code=code) from err
+            status = 409 if err.code == EXISTS else 400
+            raise StudioError(str(err), field=err.field, status=status, code=err.code) from err
         return False
 
 
