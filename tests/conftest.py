@@ -97,6 +97,7 @@ def unpack_xz(src: Path, dst: Path) -> Path:
         tmp = dst.with_suffix(dst.suffix + ".part")
         with lzma.open(src) as fin, open(tmp, "wb") as fout:
             shutil.copyfileobj(fin, fout)
+        shutil.copystat(src, tmp)  # as installed long ago: a fresh model file may still be being written
         tmp.rename(dst)
     return dst
 
@@ -108,7 +109,7 @@ def unpacked_v2(v2_tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     hubert = root / "hubert_tiny"
     hubert.mkdir()
     for name in ("config.json", "preprocessor_config.json"):
-        shutil.copy(v2_tiny / "hubert_tiny" / name, hubert / name)
+        shutil.copy2(v2_tiny / "hubert_tiny" / name, hubert / name)
     unpack_xz(v2_tiny / "hubert_tiny" / "pytorch_model.bin.xz", hubert / "pytorch_model.bin")
     return {
         "gpt": v2_tiny / "s1_tiny_v2.ckpt",

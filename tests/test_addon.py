@@ -77,10 +77,25 @@ def _check_against_schema(key: str, value, schema: str) -> None:
 
 def test_options_match_their_schema(config: dict) -> None:
     options, schema = config["options"], config["schema"]
-    assert set(options) == set(schema)
-    assert {"device", "threads", "streaming", "log_level", "fallback", "fallback_on_error"} <= set(options)
+    optional = {key for key, kind in schema.items() if kind.endswith("?")}
+    assert set(options) == set(schema) - optional  # optional ones: the server's default applies
+    assert {"models", "threads", "streaming", "max_chars", "log_level", "fallback", "fallback_on_error"} <= set(options)
+    assert {"chunk_tokens", "gpt_int8"} <= optional
     for key, value in options.items():
         _check_against_schema(key, value, schema[key])
+
+
+def test_cpu_addon_fetches_v2pro_and_has_no_device_option(config: dict) -> None:
+    """A `device: cuda` option on a CPU-only image could only end in a restart loop."""
+    assert "device" not in config["schema"]
+    assert config["options"]["models"] == "v2Pro"
+    from wyoming_gsv.download import PRETRAINED
+
+    assert config["schema"]["models"] == f"list({'|'.join([*PRETRAINED, 'none'])})"
+
+
+def test_prebuilt_image_is_named_per_arch(config: dict) -> None:
+    assert re.fullmatch(r"ghcr\.io/[a-z0-9-]+/\{arch\}-addon-wyoming-gsv", config["image"])
 
 
 def test_build_config_covers_every_arch(config: dict) -> None:
@@ -95,7 +110,7 @@ def test_translations_describe_every_option_and_port(config: dict) -> None:
     assert translations
     for path in translations:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        assert set(data["configuration"]) == set(config["options"]), path.name
+        assert set(data["configuration"]) == set(config["schema"]), path.name
         for key, entry in data["configuration"].items():
             assert entry.get("name") and entry.get("description"), f"{path.name}: {key}"
         assert set(data["network"]) == set(config["ports"]), path.name
@@ -104,7 +119,7 @@ def test_translations_describe_every_option_and_port(config: dict) -> None:
 def test_repository_and_docs_exist() -> None:
     assert _yaml("repository.yaml").get("name")
     docs = (ROOT / "DOCS.md").read_text(encoding="utf-8")
-    for option in _yaml("config.yaml")["options"]:
+    for option in _yaml("config.yaml")["schema"]:
         assert f"`{option}`" in docs, f"DOCS.md does not explain {option}"
 
 
@@ -151,6 +166,7 @@ def test_s6_scripts_are_valid_bash(script: Path) -> None:
 FAKE_BASHIO = r"""
 bashio::config() { printf '%s\n' "${OPTIONS[$1]}"; }
 bashio::config.true() { [ "${OPTIONS[$1]}" = "true" ]; }
+bashio::config.has_value() { [ -n "${OPTIONS[$1]:-}" ] && [ "${OPTIONS[$1]}" != "null" ]; }
 bashio::log.info() { :; }
 bashio::log.warning() { :; }
 bashio::var.json() { printf '{"%s": "%s"}' "$1" "$2"; }
@@ -197,10 +213,11 @@ RECORD_ARGS = 'for a in "$@"; do printf "%s\\n" "$a"; done > "$RECORD"'
     "changes",
     [
         {},
-        {"threads": 3, "streaming": False, "log_level": "debug", "fallback": False, "device": "cuda",
-         "fallback_on_error": True},
+        {"threads": 3, "streaming": False, "log_level": "debug", "fallback": False, "fallback_on_error": True,
+         "models": "none", "max_chars": 500},
+        {"models": "v2ProPlus", "chunk_tokens": 20, "gpt_int8": True},
     ],
-    ids=["defaults", "changed"],
+    ids=["defaults", "changed", "low-latency"],
 )
 def test_run_script_options_map_onto_real_cli_flags(config: dict, tmp_path: Path, changes: dict) -> None:
     options = {**config["options"], **changes}
@@ -211,13 +228,21 @@ def test_run_script_options_map_onto_real_cli_flags(config: dict, tmp_path: Path
     assert args.command == "serve"
     assert args.uri == "tcp://0.0.0.0:10200"
     assert Path(args.data_dir) == Path("/config")
+    assert args.device == "cpu"  # the parser's default: the CPU add-on never names a device
+    assert "--device" not in argv
+    assert args.fetch_models == (None if options["models"] == "none" else options["models"])
     assert args.allow_path == [Path("/share")]  # the add-on maps /share; voice files may live there
-    assert args.device == options["device"]
     assert (args.threads or 0) == options["threads"]
     assert args.no_streaming is not options["streaming"]
+    assert args.max_chars == options["max_chars"]
     assert args.debug is (options["log_level"] == "debug")
     assert args.no_fallback is not options["fallback"]
     assert args.fallback_on_error is options["fallback_on_error"]
+    # Optional options: only when set, else the server's own default.
+    assert ("--chunk-tokens" in argv) is ("chunk_tokens" in options)
+    if "chunk_tokens" in options:
+        assert args.chunk_tokens == options["chunk_tokens"]
+    assert args.gpt_int8 is bool(options.get("gpt_int8"))
 
 
 def test_config_puts_the_voice_studio_in_the_sidebar(config: dict) -> None:
@@ -336,3 +361,10 @@ def test_healthcheck_fails_when_nothing_listens() -> None:
     result = _healthcheck(port)
     assert result.returncode == 1
     assert "unhealthy" in result.stdout and "Traceback" not in result.stderr
+
+
+def test_docs_name_the_fallback_voice_the_server_advertises() -> None:
+    from wyoming_gsv.synthesis.fallback import FALLBACK_VOICE_NAME
+
+    for name in ("README.md", "DOCS.md"):
+        assert f"`{FALLBACK_VOICE_NAME}`" in (ROOT / name).read_text(encoding="utf-8"), name

@@ -17,6 +17,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import tempfile
 import sys
 import tomllib
 from pathlib import Path
@@ -144,7 +145,11 @@ def _served_uri(name: str, instructions: list[tuple[str, str]]) -> str:
     """The --uri the image's server runs with: its CMD, or (the add-on image) the s6 run script's."""
     commands = [rest for keyword, rest in instructions if keyword == "CMD"]
     if commands:
-        return parse_cli(json.loads(commands[-1])).uri
+        argv = json.loads(commands[-1])
+        if ("ENTRYPOINT", '["gpu-entrypoint"]') in instructions:  # it adds the serving defaults
+            with tempfile.TemporaryDirectory() as tmp:
+                argv = _entrypoint_argv(Path(tmp), argv)
+        return parse_cli(argv).uri
     run_script = (ROOT / "addon/rootfs/etc/s6-overlay/s6-rc.d/wyoming-gsv/run").read_text()
     exec_line = next(line for line in run_script.splitlines() if line.startswith("exec wyoming-gsv "))
     return parse_cli([arg for arg in shlex.split(exec_line)[2:] if not arg.startswith("${")]).uri
@@ -164,35 +169,52 @@ def test_addon_image_builds_from_build_yaml_on_cpu_torch() -> None:
     assert ("COPY", "addon/rootfs /") in instructions
 
 
-def test_gpu_image_runs_the_server_on_cuda() -> None:
+def _entrypoint_argv(tmp_path: Path, args: list[str]) -> list[str]:
+    """What the GPU image's entry point hands `wyoming-gsv` for `docker run IMAGE ARGS`."""
+    fake = tmp_path / "bin" / "wyoming-gsv"
+    fake.parent.mkdir(exist_ok=True)
+    fake.write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done > "$RECORD"\n')
+    fake.chmod(0o755)
+    record = tmp_path / "record"
+    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}", "RECORD": str(record)}
+    subprocess.run(["sh", str(ROOT / "docker" / "gpu-entrypoint"), *args], env=env, check=True, timeout=30)
+    return record.read_text().splitlines()
+
+
+def test_gpu_image_runs_the_server_on_cuda(tmp_path: Path) -> None:
     instructions = dockerfile_instructions(ROOT / "Dockerfile.gpu")
     base = next(rest for keyword, rest in instructions if keyword == "FROM")
     assert re.fullmatch(r"python:3\.11[\w.-]*", base)
     assert "/cpu" not in _args(instructions).get("TORCH_INDEX_URL", "")
     entrypoint = json.loads(next(rest for keyword, rest in instructions if keyword == "ENTRYPOINT"))
     command = json.loads(next(rest for keyword, rest in instructions if keyword == "CMD"))
-    assert entrypoint == ["wyoming-gsv"]
-    args = parse_cli(command)
+    assert entrypoint == ["gpu-entrypoint"] and os.access(ROOT / "docker" / "gpu-entrypoint", os.X_OK)
+    assert ("VOLUME", "/data") in instructions
+
+    args = parse_cli(_entrypoint_argv(tmp_path, command))  # plain `docker run IMAGE`
     assert args.command == "serve" and args.device == "cuda" and args.zeroconf
     assert args.uri == "tcp://0.0.0.0:10200" and str(args.data_dir) == "/data"
-    assert ("VOLUME", "/data") in instructions
-    # The documented one-off download through the same entrypoint.
-    assert parse_cli(["download", "--data-dir", "/data"]).command == "download"
+    # `docker run ... IMAGE --fetch-models v2ProPlus` is the whole setup; a flag given again wins.
+    args = parse_cli(_entrypoint_argv(tmp_path, ["--fetch-models", "v2ProPlus", "--device", "cuda:1"]))
+    assert args.fetch_models == "v2ProPlus" and args.device == "cuda:1" and str(args.data_dir) == "/data"
+    # The documented one-off download goes through as it is.
+    assert _entrypoint_argv(tmp_path, ["download", "--data-dir", "/data"]) == ["download", "--data-dir", "/data"]
 
 
-def _gpu_image_command() -> list[str]:
+def _gpu_image_command(tmp_path: Path) -> list[str]:
+    """What a plain `docker run IMAGE` runs: the entry point applied to CMD."""
     instructions = dockerfile_instructions(ROOT / "Dockerfile.gpu")
-    return json.loads(next(rest for keyword, rest in instructions if keyword == "CMD"))
+    return _entrypoint_argv(tmp_path, json.loads(next(rest for keyword, rest in instructions if keyword == "CMD")))
 
 
-def test_gpu_image_defaults_to_fp16_and_the_readme_runs_it_on_the_host_network() -> None:
+def test_gpu_image_defaults_to_fp16_and_the_readme_runs_it_on_the_host_network(tmp_path: Path) -> None:
     from wyoming_gsv.__main__ import runtime_settings
 
-    assert runtime_settings(parse_cli(_gpu_image_command())).dtype == torch.float16
+    assert runtime_settings(parse_cli(_gpu_image_command(tmp_path))).dtype == torch.float16
     readme = (ROOT / "README.md").read_text()
     build = re.search(r"docker build -f Dockerfile\.gpu -t (\S+) \.", readme)
     assert build, "README shows how to build the GPU image"
-    run = re.search(rf"docker run -d --gpus all --network host .*{re.escape(build[1])}$", readme,
+    run = re.search(rf"docker run -d --gpus all --network host .*{re.escape(build[1])}( --[\w-]+( \w+)?)*$", readme,
                     re.MULTILINE)
     assert run, "README runs the GPU image it built, with the GPU and host networking"
 
@@ -201,7 +223,7 @@ def test_gpu_image_defaults_to_fp16_and_the_readme_runs_it_on_the_host_network()
 def test_gpu_image_command_without_a_gpu_fails_at_start_with_one_line(tmp_path: Path) -> None:
     """The image's own command on a host where torch sees no GPU: exit status 2 before any model
     loads, and one line saying why (not a traceback, not a server whose requests all fail)."""
-    command = _gpu_image_command()
+    command = _gpu_image_command(tmp_path)
     command[command.index("--data-dir") + 1] = str(tmp_path)
     command[command.index("--uri") + 1] = "tcp://127.0.0.1:0"
     result = subprocess.run([sys.executable, "-m", "wyoming_gsv", *command], cwd=ROOT,

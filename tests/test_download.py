@@ -1,132 +1,16 @@
-"""`wyoming-gsv download` against a local stand-in for the Hugging Face hub (127.0.0.1 only).
-
-The fake hub answers `HEAD/GET /{repo}/resolve/{revision}/{path}` the way the real one does: small
-files directly with a git-sha1 ETag; large (LFS) files with a 302 to a "CDN" on another host
-(127.0.0.2, so the client does not follow it for metadata), carrying `X-Linked-Etag` (sha256) and
-`X-Linked-Size`; `X-Repo-Commit` everywhere; byte ranges honoured.
-"""
+"""`wyoming-gsv download` against a local stand-in for the Hugging Face hub (tests/fake_hub.py)."""
 
 from __future__ import annotations
 
-import hashlib
-import re
-import threading
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
 from pathlib import Path
-from urllib.parse import unquote
 
 import huggingface_hub.constants
 import pytest
 
+from fake_hub import FakeHub, closed_port_url, hub, online  # noqa: F401 (fixtures)
 from wyoming_gsv import download
 from wyoming_gsv.download import PRETRAINED, Downloader, DownloadError, HubUnreachable, files_for_versions
-
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-LFS_SUFFIXES = (".bin", ".ckpt", ".pth")
-
-
-@dataclass
-class FakeHub:
-    files: dict[str, bytes]
-    repo: str = download.HF_REPO
-    corrupt: set[str] = field(default_factory=set)  # served with bytes that do not match their etag
-    requests: list[tuple[str, str, str | None]] = field(default_factory=list)  # (method, path, Range)
-    url: str = ""
-    cdn_url: str = ""
-
-    def etag(self, name: str) -> str:
-        data = self.files[name]
-        if name.endswith(LFS_SUFFIXES):
-            return hashlib.sha256(data).hexdigest()
-        return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-    def gets(self) -> list[tuple[str, str, str | None]]:
-        return [r for r in self.requests if r[0] == "GET"]
-
-
-def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
-    resolve = re.compile(rf"^/{re.escape(hub.repo)}/resolve/([^/]+)/(.+)$")
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args) -> None:  # keep test output quiet
-            pass
-
-        def do_HEAD(self) -> None:
-            self._answer(body=False)
-
-        def do_GET(self) -> None:
-            self._answer(body=True)
-
-        def _answer(self, body: bool) -> None:
-            path = unquote(self.path)
-            hub.requests.append((self.command, path, self.headers.get("Range")))
-            if path.startswith("/cdn/"):
-                return self._send_bytes(path.removeprefix("/cdn/"), body, headers={})
-            match = resolve.match(path)
-            name = match.group(2) if match else None
-            if name not in hub.files:
-                self.send_response(404)
-                self.send_header("X-Error-Code", "EntryNotFound")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            common = {"X-Repo-Commit": COMMIT}
-            if name.endswith(LFS_SUFFIXES):
-                self.send_response(302)
-                for key, value in common.items():
-                    self.send_header(key, value)
-                self.send_header("X-Linked-Etag", f'"{hub.etag(name)}"')
-                self.send_header("X-Linked-Size", str(len(hub.files[name])))
-                self.send_header("Location", f"{hub.cdn_url}/cdn/{name}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            self._send_bytes(name, body, headers={**common, "ETag": f'"{hub.etag(name)}"'})
-
-        def _send_bytes(self, name: str, body: bool, headers: dict[str, str]) -> None:
-            data = hub.files[name]
-            if name in hub.corrupt:
-                data = bytes(b ^ 0xFF for b in data)
-            start = 0
-            ranged = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
-            if ranged:
-                start = int(ranged.group(1))
-                self.send_response(206)
-                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-            else:
-                self.send_response(200)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(data) - start))
-            self.end_headers()
-            if body:
-                self.wfile.write(data[start:])
-
-    return Handler
-
-
-@pytest.fixture
-def online(monkeypatch: pytest.MonkeyPatch) -> None:
-    """conftest switches the hub client offline for the whole suite; these tests talk to 127.0.0.1."""
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-
-
-@pytest.fixture
-def hub(online: None):
-    names = files_for_versions(PRETRAINED)
-    files = {name: hashlib.sha256(name.encode()).digest() * (40 + 7 * i) for i, name in enumerate(names)}
-    fake = FakeHub(files=files)
-    servers = [ThreadingHTTPServer((host, 0), _handler(fake)) for host in ("127.0.0.1", "127.0.0.2")]
-    fake.url, fake.cdn_url = (f"http://{s.server_address[0]}:{s.server_address[1]}" for s in servers)
-    for server in servers:
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield fake
-    for server in servers:
-        server.shutdown()
-        server.server_close()
-
 
 def _run_cli(data_dir: Path, endpoint: str, *extra: str) -> int:
     return download.main(["--data-dir", str(data_dir), "--endpoint", endpoint, "--no-nltk", *extra])
@@ -210,15 +94,8 @@ def test_missing_file_on_hub_names_it(hub: FakeHub, tmp_path: Path) -> None:
     assert PRETRAINED["v2"].gpt in str(info.value)
 
 
-def _closed_port_url() -> str:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
-    port = server.server_address[1]
-    server.server_close()
-    return f"http://127.0.0.1:{port}"
-
-
 def test_unreachable_hub_gives_a_clear_message(online: None, tmp_path: Path, capsys) -> None:
-    assert _run_cli(tmp_path, _closed_port_url()) == 1
+    assert _run_cli(tmp_path, closed_port_url()) == 1
     out = capsys.readouterr().out
     assert "cannot reach" in out and "copy the files by hand" in out
     assert "Traceback" not in out
@@ -258,3 +135,53 @@ def test_file_table_is_consistent() -> None:
 def test_nltk_data_already_present_needs_no_network(fixtures_dir: Path) -> None:
     # conftest points NLTK_DATA at ../shared/nltk_data, which holds exactly what g2p_en needs.
     assert download.fetch_nltk_data() == []
+
+
+# ----------------------------------------------------------------------------- in the background
+
+
+def test_model_fetcher_reports_progress_and_completes(hub: FakeHub, tmp_path: Path, caplog) -> None:
+    import json
+    import logging
+
+    done = []
+    fetcher = download.ModelFetcher(
+        Downloader(tmp_path / "models", endpoint=hub.url), "v2Pro", nltk=False, on_complete=lambda: done.append(1)
+    )
+    assert fetcher.status().state == "starting" and fetcher.status().percent is None
+    with caplog.at_level(logging.INFO, logger="wyoming_gsv.download"):
+        fetcher.start()
+        assert fetcher.wait(60)
+    status = fetcher.status()
+    assert status.state == "done" and status.error is None and done == [1]
+    assert [f.path for f in status.files] == list(PRETRAINED["v2Pro"].files())
+    assert all(f.state == "downloaded" and f.done == f.size == len(hub.files[f.path]) for f in status.files)
+    assert status.total_bytes == status.done_bytes == sum(len(hub.files[rel]) for rel in PRETRAINED["v2Pro"].files())
+    assert status.percent == 100.0
+    snapshot = json.loads(json.dumps(status.to_dict()))  # what a page gets
+    assert snapshot["state"] == "done" and snapshot["percent"] == 100.0 and len(snapshot["files"]) == 9
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("downloaded and verified" in line for line in lines) == len(status.files)  # a line per file
+    tenths = [line for line in lines if line.startswith("Models v2Pro: ") and "% (" in line]
+    assert 1 <= len(tenths) <= 11 and tenths[-1].startswith("Models v2Pro: 100%")
+
+    again = download.ModelFetcher(Downloader(tmp_path / "models", endpoint=hub.url), "v2Pro", nltk=False)
+    hub.requests.clear()
+    again.start()
+    assert again.wait(60) and again.status().state == "done"
+    assert hub.gets() == [] and {f.state for f in again.status().files} == {"up to date"}
+
+
+def test_model_fetcher_waits_and_retries_when_the_hub_is_unreachable(online: None, tmp_path: Path) -> None:
+    fetcher = download.ModelFetcher(
+        Downloader(tmp_path / "models", endpoint=closed_port_url()), "v2", nltk=False, retry_delays=(30.0,)
+    )
+    fetcher.start()
+    deadline = time.monotonic() + 30
+    while fetcher.status().state != "waiting to retry":
+        assert time.monotonic() < deadline, fetcher.status()
+        time.sleep(0.05)
+    status = fetcher.status()
+    assert "cannot reach" in (status.error or "") and status.retry_at is not None and status.retry_at > time.time()
+    fetcher.stop(timeout=5)
+    assert fetcher.wait(5) and fetcher.status().state == "stopped"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from voice_data import fake_model_files, make_voice, write_tone
+from voice_data import backdate, fake_model_files, make_voice, write_tone
 from wyoming_gsv.text import frontend
 from wyoming_gsv.voices import (
     LANGUAGE_MODES,
@@ -244,6 +244,7 @@ def test_bundle_key_changes_with_every_input(data_dir: Path, models: ModelPaths)
     changed_lang = bundle_key(load_voice(folder, models), models)
     sovits = data_dir / "models" / "sovits.pth"
     sovits.write_bytes(b"PK-other-weights")
+    backdate(sovits)
     changed_model = bundle_key(load_voice(folder, models), models)
     assert len({key, changed_text, changed_audio, changed_lang, changed_model}) == 5
     assert bundle_key(load_voice(folder, models), models, {"frontend": "2"}) != changed_model

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import wave
 from pathlib import Path
 from typing import Any
@@ -32,14 +33,29 @@ def read_wav(path: Path) -> tuple[int, bytes]:
 
 
 def fake_model_files(data_dir: Path) -> None:
-    """Non-empty placeholder base models, enough for voice scanning (not for synthesis)."""
+    """Non-empty placeholder base models, enough for voice scanning (not for synthesis), dated a
+    minute back as if installed earlier (files changed moments ago count as still being written)."""
     models = data_dir / "models"
-    (models / "chinese-hubert-base").mkdir(parents=True, exist_ok=True)
-    (models / "chinese-hubert-base" / "config.json").write_text("{}")
-    (models / "chinese-roberta-wwm-ext-large").mkdir(parents=True, exist_ok=True)
-    (models / "chinese-roberta-wwm-ext-large" / "config.json").write_text("{}")
-    (models / "gpt.ckpt").write_bytes(b"PK-gpt")
-    (models / "sovits.pth").write_bytes(b"PK-sovits")
+    files = {
+        "chinese-hubert-base/config.json": b"{}",
+        "chinese-hubert-base/preprocessor_config.json": b"{}",
+        "chinese-hubert-base/pytorch_model.bin": b"PK-hubert",
+        "chinese-roberta-wwm-ext-large/config.json": b"{}",
+        "chinese-roberta-wwm-ext-large/pytorch_model.bin": b"PK-bert",
+        "gpt.ckpt": b"PK-gpt",
+        "sovits.pth": b"PK-sovits",
+    }
+    for name, data in files.items():
+        (models / name).parent.mkdir(parents=True, exist_ok=True)
+        (models / name).write_bytes(data)
+        backdate(models / name)
+
+
+def backdate(path: Path, seconds: float = 60.0) -> Path:
+    """Date a file back (a model file replaced moments ago counts as still being written)."""
+    earlier = time.time() - seconds
+    os.utime(path, (earlier, earlier))
+    return path
 
 
 def link_tiny_models(data_dir: Path, unpacked: dict[str, Path]) -> None:

@@ -127,7 +127,21 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="close a connection that sends nothing for this many seconds while nothing is being "
         "spoken for it, or reads nothing for as long while audio waits for it (default: %(default)s)",
     )
+    parser.add_argument(
+        "--fetch-models",
+        metavar="VERSION",
+        choices=_model_versions(),
+        help="download that version's missing or incomplete official files (as `download --version` "
+        "does) in the background while serving; its GPT/SoVITS become the default "
+        f"({', '.join(_model_versions())}; hub: $HF_ENDPOINT or the public hub)",
+    )
     _add_web_arguments(parser)
+
+
+def _model_versions() -> list[str]:
+    from .download import PRETRAINED
+
+    return list(PRETRAINED)
 
 
 def _add_web_arguments(parser: argparse.ArgumentParser) -> None:
@@ -345,6 +359,40 @@ def data_dir_problem(args: argparse.Namespace) -> str | None:
     return None
 
 
+def listen_problem(args: argparse.Namespace) -> str | None:
+    """A port already taken (the Wyoming one, or the voice studio's), found out in a second,
+    before torch is even imported, rather than after minutes of model loading: bind and close at
+    once, as asyncio will bind."""
+    if args.command != "serve":
+        return None
+    import errno
+    import socket
+    from urllib.parse import urlparse
+
+    addresses = []
+    uri = urlparse(args.uri)
+    if uri.scheme == "tcp":
+        addresses.append((f"--uri {args.uri}", uri.hostname or "", uri.port or 0))
+    if getattr(args, "web", None):
+        from .web.settings import parse_web_address
+
+        try:
+            host, port = parse_web_address(args.web)
+        except ValueError:
+            host = None  # reported by the studio's own settings, as before
+        if host is not None:
+            addresses.append((f"--web {args.web}", host, port))
+    for flag, host, port in addresses:
+        try:
+            with socket.create_server((host, port)):
+                pass
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                return f"cannot listen on {flag}: port {port} is already in use (by another wyoming-gsv, or another program)"
+            return f"cannot listen on {flag}: {err.strerror or err}"
+    return None
+
+
 def runtime_settings(args: argparse.Namespace) -> Any:
     from .synthesis.runtime import RuntimeSettings
 
@@ -368,6 +416,7 @@ def runtime_settings(args: argparse.Namespace) -> Any:
         param_overrides={k: v for k, v in overrides.items() if v is not None},
         use_fallback=not args.no_fallback,
         fallback_on_error=args.fallback_on_error,
+        model_version=getattr(args, "fetch_models", None),
     )
 
 
@@ -394,24 +443,98 @@ def run_serve(args: argparse.Namespace) -> int:
 
     settings = serve_settings(args)
     runtime = Runtime(runtime_settings(args))
-    if settings.warm_up:
-        runtime.warm_up()  # load models once, before listening
-    runtime.start()
-    handler = HandlerSettings(
-        program=ProgramSettings(streaming=settings.streaming),
-        samples_per_chunk=settings.samples_per_chunk,
-        limits=ConnectionLimits(max_connections=settings.max_connections, idle_timeout=settings.idle_timeout),
-    )
-    zeroconf = (
-        ZeroconfSettings(name=settings.zeroconf_name, host=settings.zeroconf_host) if settings.zeroconf_name else None
-    )
+    fetcher = _start_fetcher(args, runtime)
     try:
-        asyncio.run(_serve_with_studio(serve(settings.uri, runtime.service, handler, zeroconf), runtime, web_settings(args)))
-    except KeyboardInterrupt:
-        pass
+        if settings.warm_up:
+            runtime.warm_up()  # load models once, before listening
+        runtime.start()
+        handler = HandlerSettings(
+            program=ProgramSettings(streaming=settings.streaming),
+            samples_per_chunk=settings.samples_per_chunk,
+            limits=ConnectionLimits(max_connections=settings.max_connections, idle_timeout=settings.idle_timeout),
+        )
+        zeroconf = (
+            ZeroconfSettings(name=settings.zeroconf_name, host=settings.zeroconf_host)
+            if settings.zeroconf_name
+            else None
+        )
+        wyoming = serve(settings.uri, runtime.service, handler, zeroconf)
+        asyncio.run(_until_stopped(_serve_with_studio(wyoming, runtime, web_settings(args))))
+    except KeyboardInterrupt:  # Ctrl-C while the models were still loading
+        _LOGGER.info("Interrupted")
+    except OSError as err:  # e.g. the port was taken while the models loaded
+        _LOGGER.error("Cannot serve on %s: %s", settings.uri, err)
+        return 1
     finally:
-        runtime.close()
+        if fetcher is not None:
+            fetcher.stop(timeout=0.5)
+        if not runtime.close(timeout=SHUTDOWN_SECONDS):
+            _LOGGER.warning("The engine is still inside a model call; leaving without it")
+    _LOGGER.info("Stopped")
     return 0
+
+
+# The engine gets this long to stop (a sentence stops at its next generated token; a vocoder call
+# cannot be interrupted) before the process leaves without it.
+SHUTDOWN_SECONDS = 1.5
+
+
+def _exit_now(code: int) -> None:
+    """End the process once its own clean-up is done: the interpreter's teardown of torch and
+    onnxruntime took 2-6 s on a 2-core machine (past a service's stop budget), and a model call
+    still running on the engine thread must not see torch torn down under it."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed already (the stdio:// server closes stdout)
+            pass
+    os._exit(code)
+
+
+async def _until_stopped(main: Any) -> None:
+    """Run the server until SIGINT or SIGTERM: either one stops it cleanly (connections closed,
+    running syntheses cancelled). While it listens, the wyoming server's own SIGTERM handler
+    takes over from ours and stops it the same way."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(main)
+    received: list[str] = []
+
+    def stop(signum: int) -> None:
+        if not received:
+            received.append(signal.Signals(signum).name)
+            _LOGGER.info("%s received: stopping", received[0])
+        task.cancel()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        await task
+    except asyncio.CancelledError:
+        if not received:
+            raise
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+def _start_fetcher(args: argparse.Namespace, runtime: Any) -> Any:
+    """With --fetch-models: the background download (its `status()` is what pages show), started
+    now so it runs while the models present load; the voices get ready once it is done."""
+    version = getattr(args, "fetch_models", None)
+    if not version:
+        return None
+    from huggingface_hub.utils import disable_progress_bars
+
+    from .download import Downloader, ModelFetcher
+
+    disable_progress_bars()  # the fetcher logs its own progress: lines, not terminal bars
+    fetcher = ModelFetcher(Downloader(args.data_dir / "models"), version, on_complete=runtime.prepare_voices)
+    runtime.model_fetcher = fetcher
+    fetcher.start()
+    return fetcher
 
 
 async def _serve_with_studio(wyoming: Any, runtime: Any, web: Any) -> None:
@@ -435,6 +558,7 @@ def run_synth(args: argparse.Namespace) -> int:
     if not args.output.parent.is_dir():  # found out now, not after the synthesis
         print(f"wyoming-gsv synth: cannot write {args.output}: {args.output.parent} is not a folder", file=sys.stderr)
         return 2
+    _exit_at_once_on_ctrl_c("synth")
     text = sys.stdin.read() if args.text == "-" else args.text
     runtime = Runtime(runtime_settings(args))
     if runtime.registry.get(args.voice) is None:
@@ -456,6 +580,20 @@ def run_synth(args: argparse.Namespace) -> int:
         out.writeframes(pcm)
     print(f"Wrote {args.output} ({len(pcm) / 2 / rate:.2f} s at {rate} Hz)")
     return 0
+
+
+def _exit_at_once_on_ctrl_c(command: str) -> None:
+    """Ctrl-C ends a one-shot command at once with the shell's 130, nothing written: no
+    KeyboardInterrupt traceback, and no waiting for (or tearing torch down under) a model call
+    running on the engine thread, which is what aborted with "terminate called"."""
+    import signal
+
+    def interrupted(_signum: int, _frame: Any) -> None:
+        sys.stdout.flush()
+        print(f"wyoming-gsv {command}: interrupted", file=sys.stderr, flush=True)
+        os._exit(130)
+
+    signal.signal(signal.SIGINT, interrupted)
 
 
 async def _synthesize(runtime: Any, voice: str, language: str | None, text: str) -> tuple[int, bytes]:
@@ -563,7 +701,7 @@ def run_download(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    problem = data_dir_problem(args) or device_problem(args)
+    problem = data_dir_problem(args) or listen_problem(args) or device_problem(args)
     if problem is not None:
         print(f"wyoming-gsv {args.command}: {problem}", file=sys.stderr)
         return 2
@@ -571,6 +709,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if getattr(args, "debug", False) else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for chatty in ("httpx", "httpx2"):  # a line per hub request (the download logs its own progress)
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     runners = {
         "serve": run_serve,
         "synth": run_synth,
@@ -578,7 +718,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "phonemize": run_phonemize,
         "download": run_download,
     }
-    return runners[args.command](args)
+    code = runners[args.command](args)
+    if argv is None:  # the program itself, not a caller in Python
+        _exit_now(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -17,7 +17,9 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -134,6 +136,21 @@ def verify_file(path: Path, etag: str, size: int | None) -> str | None:
     return None if actual == etag else f"checksum {actual}, expected {etag}"
 
 
+def _state_path(models_dir: Path, rel: str) -> Path:
+    return models_dir / _STATE_DIR / f"{rel}.verified.json"
+
+
+def is_recorded_as_verified(models_dir: Path, rel: str) -> bool:
+    """True if a download (or check) verified `models_dir/rel` as it is now (same size and mtime):
+    such a file is complete even if it was moved into place a moment ago."""
+    try:
+        state = json.loads(_state_path(models_dir, rel).read_text())
+        st = (models_dir / rel).stat()
+    except (OSError, ValueError):
+        return False
+    return isinstance(state, dict) and state.get("size") == st.st_size and state.get("mtime_ns") == st.st_mtime_ns
+
+
 # ----------------------------------------------------------------------------- the downloader
 
 
@@ -157,7 +174,7 @@ class Downloader:
         return self.models_dir / _STATE_DIR
 
     def _state_path(self, rel: str) -> Path:
-        return self._state_root / f"{rel}.verified.json"
+        return _state_path(self.models_dir, rel)
 
     def _partial_path(self, rel: str, etag: str) -> Path:
         return self._state_root / f"{rel}.{etag[:16]}.part"
@@ -184,8 +201,17 @@ class Downloader:
         tmp.write_text(json.dumps({"etag": etag, "size": st.st_size, "mtime_ns": st.st_mtime_ns}))
         tmp.replace(state_path)
 
-    def fetch(self, rel: str) -> FileResult:
-        """Make `models_dir/rel` a verified copy of the hub's file `rel`."""
+    def remote_size(self, rel: str) -> int | None:
+        """The size of the hub's file `rel` (a metadata request only)."""
+        from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+        url = hf_hub_url(self.repo_id, rel, revision=self.revision, endpoint=self.endpoint)
+        what = f"{self.repo_id}/{rel} (revision {self.revision}, {self.endpoint or 'public hub'})"
+        return _call_hub(lambda: get_hf_file_metadata(url, token=self.token), what, self.models_dir).size
+
+    def fetch(self, rel: str, on_bytes: Callable[[int], None] | None = None) -> FileResult:
+        """Make `models_dir/rel` a verified copy of the hub's file `rel`. `on_bytes(n)` is told
+        the file's bytes on disk as they grow (a resumed part first counts what it holds)."""
         from huggingface_hub import get_hf_file_metadata, hf_hub_url
         from huggingface_hub.file_download import http_get
         from huggingface_hub.utils import build_hf_headers
@@ -219,9 +245,10 @@ class Downloader:
             resume = 0
         if resume:
             _LOGGER.info("Resuming %s at %d of %s bytes", rel, resume, size)
-        with open(partial, "r+b" if resume else "wb") as f:
-            f.truncate(resume)
-            f.seek(resume)
+        with open(partial, "r+b" if resume else "wb") as raw:
+            raw.truncate(resume)
+            raw.seek(resume)
+            f = _CountingFile(raw, on_bytes) if on_bytes is not None else raw
             _call_hub(
                 lambda: http_get(
                     meta.location,
@@ -244,6 +271,24 @@ class Downloader:
         for stale in partial.parent.glob(f"{Path(rel).name}.*.part"):  # partials of older hub versions
             stale.unlink(missing_ok=True)
         return FileResult(dest, "downloaded")
+
+
+class _CountingFile:
+    """The file a download writes into, reporting its size as it grows (http_get only writes,
+    seeks, tells and truncates)."""
+
+    def __init__(self, raw, on_bytes: Callable[[int], None]) -> None:
+        self._raw = raw
+        self._on_bytes = on_bytes
+        on_bytes(raw.tell())
+
+    def write(self, data: bytes) -> int:
+        written = self._raw.write(data)
+        self._on_bytes(self._raw.tell())
+        return written
+
+    def __getattr__(self, name: str):
+        return getattr(self._raw, name)
 
 
 def _is_network_error(err: BaseException) -> bool:
@@ -309,6 +354,225 @@ def fetch_nltk_data(target: Path | None = None) -> list[str]:
                 "fetch it where a network exists (python -m nltk.downloader " + package + ") or set NLTK_DATA"
             )
     return missing
+
+
+# ----------------------------------------------------------------------------- in the background
+
+
+@dataclass(frozen=True)
+class FileStatus:
+    path: str  # relative to DIR/models/
+    size: int | None  # bytes on the hub (None: not known yet)
+    done: int  # bytes present and verified, or written so far
+    state: str  # "waiting" | "checking" | "downloading" | "up to date" | "verified" | "downloaded" | "unchecked"
+
+
+@dataclass(frozen=True)
+class FetchStatus:
+    """A snapshot of a `ModelFetcher`, for the log and for pages (`to_dict()` is JSON-ready)."""
+
+    version: str
+    models_dir: str
+    state: str  # "starting" | "checking" | "downloading" | "waiting to retry" | "done" | "stopped"
+    files: tuple[FileStatus, ...]
+    error: str | None = None  # the last failure (kept while waiting to retry)
+    retry_at: float | None = None  # time.time() of the next attempt while waiting to retry
+
+    @property
+    def total_bytes(self) -> int | None:
+        sizes = [f.size for f in self.files]
+        return None if not sizes or None in sizes else sum(s for s in sizes if s is not None)
+
+    @property
+    def done_bytes(self) -> int:
+        return sum(f.done for f in self.files)
+
+    @property
+    def percent(self) -> float | None:
+        total = self.total_bytes
+        return None if not total else min(100.0, 100.0 * self.done_bytes / total)
+
+    def to_dict(self) -> dict:
+        return {
+            "version": self.version,
+            "models_dir": self.models_dir,
+            "state": self.state,
+            "files": [asdict(f) for f in self.files],
+            "total_bytes": self.total_bytes,
+            "done_bytes": self.done_bytes,
+            "percent": self.percent,
+            "error": self.error,
+            "retry_at": self.retry_at,
+        }
+
+
+class FetchStopped(Exception):
+    """The fetcher was asked to stop in the middle of a download (the partial file is kept)."""
+
+
+class ModelFetcher:
+    """Brings one version's official files into `DIR/models/` on a background thread, as
+    `wyoming-gsv download` does (resumable, size and checksum verified), while the server runs.
+
+    Progress goes to the log (a line per file downloaded, and every 10 % of the set's bytes) and
+    to `status()`. When the hub cannot be reached or answers with an error, one log line says
+    so and the attempt is repeated after a growing delay (`retry_delays`, then the last one).
+    `on_complete` runs on the fetcher's thread once every file is in place.
+    """
+
+    def __init__(
+        self,
+        downloader: Downloader,
+        version: str,
+        *,
+        retry_delays: Sequence[float] = (10.0, 30.0, 60.0, 300.0, 900.0),
+        nltk: bool = True,
+        on_complete: Callable[[], None] | None = None,
+    ) -> None:
+        self.downloader = downloader
+        self.version = version
+        self.files = files_for_versions([version])
+        self.retry_delays = tuple(retry_delays)
+        self.nltk = nltk
+        self.on_complete = on_complete
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"fetch-models-{version}", daemon=True)
+        self._state = "starting"
+        self._files = {rel: FileStatus(rel, None, 0, "waiting") for rel in self.files}
+        self._error: str | None = None
+        self._retry_at: float | None = None
+        self._logged_tenth = -1
+
+    # ------------------------------------------------------------------ public
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float | None = 2.0) -> None:
+        """Stop at the next chunk; a partial file is kept and resumed next time."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Until the fetcher has finished (done or stopped); False on timeout."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def status(self) -> FetchStatus:
+        with self._lock:
+            return FetchStatus(
+                version=self.version,
+                models_dir=str(self.downloader.models_dir),
+                state=self._state,
+                files=tuple(self._files[rel] for rel in self.files),
+                error=self._error,
+                retry_at=self._retry_at,
+            )
+
+    # ------------------------------------------------------------------ the thread
+    def _run(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                self._attempt()
+            except FetchStopped:
+                break
+            except DownloadError as err:
+                delay = self.retry_delays[min(attempt, len(self.retry_delays) - 1)]
+                attempt += 1
+                with self._lock:
+                    repeated, self._error = self._error == str(err), str(err)
+                    self._state, self._retry_at = "waiting to retry", time.time() + delay
+                # One clear line per distinct problem; the same one again only at debug level.
+                (_LOGGER.debug if repeated else _LOGGER.warning)(
+                    "Models %s: %s. Serving on; trying again in %.0f s", self.version, err, delay
+                )
+                if self._stop.wait(delay):
+                    break
+                continue
+            except Exception:  # a bug of ours must not go unnoticed, nor take the server down
+                _LOGGER.exception("Models %s: the background download failed", self.version)
+                with self._lock:
+                    self._state, self._error = "stopped", "internal error (see the log)"
+                return
+            with self._lock:
+                self._state, self._error, self._retry_at = "done", None, None
+            if self.on_complete is not None:
+                try:
+                    self.on_complete()
+                except Exception:
+                    _LOGGER.exception("Models %s: preparing the voices after the download failed", self.version)
+            return
+        with self._lock:
+            self._state = "stopped"
+
+    def _attempt(self) -> None:
+        self._set_state("checking")
+        try:
+            sizes = {rel: self.downloader.remote_size(rel) for rel in self.files}
+        except HubUnreachable:
+            if not all((self.downloader.models_dir / rel).is_file() for rel in self.files):
+                raise
+            sizes = {}  # every file is present: each one is kept unchecked below
+        for rel, size in sizes.items():
+            self._update(rel, size=size)
+        status = self.status()
+        _LOGGER.info(
+            "Models %s: checking %d files (%s) in %s",
+            self.version, len(self.files), _megabytes(status.total_bytes), self.downloader.models_dir,
+        )
+        downloaded = 0
+        for rel in self.files:
+            if self._stop.is_set():
+                raise FetchStopped()
+            self._update(rel, state="checking")
+            result = self.downloader.fetch(rel, on_bytes=lambda done, rel=rel: self._on_bytes(rel, done))
+            size = result.path.stat().st_size
+            self._update(rel, state=result.status, done=size, size=self._files[rel].size or size)
+            if result.status == "downloaded":
+                downloaded += 1
+                _LOGGER.info("Models %s: %s downloaded and verified (%s)", self.version, rel, _megabytes(size))
+            else:
+                _LOGGER.debug("Models %s: %s %s", self.version, rel, result.status)
+        if self.nltk:
+            fetched = fetch_nltk_data()
+            if fetched:
+                _LOGGER.info("Models %s: fetched the NLTK data %s", self.version, ", ".join(fetched))
+        _LOGGER.info(
+            "Models %s: all %d files in place (%d downloaded now)", self.version, len(self.files), downloaded
+        )
+
+    def _on_bytes(self, rel: str, done: int) -> None:
+        if self._stop.is_set():
+            raise FetchStopped()
+        if self._files[rel].state != "downloading":
+            _LOGGER.info(
+                "Models %s: downloading %s (%s%s)",
+                self.version, rel, _megabytes(self._files[rel].size), f", resuming at {_megabytes(done)}" if done else "",
+            )
+        self._update(rel, state="downloading", done=done)
+        self._set_state("downloading")
+        percent = self.status().percent
+        if percent is not None and int(percent // 10) > self._logged_tenth:
+            self._logged_tenth = int(percent // 10)
+            status = self.status()
+            _LOGGER.info(
+                "Models %s: %d%% (%s of %s)",
+                self.version, int(percent), _megabytes(status.done_bytes), _megabytes(status.total_bytes),
+            )
+
+    def _set_state(self, state: str) -> None:
+        with self._lock:
+            self._state = state
+
+    def _update(self, rel: str, **changes) -> None:
+        with self._lock:
+            self._files[rel] = replace(self._files[rel], **changes)
+
+
+def _megabytes(size: int | None) -> str:
+    return "size unknown" if size is None else f"{size / 1e6:.1f} MB"
 
 
 # ----------------------------------------------------------------------------- CLI

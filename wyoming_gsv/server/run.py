@@ -67,16 +67,20 @@ async def serve(
         )
         await advertiser.start()
     _LOGGER.info("Ready: listening on %s", uri)
-    factory = handler_factory(service, settings)
-    stdio_handlers: list[GsvEventHandler] = []
+    handlers: list[GsvEventHandler] = []
+    factory = _kept(handler_factory(service, settings), handlers)
     try:
-        # The end of stdin ends the stdio server's loop but, unlike a TCP disconnect, stdout is
-        # still open: the last request's audio must go out before we return.
-        await server.run(_kept(factory, stdio_handlers) if isinstance(server, AsyncStdioServer) else factory)
-        for handler in stdio_handlers:
-            await handler.finish_pending()
-            await _flush(handler.writer)
+        await server.run(factory)
+        if isinstance(server, AsyncStdioServer):
+            # The end of stdin ends the stdio server's loop but, unlike a TCP disconnect, stdout
+            # is still open: the last request's audio must go out before we return.
+            for handler in handlers:
+                await handler.finish_pending()
+                await _flush(handler.writer)
     finally:
+        # Stopping (a signal, or the end of stdin): whatever is still being spoken is cancelled.
+        for handler in handlers:
+            await handler.disconnect()
         if advertiser is not None:
             await advertiser.stop()
 
@@ -94,9 +98,10 @@ async def _flush(writer: StreamWriter) -> None:
 def _kept(
     factory: Callable[[StreamReader, StreamWriter], GsvEventHandler], handlers: list[GsvEventHandler]
 ) -> Callable[[StreamReader, StreamWriter], GsvEventHandler]:
-    """The factory, also keeping the handlers it makes."""
+    """The factory, also keeping the handlers it makes (those of closed connections are dropped)."""
 
     def make(reader: StreamReader, writer: StreamWriter) -> GsvEventHandler:
+        handlers[:] = [h for h in handlers if not h.writer.is_closing()]
         handlers.append(factory(reader, writer))
         return handlers[-1]
 

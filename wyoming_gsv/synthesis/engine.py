@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
@@ -47,17 +48,26 @@ class Engine:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._started = False
         self._closed = False
+        self._jobs: "weakref.WeakSet[EngineJob]" = weakref.WeakSet()  # to cancel at close
+        self._jobs_lock = threading.Lock()
 
     def start(self) -> None:
         if not self._started:
             self._started = True
             self._thread.start()
 
-    def close(self, timeout: float | None = 10.0) -> None:
+    def close(self, timeout: float | None = 10.0) -> bool:
+        """Stop the worker: the running sentence stops at its next check (a generated token) and
+        every waiting job is cancelled. False if the worker is still busy after `timeout`."""
         if self._started and not self._closed:
             self._closed = True
+            with self._jobs_lock:
+                jobs = list(self._jobs)
+            for job in jobs:
+                job.cancel()
             self._queue.put(None)
             self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def submit(self, job: EngineJob, index: int, sentence: str) -> None:
         """Queue one sentence of a job; raises EngineBusy when too many requests are waiting."""
@@ -71,6 +81,8 @@ class Engine:
                 job._sentences.pop()
                 raise EngineBusy(f"too many requests waiting (limit {self.max_queue})")
             job._admitted = job._scheduled = True
+            with self._jobs_lock:
+                self._jobs.add(job)
             self._queue.put_nowait(job)
 
     def _run(self) -> None:

@@ -11,7 +11,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, NoReturn
+from typing import Any, Callable, NoReturn
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from ..gsv.ssl import SSL_SAMPLE_RATE, HubertEncoder, ssl_pad_samples
 from ..gsv.t2s import BERT_DIM, GenerationCancelled, SamplingParams, Text2Semantic
 from ..text.frontend import TextFrontend
 from ..text.segmentation import SPLITS, EmptyTextError, pre_seg_text
-from ..voices import BundleCache, ModelPaths, Voice, VoiceBundle, VoiceParams, bundle_key
+from ..voices import BundleCache, ModelPaths, Voice, VoiceBundle, VoiceParams, bundle_key, file_identity
 from .speech import Emit, ShouldStop, Speech, SynthesisError, float_to_int16
 
 _LOGGER = logging.getLogger(__name__)
@@ -100,10 +100,8 @@ class GsvBackend:
         self.settings = settings or BackendSettings()
         self.frontend = frontend or TextFrontend()
         self.on_broken = on_broken
-        self._hubert: HubertEncoder | None = None
-        self._bert: BertFeaturizer | None = None
-        self._speaker: SpeakerEncoder | None = None
-        self._pairs: OrderedDict[tuple[Path, Path], ModelPair] = OrderedDict()
+        self._shared: dict[str, tuple[str, Any]] = {}  # HuBERT, BERT, speaker model: (file identity, model)
+        self._pairs: OrderedDict[tuple[Path, Path, str, str], ModelPair] = OrderedDict()
         self._bundles: dict[str, tuple[Voice, str, VoiceBundle]] = {}
         self._lock = threading.RLock()  # the CLI and warm-up may call from another thread
         self.code_fingerprint = code_fingerprint()  # once per backend (one per process)
@@ -116,7 +114,8 @@ class GsvBackend:
         """The voice's sample rate: its loaded SoVITS model's, else that of every supported version
         (a voice whose model does not load still gets answered in its format by the fallback)."""
         with self._lock:
-            pair = self._pairs.get((voice.gpt, voice.sovits)) if voice is not None else None
+            pairs = [p for key, p in self._pairs.items() if voice is not None and key[:2] == (voice.gpt, voice.sovits)]
+            pair = pairs[-1] if pairs else None
         return pair.sovits.sampling_rate if pair is not None else SUPPORTED_OUTPUT_RATE
 
     # ------------------------------------------------------------------ models
@@ -125,28 +124,28 @@ class GsvBackend:
         return torch.device(self.settings.device)
 
     def hubert(self) -> HubertEncoder:
-        with self._lock:
-            if self._hubert is None:
-                _LOGGER.info("Loading HuBERT from %s", self.models.hubert)
-                self._hubert = HubertEncoder.from_folder(self.models.hubert, self.device, self.settings.dtype)
-            return self._hubert
+        return self._shared_model("HuBERT", self.models.hubert, HubertEncoder.from_folder)
 
     def bert(self) -> BertFeaturizer:
-        with self._lock:
-            if self._bert is None:
-                _LOGGER.info("Loading BERT from %s", self.models.bert)
-                self._bert = BertFeaturizer.from_folder(self.models.bert, self.device, self.settings.dtype)
-            return self._bert
+        return self._shared_model("BERT", self.models.bert, BertFeaturizer.from_folder)
 
     def speaker_encoder(self) -> SpeakerEncoder:
+        return self._shared_model(
+            "the speaker-verification model", self.models.sv, lambda path, device, _dtype: SpeakerEncoder.from_file(path, device)
+        )
+
+    def _shared_model(self, what: str, path: Path, load: Callable):
+        """One instance per process, loaded again when its files are replaced (size or mtime)."""
+        identity = file_identity(path)
         with self._lock:
-            if self._speaker is None:
-                _LOGGER.info("Loading the speaker-verification model from %s", self.models.sv)
-                self._speaker = SpeakerEncoder.from_file(self.models.sv, self.device)
-            return self._speaker
+            known = self._shared.get(what)
+            if known is None or known[0] != identity:
+                _LOGGER.info("Loading %s from %s", what, path)
+                self._shared[what] = (identity, load(path, self.device, self.settings.dtype))
+            return self._shared[what][1]
 
     def model_pair(self, gpt: Path, sovits: Path) -> ModelPair:
-        key = (gpt, sovits)
+        key = (gpt, sovits, file_identity(gpt), file_identity(sovits))  # a replaced file loads again
         with self._lock:
             pair = self._pairs.get(key)
             if pair is not None:

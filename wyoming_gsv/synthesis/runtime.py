@@ -10,8 +10,9 @@ from typing import Any
 
 import torch
 
+from ..download import ModelFetcher
 from ..text.sentences import SentenceSplitter
-from ..voices import BundleCache, ModelPaths, VoiceRegistry
+from ..voices import BundleCache, ModelPaths, Voice, VoiceRegistry
 from .engine import Engine
 from .fallback import PiperFallback
 from .gsv_backend import BackendSettings, GsvBackend
@@ -55,6 +56,9 @@ class RuntimeSettings:
     default_voice: str | None = None
     param_overrides: dict[str, Any] = field(default_factory=dict)
     use_fallback: bool = True
+    # The model version whose official GPT/SoVITS are the default when several are installed
+    # (the one --fetch-models brings); None: v2 first, as `wyoming-gsv download` defaults to.
+    model_version: str | None = None
     fallback_on_error: bool = False  # the fallback voice answers when a GPT-SoVITS voice fails
 
     @property
@@ -78,6 +82,7 @@ class Runtime:
             gpt=settings.gpt,
             sovits=settings.sovits,
             sv=settings.sv,
+            prefer=settings.model_version,
             allowed_roots=settings.allowed_paths,
         )
         self.registry = VoiceRegistry(self.models)
@@ -95,6 +100,9 @@ class Runtime:
             on_broken=lambda voice_id, problem: self.service.voice_unusable(voice_id, problem),
         )
         self.fallback = PiperFallback() if settings.use_fallback else None
+        # The background model download (--fetch-models), set by the CLI: its status() (a
+        # download.FetchStatus, to_dict() for JSON) is what a page shows. None without one.
+        self.model_fetcher: ModelFetcher | None = None
         self.engine = Engine(max_queue=settings.max_queue, name=f"gsv-engine-{settings.device}")
         self.service = TtsService(
             self.registry,
@@ -116,6 +124,22 @@ class Runtime:
     def warm_up(self) -> None:
         """Load the models, build (or load) every voice's bundle, and speak one short sentence
         so the first request does not pay for lazy initialisation."""
+        ready = self.prepare_voices()
+        if ready:
+            voice = ready[0]
+            started = time.perf_counter()
+            try:
+                speaker = self.backend.speaker(voice, voice.params, voice.language)
+                speaker.speak(WARM_UP_TEXT.get(voice.language, WARM_UP_TEXT["en"]), lambda: False, lambda _: None)
+                _LOGGER.info("Warmed up with voice %r in %.2f s", voice.id, time.perf_counter() - started)
+            except Exception as err:
+                _LOGGER.warning("Warm-up synthesis failed (%s); serving anyway", err)
+        if self.settings.fallback_on_error or not ready:
+            self._warm_up_fallback()
+
+    def prepare_voices(self) -> list[Voice]:
+        """Load the models and build (or load) the bundle of every voice; the ready ones.
+        Also called once models downloaded in the background have landed."""
         ready = []
         for voice in self.registry.scan():
             try:
@@ -130,17 +154,7 @@ class Runtime:
                     self.backend.prepare(style)
                 except Exception as err:
                     _LOGGER.error("Voice %r: style %r is unusable: %s", voice.id, style.style, err)
-        if ready:
-            voice = ready[0]
-            started = time.perf_counter()
-            try:
-                speaker = self.backend.speaker(voice, voice.params, voice.language)
-                speaker.speak(WARM_UP_TEXT.get(voice.language, WARM_UP_TEXT["en"]), lambda: False, lambda _: None)
-                _LOGGER.info("Warmed up with voice %r in %.2f s", voice.id, time.perf_counter() - started)
-            except Exception as err:
-                _LOGGER.warning("Warm-up synthesis failed (%s); serving anyway", err)
-        if self.settings.fallback_on_error or not ready:
-            self._warm_up_fallback()
+        return ready
 
     def _warm_up_fallback(self) -> None:
         """Load the piper model (about half a second) if it will speak: as the only voice, or
@@ -152,5 +166,7 @@ class Runtime:
         except Exception as err:  # it loads again on first use; nothing is lost
             _LOGGER.warning("Fallback voice warm-up failed (%s); serving anyway", err)
 
-    def close(self) -> None:
-        self.engine.close()
+    def close(self, timeout: float | None = 10.0) -> bool:
+        """Cancel what is being spoken and stop the engine; False if it is still busy after
+        `timeout` (in the middle of one uninterruptible model call)."""
+        return self.engine.close(timeout)

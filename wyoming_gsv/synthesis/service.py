@@ -87,6 +87,7 @@ class TtsService:
         self.settings = settings or ServiceSettings()
         self.fallback = fallback
         self._unusable: dict[str, str] = {}  # voice id -> why its files do not load
+        self._usable: bool | None = None  # whether the last listing had a voice that can speak
 
     def voice_unusable(self, voice_id: str, problem: str) -> None:
         """The engine could not load a voice's files: leave it out until they change."""
@@ -103,7 +104,28 @@ class TtsService:
             listings.append(
                 VoiceListing(info.name, info.description, tuple(info.languages), info.attribution_name, info.attribution_url)
             )
+        self._note_usable(bool(listings))
         return listings or [PLACEHOLDER_VOICE]
+
+    def _note_usable(self, usable: bool) -> None:
+        """One log line when the server goes from some usable voice to none (and back)."""
+        if usable == self._usable:
+            return
+        before, self._usable = self._usable, usable
+        if usable:
+            if before is not None:
+                _LOGGER.info("A usable voice is available again")
+            return
+        problems = self.registry.problems()
+        why = "; ".join(f"{vid}: {problem}" for vid, problem in sorted(problems.items())[:3]) or (
+            f"no voice folder in {self.registry.voices_dir}"
+        )
+        _LOGGER.warning(
+            "No usable voice (%s). Home Assistant is offered the placeholder %r, which cannot speak, and "
+            "the health check fails. Add a voice folder (ref.wav + ref.txt) under %s and the base models "
+            "(--fetch-models VERSION or `wyoming-gsv download`), or turn the piper fallback voice back on",
+            why, PLACEHOLDER_VOICE.name, self.registry.voices_dir,
+        )
 
     def open_session(
         self,

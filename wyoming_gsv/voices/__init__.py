@@ -1,7 +1,7 @@
 """Voice folders, reference checks, precomputed voice bundles and their disk cache."""
 
 from .bundle import BUNDLE_FORMAT_VERSION, BundleCache, VoiceBundle, bundle_key
-from .errors import VoiceError
+from .errors import ModelNotReady, VoiceError
 from .languages import LANGUAGE_MODES, advertised_languages, mode_for_language_code
 from .models import ModelPaths, file_identity
 from .params import VoiceParams
@@ -13,6 +13,7 @@ __all__ = [
     "BUNDLE_FORMAT_VERSION",
     "BundleCache",
     "LANGUAGE_MODES",
+    "ModelNotReady",
     "ModelPaths",
     "ReferenceInfo",
     "ReferenceProblem",

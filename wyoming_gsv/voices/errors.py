@@ -13,3 +13,8 @@ class VoiceError(Exception):
         self.path = Path(path)
         self.problem = problem
         super().__init__(f"voice {voice_id!r}: {self.path}: {problem}")
+
+
+class ModelNotReady(VoiceError):
+    """A model file the voice needs is still being written (a copy or download in progress): the
+    voice is left out for now and checked again at the next rescan, not marked broken."""

@@ -8,7 +8,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import VoiceError
+from .errors import ModelNotReady, VoiceError
 from .models import ModelPaths
 from .voice import MAX_ID_LENGTH, STYLES_DIR, Voice, load_voice
 
@@ -19,7 +19,7 @@ Signature = tuple[tuple[str, int, int], ...]
 
 @dataclass(frozen=True)
 class _Entry:
-    signature: Signature
+    signature: Signature | None  # None: never reused (a model file was still being written)
     voice: Voice | None
     problem: str | None
     model_files: tuple[Path, ...] = ()
@@ -41,6 +41,7 @@ class VoiceRegistry:
     def scan(self) -> list[Voice]:
         """Every usable voice, sorted by id. Out of file descriptors (every connection holds
         one), the folders cannot be listed: the last scan's voices are the truth until they can."""
+        self._refresh_models()
         try:
             folders = sorted(p for p in self.voices_dir.iterdir() if p.is_dir()) if self.voices_dir.is_dir() else []
         except OSError as err:
@@ -67,7 +68,15 @@ class VoiceRegistry:
                 return None
         except OSError:  # e.g. a name the file system cannot hold
             return None
+        self._refresh_models()
         return self._load(folder)
+
+    def _refresh_models(self) -> None:
+        """Default models installed, replaced or removed since the last look count from now on."""
+        models = self.models.refreshed()
+        if models != self.models:
+            _LOGGER.info("Default models now: GPT %s, SoVITS %s", models.gpt, models.sovits)
+            self.models = models
 
     def problems(self) -> dict[str, str]:
         """Voice id -> why it is left out, for every bad voice seen in the last scan."""
@@ -95,6 +104,7 @@ class VoiceRegistry:
             folder_signature = ((str(folder), -1, -1),)  # a folder we may not list: load_voice says why
         if entry is not None and entry.signature == folder_signature + _stats(entry.model_files):
             return entry.voice
+        signature: Signature | None
         try:
             voice = load_voice(folder, self.models)
             problem = None
@@ -105,20 +115,28 @@ class VoiceRegistry:
                 return entry.voice if entry is not None else None  # not the voice's fault: retried later
             voice, problem = None, str(err)
             if entry is None or entry.problem != problem:
-                _LOGGER.error("Voice left out: %s", problem)
+                # A file still being written is expected (a download or copy in progress).
+                log = _LOGGER.info if isinstance(err, ModelNotReady) else _LOGGER.error
+                log("Voice left out: %s", problem)
+            not_ready = isinstance(err, ModelNotReady)
+        else:
+            not_ready = False
         model_files = (voice.gpt, voice.sovits) if voice is not None else ()
+        # Not ready: looked at again at every scan, since only time (not the stats) may change.
+        signature = None if not_ready else folder_signature + _stats(model_files)
         with self._lock:
-            self._entries[voice_id] = _Entry(folder_signature + _stats(model_files), voice, problem, model_files)
+            self._entries[voice_id] = _Entry(signature, voice, problem, model_files)
         return voice
 
     def _folder_signature(self, folder: Path) -> Signature:
-        """Stats of the folder's files, of its styles' files and of the default model files."""
+        """Stats of the folder's files, of its styles' files and of the base model files (HuBERT,
+        BERT, speaker model, default GPT/SoVITS): a voice left out or broken for want of one is
+        retried once it changes."""
         paths = [p for p in sorted(folder.iterdir()) if p.is_file()] if folder.is_dir() else []
         styles = folder / STYLES_DIR
         if styles.is_dir():
             paths += [styles] + [p for p in sorted(styles.glob("*/*")) if p.is_file()]
-        paths += [p for p in (self.models.gpt, self.models.sovits) if p is not None]
-        return _stats(paths)
+        return _stats(paths + self.models.base_files())
 
 
 def out_of_descriptors(err: BaseException | None) -> bool:

@@ -10,9 +10,9 @@ from typing import Any
 import yaml
 
 from ..text.segmentation import CUT_METHODS
-from .errors import VoiceError
+from .errors import ModelNotReady, VoiceError
 from .languages import LANGUAGE_MODES, advertised_languages
-from .models import ModelPaths
+from .models import ModelPaths, unsettled_for
 from .params import PARAM_NAMES, VoiceParams
 from .check import with_transcript
 from .reference import ReferenceInfo, ReferenceProblem, check_reference, find_reference
@@ -116,8 +116,9 @@ def load_voice(folder: Path, models: ModelPaths) -> Voice:
         raise VoiceError(voice_id, folder / VOICE_YAML, "aux_refs must be a list of file names")
     aux = tuple(_checked_reference(voice_id, folder / name, models) for name in aux_entries)
 
-    gpt = _model_file(voice_id, folder, config, "gpt", models.gpt, models)
-    sovits = _model_file(voice_id, folder, config, "sovits", models.sovits, models)
+    gpt = _model_file(voice_id, folder, config, "gpt", models)
+    sovits = _model_file(voice_id, folder, config, "sovits", models)
+    _check_base_models(voice_id, models)
 
     try:
         params = VoiceParams().with_overrides(**{k: config.get(k) for k in PARAM_NAMES})
@@ -285,19 +286,25 @@ def _checked_reference(voice_id: str, path: Path, models: ModelPaths) -> Referen
         raise VoiceError(voice_id, path, str(err)) from err
 
 
-def _model_file(
-    voice_id: str, folder: Path, config: dict[str, Any], key: str, default: Path | None, models: ModelPaths
-) -> Path:
-    data_dir = models.data_dir
+def _model_file(voice_id: str, folder: Path, config: dict[str, Any], key: str, models: ModelPaths) -> Path:
     value = config.get(key)
+    default = models.gpt if key == "gpt" else models.sovits
     if value is None:
         if default is None:
+            looked = models.gpt_looked_for if key == "gpt" else models.sovits_looked_for
+            looked_for = ", ".join(str(p) for p in looked) or str(models.data_dir / "models")
             raise VoiceError(
-                voice_id, data_dir / "models", f"no {key} weights: set {key} in voice.yaml or install the base models"
+                voice_id,
+                models.data_dir / "models",
+                f"no {key} weights: looked for {looked_for}; fetch them (--fetch-models VERSION or "
+                f"`wyoming-gsv download`) or set {key} in voice.yaml",
             )
         path = default
+        waiting = unsettled_for(path, models.data_dir)
+        if waiting is not None:
+            raise ModelNotReady(voice_id, path, f"{key} weights file {waiting}")
     elif isinstance(value, str) and value and "\0" not in value:
-        path = Path(value) if Path(value).is_absolute() else data_dir / value
+        path = Path(value) if Path(value).is_absolute() else models.data_dir / value
         _require_inside_roots(voice_id, path, models, f"{key} weights")
     else:
         raise VoiceError(voice_id, folder / VOICE_YAML, f"{key} must be a file path relative to the data dir")
@@ -306,3 +313,16 @@ def _model_file(
     if path.stat().st_size == 0:
         raise VoiceError(voice_id, path, f"{key} weights file is empty")
     return path.resolve()
+
+
+def _check_base_models(voice_id: str, models: ModelPaths) -> None:
+    """HuBERT and BERT must be installed (and not still being written) for any voice to speak."""
+    problem = models.base_model_problem()
+    if problem is None:
+        return
+    path, what, not_ready = problem
+    if not_ready:
+        raise ModelNotReady(voice_id, path, what)
+    raise VoiceError(
+        voice_id, path, f"{what}; fetch the base models (--fetch-models VERSION or `wyoming-gsv download`)"
+    )
