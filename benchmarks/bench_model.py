@@ -17,6 +17,7 @@ import os
 import sys
 from pathlib import Path
 
+import wyoming_gsv  # noqa: F401  (first: the package sets OMP_WAIT_POLICY=PASSIVE before torch loads)
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

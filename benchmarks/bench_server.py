@@ -11,7 +11,7 @@ voice, starts `python -m wyoming_gsv` as a subprocess and drives it like Home As
 Random weights cost exactly what real ones cost, but almost never pick EOS: each sentence runs to the
 GPT's early stop, set here to `--tokens` semantic tokens (25 Hz), so every sentence yields the
 same amount of audio. English text only: the Chinese BERT is never loaded (zh segments only).
-Each server flag set in `--configs` (default: plain, `--chunk-tokens 20`, plus `--gpt-int8`) gets
+Each server flag set in `--configs` (default: streaming as configured, whole sentences, plus `--gpt-int8`) gets
 its own server process on the same files. Baseline, measured in the same run: the non-streaming
 total time of the same text with the first flag set (what a client waits for without streaming).
 Reported: TTFA, total, audio seconds, RTF = total / audio, and TTFA / baseline.
@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile
+import wyoming_gsv  # noqa: F401  (first: the package sets OMP_WAIT_POLICY=PASSIVE before torch loads)
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,7 +63,8 @@ def write_gpt(path: Path, tokens: int) -> None:
     from bench_t2s import V2_CONFIG, build_v2_model
 
     model = build_v2_model()
-    weights = {f"model.{k}": v.half() for k, v in model.state_dict().items()}
+    # The official s1 names (the fused projection as nn.MultiheadAttention stores it).
+    weights = {f"model.{k.replace('.in_proj.', '.in_proj_')}": v.half() for k, v in model.state_dict().items()}
     config = {
         "model": {
             "embedding_dim": V2_CONFIG.embedding_dim, "hidden_dim": V2_CONFIG.embedding_dim,
@@ -211,7 +213,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=60, help="semantic tokens per sentence (25 Hz)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--configs", nargs="+", default=["", "--chunk-tokens 20", "--chunk-tokens 20 --gpt-int8"],
+    parser.add_argument("--configs", nargs="+", default=["", "--chunking sentence", "--gpt-int8"],
                         help="server flag sets to compare; the first is the baseline (default: %(default)s)")
     args = parser.parse_args()
 
@@ -221,7 +223,7 @@ def main() -> None:
         data_dir = build_data_dir(Path(tmp), args.tokens)
         print(f"model files written in {time.perf_counter() - t0:.1f} s")
         for config in args.configs:
-            label = config.replace("--chunk-tokens ", "chunks ").replace("--gpt-int8", "int8").strip()
+            label = config.replace("--chunking ", "").replace("--gpt-int8", "int8").strip()
             suffix = f", {label}" if label else ""
             rows += [(name, mode + suffix, run) for name, mode, run in run_server(data_dir, args, config.split())]
 

@@ -18,6 +18,7 @@ import argparse
 import statistics
 
 import numpy as np
+import wyoming_gsv  # noqa: F401  (first: the package sets OMP_WAIT_POLICY=PASSIVE before torch loads)
 import torch
 
 from timing import median_wall_s, timed

@@ -239,9 +239,9 @@ def test_run_script_options_map_onto_real_cli_flags(config: dict, tmp_path: Path
     assert args.no_fallback is not options["fallback"]
     assert args.fallback_on_error is options["fallback_on_error"]
     # Optional options: only when set, else the server's own default.
-    assert ("--chunk-tokens" in argv) is ("chunk_tokens" in options)
+    assert ("--min-chunk-tokens" in argv) is ("chunk_tokens" in options)
     if "chunk_tokens" in options:
-        assert args.chunk_tokens == options["chunk_tokens"]
+        assert args.min_chunk_tokens == options["chunk_tokens"]
     assert args.gpt_int8 is bool(options.get("gpt_int8"))
 
 

@@ -297,7 +297,7 @@ async def test_disconnect_cancels_within_one_decode_step(port: int, runtime: Run
         original_cancel(job)
         cancel_called.set()
 
-    def speak_features(pair, bundle, target, params, should_stop, generator, emit):
+    def speak_features(pair, bundle, target, params, should_stop, generator, emit, *how_audio_runs):
         flag = getattr(should_stop, "__self__", None)  # should_stop is the job's Event.is_set
         if flag not in job_flags:
             job_flags.append(flag)
@@ -316,7 +316,7 @@ async def test_disconnect_cancels_within_one_decode_step(port: int, runtime: Run
 
         pair.t2s.forward_cached = counting_forward
         try:
-            return original_speak(pair, bundle, target, params, should_stop, generator, emit)
+            return original_speak(pair, bundle, target, params, should_stop, generator, emit, *how_audio_runs)
         finally:
             del pair.t2s.forward_cached
 

@@ -36,7 +36,7 @@ def _speak(backend: GsvBackend, voice, params=None, stop=lambda: False) -> list[
 
 def test_whole_sentence_then_gap(setup) -> None:
     backend, voice = setup
-    speech, gap = _speak(backend, voice)
+    speech, gap = _speak(backend, voice, replace(voice.params, chunking="sentence"))
     assert speech.rate == 32000 and speech.samples.dtype == np.int16
     assert speech.samples.size % backend.model_pair(voice.gpt, voice.sovits).sovits.samples_per_code == 0
     assert gap.samples.size == int(0.3 * 32000) and not gap.samples.any()
@@ -57,12 +57,12 @@ def test_cancelled_before_start_emits_nothing(setup) -> None:
     assert _speak(backend, voice, stop=lambda: True) == []
 
 
-def test_chunked_vocoding_streams_pieces_of_the_same_length(setup) -> None:
+@pytest.mark.parametrize("chunking", ["fixed", "split"])
+def test_streaming_sends_audio_while_the_gpt_is_still_decoding(setup, chunking: str) -> None:
+    """The default: upstream's streaming (chunk by chunk; fixture-exact in test_streaming.py)."""
     backend, voice = setup
-    whole = np.concatenate([p.samples for p in _speak(backend, voice)])
-    chunked = GsvBackend(backend.models, backend.cache, BackendSettings(chunk_tokens=8), frontend=backend.frontend)
-    tokens_at_emit: list[int] = []
-    pair = chunked.model_pair(voice.gpt, voice.sovits)
+    assert voice.params.chunking == "fixed" and voice.params.min_chunk_tokens == 16
+    pair = backend.model_pair(voice.gpt, voice.sovits)
     generated = 0
     original_forward = pair.t2s.forward_cached
 
@@ -73,22 +73,20 @@ def test_chunked_vocoding_streams_pieces_of_the_same_length(setup) -> None:
 
     pair.t2s.forward_cached = counting_forward
     pieces: list[Speech] = []
+    tokens_at_emit: list[int] = []
 
     def emit(speech: Speech) -> None:
         tokens_at_emit.append(generated)
         pieces.append(speech)
 
     try:
-        chunked.speaker(voice, voice.params, "en").speak(TEXT, lambda: False, emit)
+        params = replace(voice.params, chunking=chunking, min_chunk_tokens=4)
+        backend.speaker(voice, params, "en").speak(TEXT, lambda: False, emit)
     finally:
         del pair.t2s.forward_cached
     assert len(pieces) >= 3  # at least two audio pieces plus the gap
     assert tokens_at_emit[0] < tokens_at_emit[-1]  # the first audio left while the GPT was still decoding
-    streamed = np.concatenate([p.samples for p in pieces])
-    assert streamed.shape == whole.shape  # same tokens, same amount of audio
-    spc = pair.sovits.samples_per_code
-    # Away from the chunk seams the audio is the whole-sentence audio (noise_scale 0).
-    assert np.abs(streamed[: 4 * spc].astype(int) - whole[: 4 * spc].astype(int)).max() <= 2 * max(1, np.abs(whole).max() // 50)
+    assert pieces[-1].samples.size == int(0.3 * 32000) and not pieces[-1].samples.any()
 
 
 def test_v2pro_voice_uses_the_speaker_embedding(setup, v2pro_tiny: Path, tmp_path_factory) -> None:
@@ -178,3 +176,51 @@ def test_changed_bundle_code_rebuilds_the_bundle(setup, tmp_path: Path, monkeypa
     changed.code_fingerprint = "0" * 64  # as if the frontend had changed
     changed.bundle(voice)
     assert len(built) == 2
+
+
+def test_overlap_vocodes_on_its_own_worker_while_the_gpt_goes_on(setup) -> None:
+    """With the vocoder worker: speak() returns once the GPT is done, the audio comes from the
+    worker thread in order, and it is the audio of the serial path."""
+    import threading
+
+    backend, voice = setup
+    params = replace(voice.params, min_chunk_tokens=4)
+    serial = _speak(backend, voice, params)
+    overlapped = GsvBackend(backend.models, backend.cache, BackendSettings(vocoder_threads=1), frontend=backend.frontend)
+    pieces: list[Speech] = []
+    threads: set[str] = set()
+
+    def emit(speech: Speech) -> None:
+        threads.add(threading.current_thread().name)
+        pieces.append(speech)
+
+    try:
+        pending = overlapped.speaker(voice, params, "en").speak(TEXT, lambda: False, emit)
+        assert pending is not None
+        pending.wait()
+    finally:
+        overlapped.close()
+    assert threads == {"gsv-vocoder"}
+    assert [p.samples.size for p in pieces] == [p.samples.size for p in serial]
+    for ours, reference in zip(pieces, serial):
+        assert np.abs(ours.samples.astype(int) - reference.samples.astype(int)).max() <= 2
+
+
+def test_overlap_stops_vocoding_once_cancelled(setup) -> None:
+    backend, voice = setup
+    overlapped = GsvBackend(backend.models, backend.cache, BackendSettings(vocoder_threads=1), frontend=backend.frontend)
+    cancelled = False
+    pieces: list[Speech] = []
+
+    def emit(speech: Speech) -> None:
+        nonlocal cancelled
+        pieces.append(speech)
+        cancelled = True  # the client goes away after the first piece
+
+    try:
+        params = replace(voice.params, min_chunk_tokens=4)
+        pending = overlapped.speaker(voice, params, "en").speak(TEXT, lambda: cancelled, emit)
+        pending.wait()
+    finally:
+        overlapped.close()
+    assert len(pieces) == 1

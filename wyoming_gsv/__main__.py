@@ -16,15 +16,15 @@ from typing import Any, Sequence
 from . import __version__
 from .synthesis.session import DEFAULT_MAX_CHARS
 
-# Set before anything loads torch (its OpenMP reads it once, at load; nothing above imports
-# torch, and the commands import it lazily): idle OpenMP threads sleep instead of spinning. On a
-# busy CPU the spinning made 2 threads 5-10x slower in our benchmarks.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The package sets OMP_WAIT_POLICY=PASSIVE (see __init__); nothing here imports torch at the top,
+# the commands import it lazily.
 
 _LOGGER = logging.getLogger("wyoming_gsv")
 
 COMMANDS = ("serve", "synth", "voices", "phonemize", "download")
 SAMPLING_FLAGS = ("top_k", "top_p", "temperature", "repetition_penalty", "speed", "noise_scale", "seed")
+# Voice settings every command that speaks can override (see voices/params.py).
+STREAMING_FLAGS = ("chunking", "min_chunk_tokens")
 
 
 @dataclass(frozen=True)
@@ -73,11 +73,22 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto")
     parser.add_argument("--threads", type=_positive_int, help="CPU threads for inference (default: all cores)")
     parser.add_argument(
-        "--chunk-tokens",
-        type=_non_negative_int,
-        default=0,
-        help="low latency: start vocoding a sentence after N semantic tokens (25 = 1 s of audio), "
-        "then in chunks twice as long each time; 0 = whole sentences (default)",
+        "--chunking",
+        metavar="{fixed,split,sentence}",
+        help="audio streaming within a sentence, overriding each voice's setting: fixed (upstream "
+        "streaming mode 3, a chunk every --min-chunk-tokens tokens: the earliest first audio; the "
+        "default), split (mode 2: chunks end near a pause), sentence (whole sentences)",
+    )
+    parser.add_argument(
+        "--min-chunk-tokens",
+        type=_positive_int,
+        help="semantic tokens per streamed chunk at least (25 = 1 s of audio; voice default 16)",
+    )
+    parser.add_argument(
+        "--overlap",
+        action="store_true",
+        help="CPU with 2+ threads: SoVITS vocodes one chunk on half the threads while the GPT makes "
+        "the next on the other half (same audio; slower on a busy machine, so off by default)",
     )
     parser.add_argument(
         "--gpt-int8", action="store_true", help="CPU only: int8 GPT weights (faster, not bit-exact with upstream)"
@@ -254,7 +265,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     # Checked now rather than after minutes of model loading (or, for sampling, at the first request).
     problem = (_uri_problem(args) or _web_problem(args)) if args.command == "serve" else None
-    if problem is None and args.command == "synth":
+    if problem is None and args.command in ("serve", "synth", "voices"):
         problem = _sampling_problem(args)
     if problem is not None:
         parser.error(problem)
@@ -321,9 +332,9 @@ def _sampling_problem(args: argparse.Namespace) -> str | None:
     from .voices.params import VoiceParams
 
     try:
-        VoiceParams().with_overrides(**{name: getattr(args, name, None) for name in SAMPLING_FLAGS})
+        VoiceParams().with_overrides(**{name: getattr(args, name, None) for name in SAMPLING_FLAGS + STREAMING_FLAGS})
     except ValueError as err:
-        return f"bad sampling flag: {err}"
+        return f"bad sampling or streaming flag: {err}"
     return None
 
 
@@ -396,7 +407,7 @@ def listen_problem(args: argparse.Namespace) -> str | None:
 def runtime_settings(args: argparse.Namespace) -> Any:
     from .synthesis.runtime import RuntimeSettings
 
-    overrides = {name: getattr(args, name, None) for name in SAMPLING_FLAGS}
+    overrides = {name: getattr(args, name, None) for name in SAMPLING_FLAGS + STREAMING_FLAGS}
     return RuntimeSettings(
         data_dir=args.data_dir,
         hubert=args.hubert,
@@ -408,8 +419,8 @@ def runtime_settings(args: argparse.Namespace) -> Any:
         device=args.device,
         precision=args.precision,
         threads=args.threads or os.cpu_count(),
-        chunk_tokens=args.chunk_tokens,
         gpt_int8=args.gpt_int8,
+        overlap=args.overlap,
         max_queue=getattr(args, "max_queue", 8),
         max_chars=getattr(args, "max_chars", DEFAULT_MAX_CHARS),
         default_voice=getattr(args, "voice", None),

@@ -179,16 +179,44 @@ class TextEncoder(nn.Module):
         self.encoder2 = encoder(c.n_layers // 2)
         self.proj = nn.Conv1d(c.hidden_channels, 2 * c.inter_channels, 1)
 
-    def forward(self, content: Tensor, phones: Tensor, ge: Tensor, speed: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
-        """content [1, 768, T50], phones [1, Tp], ge [1, 512, 1] -> (x, m_p, logs_p), each [1, C, T']."""
+    def forward(
+        self,
+        content: Tensor,
+        phones: Tensor,
+        ge: Tensor,
+        speed: float = 1.0,
+        *,
+        keep_frames: int | None = None,
+        overlap: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """content [1, 768, T50], phones [1, Tp], ge [1, 512, 1] -> (latent, m_p, logs_p).
+
+        Streaming (upstream `decode_streaming`): the encoders see the whole history, then only
+        the last `keep_frames` frames go on, their first frames cross-faded with `overlap` (the
+        previous chunk's latent). `latent` is that crop before the speed change, [1, C, frames]."""
         y = self.encoder_ssl(self.ssl_proj(content))
         text = self.encoder_text(self.text_embedding(phones).transpose(1, 2))
         y = self.encoder2(self.mrte(y, text, ge))
+        if keep_frames is not None:
+            y = y[:, :, -keep_frames:]
+        if overlap is not None:
+            y = crossfade_latent(y, overlap)
+        latent = y
         if speed != 1:
             # Speed changes the number of frames the prior covers (not a resampling of audio).
             y = F.interpolate(y, size=int(y.shape[-1] / speed) + 1, mode="linear")
         m_p, logs_p = self.proj(y).split(self.inter_channels, dim=1)
-        return y, m_p, logs_p
+        return latent, m_p, logs_p
+
+
+def crossfade_latent(y: Tensor, overlap: Tensor) -> Tensor:
+    """Blend the first N frames of y [1, C, T] into `overlap` [1, C, N] with upstream's sine
+    window (the new chunk fades in over the previous chunk's latent of the same frames)."""
+    frames = overlap.shape[-1]
+    window = torch.sin(torch.arange(frames * 2, device=y.device) * math.pi / (frames * 2))
+    y = y.clone()
+    y[:, :, :frames] = window[:frames].view(1, 1, -1) * y[:, :, :frames] + window[frames:].view(1, 1, -1) * overlap
+    return y
 
 
 class SovitsModel(nn.Module):
@@ -340,15 +368,25 @@ class SovitsModel(nn.Module):
 
     # --------------------------------------------------------------------------- synthesis
     @torch.inference_mode()
-    def encode(self, codes: Tensor, phone_ids: Tensor, ge: Tensor, speed: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
-        """Codes [T25] + target phones [Tp] -> (x, m_p, logs_p) at the 50 Hz frame rate."""
+    def encode(
+        self,
+        codes: Tensor,
+        phone_ids: Tensor,
+        ge: Tensor,
+        speed: float = 1.0,
+        *,
+        keep_frames: int | None = None,
+        overlap: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Codes [T25] + target phones [Tp] -> (latent, m_p, logs_p) at the 50 Hz frame rate
+        (`keep_frames`/`overlap`: see `TextEncoder.forward`)."""
         codes = codes.to(self.device).reshape(1, -1)
         phones = phone_ids.to(self.device).reshape(1, -1)
         content = self.quantizer.decode(codes)
         if self.config.frames_per_code > 1:
             content = content.repeat_interleave(self.config.frames_per_code, dim=-1)
         ge = ge.to(device=self.device, dtype=self.dtype)
-        return self.enc_p(content, phones, self.mrte_condition(ge), speed)
+        return self.enc_p(content, phones, self.mrte_condition(ge), speed, keep_frames=keep_frames, overlap=overlap)
 
     @torch.inference_mode()
     def latent(
@@ -370,6 +408,18 @@ class SovitsModel(nn.Module):
         if not speed > 0:
             raise ValueError(f"speed must be positive, got {speed}")
         _, m_p, logs_p = self.encode(codes, phone_ids, ge, speed)
+        return self._flow_from_prior(m_p, logs_p, ge, noise_scale, generator, noise)
+
+    def _flow_from_prior(
+        self,
+        m_p: Tensor,
+        logs_p: Tensor,
+        ge: Tensor,
+        noise_scale: float,
+        generator: torch.Generator | None,
+        noise: Tensor | None,
+    ) -> Tensor:
+        """Sample z_p from the prior (m_p, logs_p) and run the flow backwards: z [1, inter, frames]."""
         if noise is None:
             noise = torch.randn(m_p.shape, generator=generator, device=self.device, dtype=self.dtype)
         elif noise.numel() != m_p.numel():
@@ -406,6 +456,33 @@ class SovitsModel(nn.Module):
             codes, phone_ids, ge, speed=speed, noise_scale=noise_scale, generator=generator, noise=noise
         )
         return self.vocode(z, ge)
+
+    supports_streaming = True  # upstream's decode_streaming exists for v1/v2 and the v2Pro family
+
+    @torch.inference_mode()
+    def decode_streaming(
+        self,
+        codes: Tensor,
+        phone_ids: Tensor,
+        ge: Tensor,
+        *,
+        keep_codes: int | None = None,
+        overlap: Tensor | None = None,
+        speed: float = 1.0,
+        noise_scale: float = 0.5,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Upstream `SynthesizerTrn.decode_streaming`: the text/prior encoder runs over the whole
+        token history `codes`, then only its last `keep_codes` tokens' frames (all if None) go
+        through the flow and the vocoder, the first of them cross-faded with `overlap` (the
+        previous chunk's latent frames). Returns (float32 waveform, latent [1, C, frames]) where
+        the latent is what the next chunk cross-fades with."""
+        if codes.numel() == 0 or phone_ids.numel() == 0:
+            raise ValueError("decode_streaming needs semantic codes and phone ids")
+        keep_frames = None if keep_codes is None else keep_codes * self.config.frames_per_code
+        latent, m_p, logs_p = self.encode(codes, phone_ids, ge, speed, keep_frames=keep_frames, overlap=overlap)
+        z = self._flow_from_prior(m_p, logs_p, ge, noise_scale, generator, None)
+        return self.vocode(z, ge), latent
 
     def decode_chunks(
         self,

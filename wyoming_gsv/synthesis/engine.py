@@ -40,8 +40,11 @@ class EngineJob:
 class Engine:
     """Owns the worker thread; jobs queue with a bound and run one sentence at a time."""
 
-    def __init__(self, max_queue: int = 8, name: str = "gsv-engine") -> None:
+    def __init__(
+        self, max_queue: int = 8, name: str = "gsv-engine", on_start: Callable[[], None] | None = None
+    ) -> None:
         self.max_queue = max_queue
+        self._on_start = on_start  # runs first on the worker thread (e.g. its torch thread count)
         # Unbounded: submit() bounds new requests only, so a stream already being answered is
         # never told "busy" when its next sentence arrives after its worker turn ended.
         self._queue: queue.Queue[EngineJob | None] = queue.Queue()
@@ -86,6 +89,8 @@ class Engine:
             self._queue.put_nowait(job)
 
     def _run(self) -> None:
+        if self._on_start is not None:
+            self._on_start()
         while True:
             job = self._queue.get()
             if job is None:
@@ -110,8 +115,18 @@ class Engine:
             error = None
             try:
                 job.speaker.prepare()
-                job.speaker.speak(sentence, job.cancelled.is_set, emit)
+                pending = job.speaker.speak(sentence, job.cancelled.is_set, emit)
             except Exception as err:  # reported to the session, the worker keeps serving others
                 _LOGGER.exception("Synthesis failed for sentence %d", index)
-                error = err
+                error, pending = err, None
+            if pending is not None:
+                # The vocoder worker finishes this sentence (in order) while the GPT goes on.
+                pending.when_done(lambda late_error, index=index: self._finished(job, index, late_error))
+                continue
             job.on_result(index, None, error, True)
+
+    @staticmethod
+    def _finished(job: EngineJob, index: int, error: BaseException | None) -> None:
+        if error is not None:
+            _LOGGER.error("Synthesis failed for sentence %d", index, exc_info=error)
+        job.on_result(index, None, error, True)

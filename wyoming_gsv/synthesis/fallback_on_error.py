@@ -47,7 +47,9 @@ class FallbackOnError:
                 emit(speech)
 
             try:
-                self.speaker.speak(text, should_stop, tracking_emit)
+                pending = self.speaker.speak(text, should_stop, tracking_emit)
+                if pending is not None:  # its failure must be known here, to answer instead
+                    pending.wait()
                 return
             except Exception as err:
                 self._fail(err)

@@ -20,15 +20,17 @@ from ..gsv.audio import AudioFileError, load_audio, load_reference_audio
 from ..gsv.bert import BertFeaturizer
 from ..gsv.checkpoints import load_gpt_checkpoint, load_sovits_checkpoint
 from ..gsv.errors import ModelFileError
-from ..gsv.sovits import SovitsModel
 from ..gsv.sovits_pro import sovits_from_checkpoint
+from ..gsv.sovits import SovitsModel
 from ..gsv.speaker import SpeakerEncoder
 from ..gsv.ssl import SSL_SAMPLE_RATE, HubertEncoder, ssl_pad_samples
+from ..gsv.streaming import StreamDecoder, StreamingConfig, TokenChunker, to_int16
 from ..gsv.t2s import BERT_DIM, GenerationCancelled, SamplingParams, Text2Semantic
 from ..text.frontend import TextFrontend
 from ..text.segmentation import SPLITS, EmptyTextError, pre_seg_text
 from ..voices import BundleCache, ModelPaths, Voice, VoiceBundle, VoiceParams, bundle_key, file_identity
-from .speech import Emit, ShouldStop, Speech, SynthesisError, float_to_int16
+from .pipeline import AudioWorker, PendingAudio
+from .speech import Emit, ShouldStop, Speech, SynthesisError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -56,17 +58,25 @@ def code_fingerprint(paths: tuple[Path, ...] = BUNDLE_CODE) -> str:
     return digest.hexdigest()
 
 
+# How SoVITS work is run: at once (run_now), or handed to the vocoder worker (PendingAudio.submit).
+RunAudio = Callable[[Callable[[], None]], None]
+
+
+def run_now(task: Callable[[], None]) -> None:
+    task()
+
+
 @dataclass(frozen=True)
 class BackendSettings:
     device: str = "cpu"
     dtype: torch.dtype = torch.float32
     max_model_pairs: int = 2  # GPT/SoVITS pairs kept loaded (voices may bring their own weights)
     sentence_gap: float = SENTENCE_GAP_SECONDS
-    # Low-latency mode: vocode the first N semantic tokens (25 per second of audio) of each
-    # sentence while the GPT goes on, then chunks twice as long each time. 0 = whole sentences.
-    chunk_tokens: int = 0
     # Opt-in CPU speed mode: int8 GPT weights (faster decode, tokens not bit-exact with upstream).
     gpt_int8: bool = False
+    # GPT and SoVITS on two workers: SoVITS runs on its own thread with this many torch threads
+    # while the GPT goes on (0: one after the other on the engine's thread).
+    vocoder_threads: int = 0
 
 
 @dataclass
@@ -104,6 +114,7 @@ class GsvBackend:
         self._pairs: OrderedDict[tuple[Path, Path, str, str], ModelPair] = OrderedDict()
         self._bundles: dict[str, tuple[Voice, str, VoiceBundle]] = {}
         self._lock = threading.RLock()  # the CLI and warm-up may call from another thread
+        self._audio_worker: AudioWorker | None = None
         self.code_fingerprint = code_fingerprint()  # once per backend (one per process)
 
     # ------------------------------------------------------------------ SpeakerFactory
@@ -117,6 +128,21 @@ class GsvBackend:
             pairs = [p for key, p in self._pairs.items() if voice is not None and key[:2] == (voice.gpt, voice.sovits)]
             pair = pairs[-1] if pairs else None
         return pair.sovits.sampling_rate if pair is not None else SUPPORTED_OUTPUT_RATE
+
+    def audio_worker(self) -> AudioWorker | None:
+        """The SoVITS worker thread when GPT and SoVITS overlap (started on first use)."""
+        if self.settings.vocoder_threads <= 0:
+            return None
+        with self._lock:
+            if self._audio_worker is None:
+                self._audio_worker = AudioWorker(self.settings.vocoder_threads)
+            return self._audio_worker
+
+    def close(self) -> None:
+        with self._lock:
+            worker, self._audio_worker = self._audio_worker, None
+        if worker is not None:
+            worker.close()
 
     # ------------------------------------------------------------------ models
     @property
@@ -280,8 +306,13 @@ class GsvBackend:
         should_stop: ShouldStop,
         generator: torch.Generator | None,
         emit: Emit,
+        run_audio: RunAudio = run_now,
     ) -> None:
-        """GPT then SoVITS for one sentence; audio goes to `emit` (in pieces in low-latency mode)."""
+        """GPT then SoVITS for one sentence, then the silence between sentences. With sub-sentence
+        streaming (upstream's streaming modes) the audio goes to `emit` chunk by chunk while the
+        GPT is still generating; otherwise (or for a model without streaming) as one piece.
+        Every SoVITS call and emit goes through `run_audio` (at once, or in order on the
+        vocoder worker while the GPT goes on)."""
         device, dtype = self.device, self.settings.dtype
         phones = torch.cat([bundle.prompt_phones, target.phone_ids.to(device)])
         bert = torch.cat([bundle.prompt_bert, target.bert.to(device, dtype)], dim=1)
@@ -292,11 +323,11 @@ class GsvBackend:
             repetition_penalty=params.repetition_penalty,
         )
         target_phones = target.phone_ids.to(device)
-        chunked = None
-        if self.settings.chunk_tokens > 0 and params.speed == 1.0:
-            chunked = ChunkedDecoder(
-                pair.sovits, target_phones, bundle.ge, params, generator, emit, self.settings.chunk_tokens
-            )
+        rate = pair.sovits.sampling_rate
+        streaming = streaming_config(params) if getattr(pair.sovits, "supports_streaming", False) else None
+        stream = None
+        if streaming is not None:
+            stream = SentenceStream(pair, target_phones, bundle.ge, params, streaming, sampling, generator, emit, run_audio)
         try:
             codes = pair.t2s.generate(
                 phones,
@@ -305,96 +336,88 @@ class GsvBackend:
                 sampling,
                 generator=generator,
                 should_stop=should_stop,
-                on_token=chunked.on_token if chunked is not None else None,
+                on_token=stream.on_token if stream is not None else None,
             )
         except GenerationCancelled:
             return
-        if codes.numel() == 0 or should_stop():
+        if should_stop():
             return
-        rate = pair.sovits.sampling_rate
-        if chunked is not None:
-            chunked.finish(codes)
+        if stream is not None:
+            if not stream.finish():
+                return
+        elif codes.numel() == 0:
+            return
         else:
-            audio = pair.sovits.decode(
-                codes, target_phones, bundle.ge, speed=params.speed, noise_scale=params.noise_scale, generator=generator
-            )
-            emit(Speech(rate=rate, samples=float_to_int16(audio.cpu().numpy())))
-        emit(Speech(rate=rate, samples=np.zeros(int(self.settings.sentence_gap * rate), dtype=np.int16)))
+
+            def vocode() -> None:
+                audio = pair.sovits.decode(
+                    codes, target_phones, bundle.ge, speed=params.speed, noise_scale=params.noise_scale, generator=generator
+                )
+                emit(Speech(rate=rate, samples=to_int16(audio)))
+
+            run_audio(vocode)
+        gap = np.zeros(int(self.settings.sentence_gap * rate), dtype=np.int16)
+        run_audio(lambda: emit(Speech(rate=rate, samples=gap)))
 
 
-class ChunkedDecoder:
-    """Vocodes a sentence's semantic tokens while the GPT is still producing them.
+def streaming_config(params: VoiceParams) -> StreamingConfig | None:
+    """The voice's sub-sentence streaming settings; None for whole sentences."""
+    if params.chunking == "sentence":
+        return None
+    return StreamingConfig(rule=params.chunking, min_chunk_tokens=params.min_chunk_tokens)  # type: ignore[arg-type]
 
-    Each chunk is decoded with `context` earlier tokens in front (so the decoder sees what came
-    before), and its last `hold` tokens of audio are held back and cross-faded with the next
-    chunk's version of them, which has more context on the right.
-    """
+
+class SentenceStream:
+    """One sentence streamed as upstream's streaming modes do: the GPT's tokens are cut into
+    chunks (`TokenChunker`) and each chunk is vocoded and played at once (`StreamDecoder`)."""
 
     def __init__(
         self,
-        sovits: SovitsModel,
+        pair: ModelPair,
         phones: torch.Tensor,
         ge: torch.Tensor,
         params: VoiceParams,
+        config: StreamingConfig,
+        sampling: SamplingParams,
         generator: torch.Generator | None,
         emit: Emit,
-        first_chunk: int,
-        context: int = 12,
-        hold: int = 4,
+        run_audio: RunAudio = run_now,
     ) -> None:
-        self.sovits = sovits
-        self.phones = phones
-        self.ge = ge
-        self.params = params
-        self.generator = generator
+        early_stop = sampling.early_stop if sampling.early_stop is not None else pair.t2s.config.early_stop_num
+        stop_after = sampling.max_tokens if early_stop is None else min(sampling.max_tokens, early_stop + 1)
+        similarity = pair.t2s.mute_similarity() if config.rule == "split" else None
+        self.chunker = TokenChunker(config, similarity, stop_after)
+        self.decoder = StreamDecoder(
+            pair.sovits, phones, ge, config, speed=params.speed, noise_scale=params.noise_scale, generator=generator
+        )
+        self.rate = pair.sovits.sampling_rate
         self.emit = emit
-        self.next_chunk = first_chunk
-        self.context = context
-        self.hold = hold
-        self.tokens: list[int] = []
-        self.done = 0  # tokens whose audio went out (the held tail excluded)
-        self.tail: np.ndarray | None = None
-        self.pieces = 0
+        self.run_audio = run_audio
+        self.chunks = 0  # chunks handed to the vocoder so far
 
     def on_token(self, token: int) -> None:
-        self.tokens.append(token)
-        if len(self.tokens) - self.done >= self.next_chunk + self.hold:
-            self._vocode(torch.tensor(self.tokens, dtype=torch.int64), final=False)
-            self.next_chunk *= 2
+        chunk = self.chunker.add(token)
+        if chunk is not None:
+            self._play(lambda: self.decoder.piece(chunk, final=False))
 
-    def finish(self, codes: torch.Tensor) -> None:
-        """The sentence's final tokens (upstream's slice of what on_token saw)."""
-        self._vocode(codes.reshape(-1).to("cpu"), final=True)
+    def finish(self) -> bool:
+        """The last chunk (or the held-back tail); False if the sentence had no tokens at all."""
+        rest = self.chunker.finish()
+        if rest is not None:
+            self._play(lambda: self.decoder.piece(rest, final=True))
+        elif self.chunks:
+            self._play(self.decoder.tail)
+        return self.chunks > 0
 
-    def _vocode(self, codes: torch.Tensor, final: bool) -> None:
-        total = codes.numel()
-        if total <= self.done:
-            segment = np.zeros(0, dtype=np.float32)
-        else:
-            start = max(0, self.done - self.context)
-            audio = self.sovits.decode(
-                codes[start:total].to(self.sovits.device),
-                self.phones,
-                self.ge,
-                noise_scale=self.params.noise_scale,
-                generator=self.generator,
-            )
-            segment = audio.cpu().numpy()[(self.done - start) * self.sovits.samples_per_code :]
-        if self.tail is not None:
-            fade = min(len(self.tail), len(segment))
-            weight = np.linspace(0.0, 1.0, fade, dtype=np.float32)
-            segment[:fade] = self.tail[:fade] * (1.0 - weight) + segment[:fade] * weight
-            if fade < len(self.tail) and final:
-                segment = np.concatenate([segment, self.tail[fade:]])
-            self.tail = None
-        if not final:
-            keep = (total - self.hold - self.done) * self.sovits.samples_per_code
-            segment, self.tail = segment[:keep], segment[keep:].copy()
-            self.done = total - self.hold
-        else:
-            self.done = total
-        self.pieces += 1
-        self.emit(Speech(rate=self.sovits.sampling_rate, samples=float_to_int16(segment, normalize=False)))
+    def _play(self, make_audio: Callable[[], torch.Tensor | None]) -> None:
+        self.chunks += 1
+
+        def vocode() -> None:
+            audio = make_audio()
+            if audio is not None:
+                self.emit(Speech(rate=self.rate, samples=to_int16(audio)))
+
+        self.run_audio(vocode)
 
 
 def prompt_text(voice: Voice) -> str:
@@ -420,7 +443,21 @@ class GsvSpeaker:
     def prepare(self) -> None:
         self.backend.prepare(self.voice)
 
-    def speak(self, text: str, should_stop: ShouldStop, emit: Emit) -> None:
+    def speak(self, text: str, should_stop: ShouldStop, emit: Emit) -> PendingAudio | None:
+        """Speak one sentence. With the vocoder worker this returns as soon as the GPT is done,
+        and the PendingAudio tells when (and whether) the audio is all out; None: it is out."""
+        worker = self.backend.audio_worker()
+        if worker is None:
+            self._speak(text, should_stop, emit, run_now)
+            return None
+        pending = PendingAudio(worker, should_stop)
+        try:
+            self._speak(text, should_stop, emit, pending.submit)
+        except Exception as err:  # reported after the audio already handed over, in order
+            pending.submit(lambda: _raise(err))
+        return pending
+
+    def _speak(self, text: str, should_stop: ShouldStop, emit: Emit, run_audio: RunAudio) -> None:
         pair, bundle = self.backend.prepare(self.voice)
         if self.voice.text_split:
             chunks = [text]  # already one of pre_seg_text's chunks (the voice's OfficialSplitter)
@@ -438,4 +475,10 @@ class GsvSpeaker:
                 target = self.backend.text_features(chunk, self.mode, pair.text_version, other_scripts=True)
             except EmptyTextError:
                 continue
-            self.backend.speak_features(pair, bundle, target, self.params, should_stop, self._generator, emit)
+            self.backend.speak_features(
+                pair, bundle, target, self.params, should_stop, self._generator, emit, run_audio
+            )
+
+
+def _raise(err: BaseException) -> None:
+    raise err

@@ -49,8 +49,11 @@ class RuntimeSettings:
     device: str = "cpu"
     precision: str = "auto"  # auto: fp16 on CUDA, fp32 on CPU
     threads: int | None = None
-    chunk_tokens: int = 0  # low-latency chunked vocoding (0: whole sentences)
     gpt_int8: bool = False  # int8 GPT weights on CPU
+    # GPT and SoVITS on two workers, half the threads each (CPU, 2+ threads); else one after the
+    # other. Off by default: on a busy 2-core machine it made first audio and total slower
+    # (benchmarks/bench_cpu.py); an idle machine could not be measured here.
+    overlap: bool = False
     max_queue: int = 8
     max_chars: int = DEFAULT_MAX_CHARS
     default_voice: str | None = None
@@ -63,9 +66,40 @@ class RuntimeSettings:
 
     @property
     def dtype(self) -> torch.dtype:
-        if self.precision == "auto":
-            return torch.float16 if self.device.startswith("cuda") else torch.float32
-        return _DTYPES[self.precision]
+        return resolve_dtype(self.precision, self.device)[0]
+
+
+def worker_threads(settings: RuntimeSettings) -> tuple[int, int]:
+    """(GPT threads, vocoder threads); 0 vocoder threads: SoVITS runs on the GPT's thread."""
+    threads = settings.threads or torch.get_num_threads()
+    if not settings.overlap or threads < 2 or not settings.device.startswith("cpu"):
+        return threads, 0
+    return threads - threads // 2, threads // 2
+
+
+def resolve_dtype(precision: str, device: str) -> tuple[torch.dtype, str | None]:
+    """The dtype to run in, and a warning when the requested one would be a trap: half precision
+    on a CPU without native matrix units for it runs in emulation, many times slower than fp32
+    (bf16 measured 22-27x slower than fp32 on an AVX512-BF16 CPU without AMX), so it falls back."""
+    if precision == "auto":
+        return (torch.float16 if device.startswith("cuda") else torch.float32), None
+    dtype = _DTYPES[precision]
+    if dtype == torch.float32 or not device.startswith("cpu") or cpu_has_native(dtype):
+        return dtype, None
+    capability = torch.backends.cpu.get_cpu_capability()
+    return torch.float32, (
+        f"--precision {precision}: this CPU ({capability}, no AMX) has no native {precision} matrix units; "
+        "running in fp32, which is faster here"
+    )
+
+
+def cpu_has_native(dtype: torch.dtype) -> bool:
+    """AMX tiles for bf16, AMX-FP16 for fp16 (what oneDNN needs to beat fp32 on the CPU)."""
+    if torch.backends.cpu.get_cpu_capability() != "AVX512":  # AMX CPUs report AVX512
+        return False
+    probes = {torch.bfloat16: "_is_amx_tile_supported", torch.float16: "_is_amx_fp16_supported"}
+    probe = getattr(torch.cpu, probes.get(dtype, ""), None)
+    return bool(probe()) if probe is not None else False
 
 
 class Runtime:
@@ -74,7 +108,11 @@ class Runtime:
     def __init__(self, settings: RuntimeSettings) -> None:
         if settings.threads:
             torch.set_num_threads(settings.threads)
+        _dtype, precision_warning = resolve_dtype(settings.precision, settings.device)
+        if precision_warning is not None:
+            _LOGGER.warning(precision_warning)
         self.settings = settings
+        gpt_threads, vocoder_threads = worker_threads(settings)
         self.models = ModelPaths.resolve(
             settings.data_dir,
             hubert=settings.hubert,
@@ -94,8 +132,8 @@ class Runtime:
             BackendSettings(
                 device=settings.device,
                 dtype=settings.dtype,
-                chunk_tokens=settings.chunk_tokens,
                 gpt_int8=settings.gpt_int8,
+                vocoder_threads=vocoder_threads,
             ),
             on_broken=lambda voice_id, problem: self.service.voice_unusable(voice_id, problem),
         )
@@ -103,7 +141,11 @@ class Runtime:
         # The background model download (--fetch-models), set by the CLI: its status() (a
         # download.FetchStatus, to_dict() for JSON) is what a page shows. None without one.
         self.model_fetcher: ModelFetcher | None = None
-        self.engine = Engine(max_queue=settings.max_queue, name=f"gsv-engine-{settings.device}")
+        self.engine = Engine(
+            max_queue=settings.max_queue,
+            name=f"gsv-engine-{settings.device}",
+            on_start=lambda: torch.set_num_threads(gpt_threads),  # the engine thread's own OpenMP team
+        )
         self.service = TtsService(
             self.registry,
             self.backend,
@@ -130,7 +172,9 @@ class Runtime:
             started = time.perf_counter()
             try:
                 speaker = self.backend.speaker(voice, voice.params, voice.language)
-                speaker.speak(WARM_UP_TEXT.get(voice.language, WARM_UP_TEXT["en"]), lambda: False, lambda _: None)
+                pending = speaker.speak(WARM_UP_TEXT.get(voice.language, WARM_UP_TEXT["en"]), lambda: False, lambda _: None)
+                if pending is not None:
+                    pending.wait()
                 _LOGGER.info("Warmed up with voice %r in %.2f s", voice.id, time.perf_counter() - started)
             except Exception as err:
                 _LOGGER.warning("Warm-up synthesis failed (%s); serving anyway", err)
@@ -169,4 +213,6 @@ class Runtime:
     def close(self, timeout: float | None = 10.0) -> bool:
         """Cancel what is being spoken and stop the engine; False if it is still busy after
         `timeout` (in the middle of one uninterruptible model call)."""
-        return self.engine.close(timeout)
+        stopped = self.engine.close(timeout)
+        self.backend.close()
+        return stopped

@@ -36,15 +36,26 @@ class AudioPiece:
     last: bool  # the sentence's last piece
 
 
+class Pending(Protocol):
+    """Audio of a sentence still being made on another worker (see synthesis/pipeline.py)."""
+
+    def when_done(self, callback: Callable[[BaseException | None], None]) -> None:
+        """Call `callback(error or None)` right after the sentence's last piece was emitted."""
+
+    def wait(self) -> None:
+        """Block until the sentence's audio is all out; raises its error."""
+
+
 class Speaker(Protocol):
     """A voice bound to its models and settings, run on the engine's worker thread."""
 
     def prepare(self) -> None:
         """Load models and the voice bundle (idempotent; may raise)."""
 
-    def speak(self, text: str, should_stop: ShouldStop, emit: Emit) -> None:
+    def speak(self, text: str, should_stop: ShouldStop, emit: Emit) -> Pending | None:
         """Speak one sentence, handing its audio to `emit` in one or more pieces, in order;
-        returns early (emitting nothing more) once should_stop() is True."""
+        returns early (emitting nothing more) once should_stop() is True. A speaker whose audio
+        is made on another worker returns a Pending (the engine goes on with the next sentence)."""
 
 
 class SynthesisError(Exception):

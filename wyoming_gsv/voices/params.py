@@ -18,11 +18,16 @@ class VoiceParams:
     speed: float = 1.0
     noise_scale: float = 0.5
     seed: int | None = None
+    # Audio streaming within a sentence (upstream api_v2 streaming_mode): "fixed" = mode 3 (a
+    # chunk every min_chunk_tokens tokens; the earliest first audio), "split" = mode 2 (chunks end
+    # near a pause), "sentence" = whole sentences (no sub-sentence streaming).
+    chunking: str = "fixed"
+    min_chunk_tokens: int = 16  # semantic tokens per chunk at least (25 tokens = 1 s of audio)
 
     def __post_init__(self) -> None:
         # Types first: YAML and clients hand over strings, booleans or .nan, which would otherwise
         # fail deep in the model (or pass the range checks: True is an int, nan compares False).
-        problems = [problem for name in _WHOLE + _REAL if (problem := self._type_problem(name)) is not None]
+        problems = [problem for name in _WHOLE + _REAL + _TEXT if (problem := self._type_problem(name)) is not None]
         if problems:
             raise ValueError("; ".join(problems))
         problems = []
@@ -38,6 +43,10 @@ class VoiceParams:
             problems.append("speed must be in [0.25, 4]")
         if self.noise_scale < 0.0:
             problems.append("noise_scale must be >= 0")
+        if self.chunking not in CHUNKING_MODES:
+            problems.append(f"chunking must be one of {', '.join(CHUNKING_MODES)}, got {self.chunking!r}")
+        if not 1 <= self.min_chunk_tokens <= 1500:
+            problems.append("min_chunk_tokens must be in [1, 1500]")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -45,6 +54,8 @@ class VoiceParams:
         value = getattr(self, name)
         if value is None and name == "seed":
             return None
+        if name in _TEXT:
+            return None if isinstance(value, str) else f"{name} must be a string, got {value!r}"
         if name in _WHOLE:
             ok = isinstance(value, int) and not isinstance(value, bool)
             return None if ok else f"{name} must be a whole number, got {value!r}"
@@ -57,6 +68,8 @@ class VoiceParams:
         return replace(self, **changes) if changes else self
 
 
-_WHOLE = ("top_k", "seed")
+_WHOLE = ("top_k", "seed", "min_chunk_tokens")
 _REAL = ("top_p", "temperature", "repetition_penalty", "speed", "noise_scale")
+_TEXT = ("chunking",)
+CHUNKING_MODES = ("fixed", "split", "sentence")
 PARAM_NAMES: tuple[str, ...] = tuple(f.name for f in fields(VoiceParams))

@@ -1,0 +1,91 @@
+"""GPT and SoVITS on two workers: while the vocoder turns chunk n into audio, the GPT makes n+1.
+
+The engine's thread runs the GPT; an `AudioWorker` thread runs every SoVITS call, in the order
+they were handed over, each thread with its own torch intra-op threads. A sentence's audio is
+tracked by a `PendingAudio`: the engine reports the sentence finished from the worker, after its
+last piece, so pieces and sentence ends reach the session in order while the GPT goes on with
+the next sentence.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Callable
+
+import torch
+
+_LOGGER = logging.getLogger(__name__)
+
+Done = Callable[["BaseException | None"], None]
+
+
+class PendingAudio:
+    """The audio of one sentence still being made on the worker. Tasks of a sentence that failed
+    or was cancelled are skipped; `when_done` runs (on the worker) after the last of them."""
+
+    def __init__(self, worker: AudioWorker, should_stop: Callable[[], bool]) -> None:
+        self.worker = worker
+        self.should_stop = should_stop
+        self.error: BaseException | None = None
+        self._finished = threading.Event()
+
+    def submit(self, task: Callable[[], None]) -> None:
+        self.worker.put(lambda: self._run(task))
+
+    def _run(self, task: Callable[[], None]) -> None:
+        if self.error is not None or self.should_stop():
+            return
+        try:
+            task()
+        except Exception as err:  # reported (and logged) with the sentence, like an error of the GPT
+            self.error = err
+
+    def when_done(self, callback: Done) -> None:
+        """Run `callback(error)` once every task submitted so far has run."""
+
+        def finish() -> None:
+            self._finished.set()
+            callback(self.error)
+
+        self.worker.put(finish)
+
+    def wait(self) -> None:
+        """Block until the sentence's audio is out (raises its error): the serial behaviour."""
+        self.when_done(lambda _error: None)
+        self._finished.wait()
+        if self.error is not None:
+            raise self.error
+
+
+class AudioWorker:
+    """One thread running vocoder tasks in order, with its own number of torch threads."""
+
+    def __init__(self, threads: int, name: str = "gsv-vocoder") -> None:
+        self.threads = threads
+        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def put(self, task: Callable[[], None]) -> None:
+        self._queue.put(task)
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        torch.set_num_threads(self.threads)  # this thread's OpenMP team only
+        with torch.inference_mode():  # thread-local: the tasks handle the GPT thread's inference tensors
+            self._serve()
+
+    def _serve(self) -> None:
+        while True:
+            task = self._queue.get()
+            if task is None:
+                return
+            try:
+                task()
+            except Exception:  # a callback failing must not stop the worker
+                _LOGGER.exception("Audio worker task failed")
