@@ -15,6 +15,7 @@ from wyoming_gsv.gsv.checkpoints import load_gpt_checkpoint
 from wyoming_gsv.gsv.t2s import (
     KV_BUCKETS,
     MIN_TOKENS_BEFORE_EOS,
+    CapturedStep,
     GenerationCancelled,
     Int8Linear,
     KVCache,
@@ -417,6 +418,35 @@ def test_graph_mode_needs_cuda(model: Text2Semantic, inputs) -> None:
             model.generate(phones, bert, prompt, GREEDY)
     finally:
         model.decode_mode = None
+
+
+def test_a_failed_graph_capture_falls_back_to_the_eager_step(
+        v2_tiny: Path, inputs, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A driver or op that CUDA graphs do not support must cost speed, not every request."""
+    phones, bert, prompt = inputs
+    fresh = Text2Semantic.from_checkpoint(load_gpt_checkpoint(v2_tiny / "s1_tiny_v2.ckpt"))
+    captures: list[int] = []
+
+    def failing_capture(step) -> None:
+        captures.append(step.span)
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(CapturedStep, "_capture", failing_capture)
+    prefix = len(phones) + len(prompt)
+    token, position = torch.tensor([5]), torch.tensor([prefix])
+    cache = fresh.setup_caches(1, prefix + 10)
+    with torch.inference_mode():
+        cache.make_finite()
+        fresh.prefill([phones], [bert], prompt, cache)
+        graphed = [fresh.static_step(token, position, position - len(phones), cache,
+                                     prefix + 1, graphed=True) for _ in range(2)]
+        eager = fresh.decode_step(token, position, position - len(phones), cache,
+                                  kv_bucket(prefix + 1))
+    fresh.release_caches(cache)
+    assert captures == [kv_bucket(prefix + 1)]  # tried once, then eager for good
+    assert all(torch.equal(logits, eager) for logits in graphed)
+    assert "CUDA graph capture failed, decoding eagerly" in caplog.text and not cache.graphs
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

@@ -22,6 +22,7 @@ Return values follow what upstream `TTS.py` keeps (`y[-idx:]`):
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import warnings
@@ -46,6 +47,8 @@ LAYER_NORM_EPS = 1e-5
 # KV size classes (positions): a decode step's static shapes in the "bucketed"/"graph" modes and
 # the sizes decode buffers are allocated at (longer: multiples of the last one).
 KV_BUCKETS = (256, 512, 1024, 1536, 2048)
+
+_LOGGER = logging.getLogger(__name__)
 
 DecodePath = Literal["batched", "naive"]
 # How decode steps run: "exact" attends to exactly the valid KV columns (eager; the CPU default),
@@ -490,6 +493,7 @@ class Text2Semantic(nn.Module):
         self._cache_pool: list[KVCache] = []
         self._cache_pool_lock = threading.Lock()
         self._graph_pool: Any = None
+        self._graph_failure: str | None = None  # set when a capture failed: decode eagerly
 
     # ---------------------------------------------------------------------------- loading
 
@@ -751,13 +755,9 @@ class Text2Semantic(nn.Module):
                         cache.valid[:, length - 1] = True
                         mask = cache.valid[:, None, None, :length]
                     logits = self.forward_cached(token_emb, cache, length - 1, mask)
-                elif mode == "bucketed":
-                    logits = self.decode_step(sampled, positions, audio_index, cache,
-                                              kv_bucket(length))
-                    positions += 1
-                    audio_index += 1
                 else:
-                    logits = self.captured_step(cache, length)(sampled, positions, audio_index)
+                    logits = self.static_step(sampled, positions, audio_index, cache, length,
+                                              graphed=mode == "graph")
                     positions += 1
                     audio_index += 1
 
@@ -796,14 +796,27 @@ class Text2Semantic(nn.Module):
                 active = [active[position] for position in keep]
         return rows
 
-    def captured_step(self, cache: KVCache, length: int) -> CapturedStep:
-        """The CUDA-graph step for this cache's rows at the KV bucket of `length` (captured on
-        first use, then kept with the cache for later generations)."""
+    def static_step(self, tokens: Tensor, positions: Tensor, audio_index: Tensor,
+                    cache: KVCache, length: int, *, graphed: bool) -> Tensor:
+        """`decode_step` at the KV bucket of `length` (the cache holds `length` columns after
+        it). With `graphed`, replayed from the CUDA graph of this cache's rows and bucket,
+        captured on first use and kept with the cache for later generations. A capture that
+        fails (a driver or op that graphs do not support) is logged once, and this model then
+        decodes eagerly: slower, never broken."""
         span = kv_bucket(length)
-        step = cache.graphs.get((cache.batch, span))
-        if step is None:
-            step = cache.graphs[(cache.batch, span)] = CapturedStep(self, cache, span)
-        return step
+        if graphed and self._graph_failure is None:
+            key = (cache.batch, span)
+            step = cache.graphs.get(key)
+            if step is None:
+                step = cache.graphs[key] = CapturedStep(self, cache, span)
+            try:
+                return step(tokens, positions, audio_index)
+            except RuntimeError as err:
+                del cache.graphs[key]
+                self._graph_failure = str(err)
+                _LOGGER.warning("CUDA graph capture failed, decoding eagerly from now on: %s",
+                                err)
+        return self.decode_step(tokens, positions, audio_index, cache, span)
 
 
 def official_slice(tokens: list[int], finished_by_eos: bool, has_prompt: bool,

@@ -190,12 +190,9 @@ class ContinuousBatcher:
         positions = torch.tensor(columns, device=device)
         audio_index = torch.tensor([row.prompt_len + row.samples - 1 for row in self._rows],
                                    device=device)
-        running, length = cache.rows(len(self._rows)), max(columns) + 1
-        if self.mode == "bucketed":
-            return self.model.decode_step(self._next_tokens, positions, audio_index, running,
-                                          kv_bucket(length))
-        return self.model.captured_step(running, length)(self._next_tokens, positions,
-                                                         audio_index)
+        return self.model.static_step(self._next_tokens, positions, audio_index,
+                                      cache.rows(len(self._rows)), max(columns) + 1,
+                                      graphed=self.mode == "graph")
 
     def _admit(self, cache: KVCache) -> list[Tensor]:
         """Prefill waiting requests into the free rows after the running ones; their logits."""
