@@ -80,7 +80,7 @@ def test_options_match_their_schema(config: dict) -> None:
     optional = {key for key, kind in schema.items() if kind.endswith("?")}
     assert set(options) == set(schema) - optional  # optional ones: the server's default applies
     assert {"models", "threads", "streaming", "max_chars", "log_level", "fallback", "fallback_on_error"} <= set(options)
-    assert {"chunk_tokens", "gpt_int8"} <= optional
+    assert {"chunking", "chunk_tokens", "gpt_int8"} <= optional
     for key, value in options.items():
         _check_against_schema(key, value, schema[key])
 
@@ -91,7 +91,9 @@ def test_cpu_addon_fetches_v2pro_and_has_no_device_option(config: dict) -> None:
     assert config["options"]["models"] == "v2Pro"
     from wyoming_gsv.download import PRETRAINED
 
-    assert config["schema"]["models"] == f"list({'|'.join([*PRETRAINED, 'none'])})"
+    # The v2 family: v3/v4 (a DiT per sentence) are 20-75x slower on a CPU, a GPU image's choice.
+    cpu_versions = [version for version in PRETRAINED if version not in ("v3", "v4")]
+    assert config["schema"]["models"] == f"list({'|'.join([*cpu_versions, 'none'])})"
 
 
 def test_prebuilt_image_is_named_per_arch(config: dict) -> None:
@@ -215,7 +217,7 @@ RECORD_ARGS = 'for a in "$@"; do printf "%s\\n" "$a"; done > "$RECORD"'
         {},
         {"threads": 3, "streaming": False, "log_level": "debug", "fallback": False, "fallback_on_error": True,
          "models": "none", "max_chars": 500},
-        {"models": "v2ProPlus", "chunk_tokens": 20, "gpt_int8": True},
+        {"models": "v2ProPlus", "chunking": "split", "chunk_tokens": 20, "gpt_int8": True},
     ],
     ids=["defaults", "changed", "low-latency"],
 )
@@ -239,6 +241,8 @@ def test_run_script_options_map_onto_real_cli_flags(config: dict, tmp_path: Path
     assert args.no_fallback is not options["fallback"]
     assert args.fallback_on_error is options["fallback_on_error"]
     # Optional options: only when set, else the server's own default.
+    assert ("--chunking" in argv) is ("chunking" in options)
+    assert args.chunking == options.get("chunking")
     assert ("--min-chunk-tokens" in argv) is ("chunk_tokens" in options)
     if "chunk_tokens" in options:
         assert args.min_chunk_tokens == options["chunk_tokens"]
@@ -368,3 +372,12 @@ def test_docs_name_the_fallback_voice_the_server_advertises() -> None:
 
     for name in ("README.md", "DOCS.md"):
         assert f"`{FALLBACK_VOICE_NAME}`" in (ROOT / name).read_text(encoding="utf-8"), name
+
+
+def test_addon_streaming_and_length_options_follow_the_server(config: dict) -> None:
+    """The add-on offers the server's chunking modes and does not refuse answers the server would speak."""
+    from wyoming_gsv.synthesis.session import DEFAULT_MAX_CHARS
+    from wyoming_gsv.voices.params import CHUNKING_MODES
+
+    assert config["schema"]["chunking"] == f"list({'|'.join(CHUNKING_MODES)})?"
+    assert config["options"]["max_chars"] == DEFAULT_MAX_CHARS
