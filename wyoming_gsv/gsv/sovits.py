@@ -201,12 +201,15 @@ class TextEncoder(nn.Module):
             y = y[:, :, -keep_frames:]
         if overlap is not None:
             y = crossfade_latent(y, overlap)
-        latent = y
-        if speed != 1:
-            # Speed changes the number of frames the prior covers (not a resampling of audio).
-            y = F.interpolate(y, size=int(y.shape[-1] / speed) + 1, mode="linear")
-        m_p, logs_p = self.proj(y).split(self.inter_channels, dim=1)
-        return latent, m_p, logs_p
+        m_p, logs_p = self.proj(change_speed(y, speed)).split(self.inter_channels, dim=1)
+        return y, m_p, logs_p
+
+
+def change_speed(y: Tensor, speed: float) -> Tensor:
+    """Speed changes the number of frames the prior covers (not a resampling of audio)."""
+    if speed == 1:
+        return y
+    return F.interpolate(y, size=int(y.shape[-1] / speed) + 1, mode="linear")
 
 
 def crossfade_latent(y: Tensor, overlap: Tensor) -> Tensor:

@@ -29,7 +29,7 @@ from .dit import DiT, FlowMatching
 from .errors import ModelFileError
 from .lora import merge_lora
 from .mel import MelConfig, denormalize_mel, log_mel_spectrogram, normalize_mel
-from .sovits import SovitsBase, SovitsConfig
+from .sovits import SovitsBase, SovitsConfig, change_speed
 from .vits_modules import WN
 
 if TYPE_CHECKING:
@@ -174,8 +174,8 @@ class SovitsV3Model(SovitsBase):
         if self.config.frames_per_code > 1:
             content = content.repeat_interleave(self.config.frames_per_code, dim=-1)
         ge = ge.to(device=self.device, dtype=self.dtype)
-        y, _, _ = self.enc_p(content, phone_ids.to(self.device).reshape(1, -1), self.mrte_condition(ge), speed)
-        x = F.interpolate(self.bridge(y), scale_factor=self.layout.features_per_50hz_frame, mode="nearest")
+        latent, _, _ = self.enc_p(content, phone_ids.to(self.device).reshape(1, -1), self.mrte_condition(ge), speed)
+        x = F.interpolate(self.bridge(change_speed(latent, speed)), scale_factor=self.layout.features_per_50hz_frame, mode="nearest")
         mask_length = int(codes.shape[-1] * self.layout.mask_frames_per_code / speed) + (speed != 1)
         return self.wns1(x, ge, mask_length)
 
