@@ -425,3 +425,16 @@ async def test_add_preview_tune_style_rename_delete(client: TestClient, runtime:
     gone = await client.delete("api/voices/anna2")
     assert gone.status in (400, 404) and (await gone.json())["error"]
     assert first_take  # the preview streamed real audio
+
+
+async def test_voices_list_carries_the_background_model_download(client: TestClient, runtime: Runtime,
+                                                                  tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--fetch-models (the add-on's `models`): the page shows the download's progress beside the voices."""
+    from wyoming_gsv.download import Downloader, ModelFetcher
+
+    assert (await (await client.get("api/voices")).json())["models_download"] is None
+    fetcher = ModelFetcher(Downloader(tmp_path / "models", endpoint="http://127.0.0.1:9"), "v2", nltk=False)
+    monkeypatch.setattr(runtime, "model_fetcher", fetcher)  # never started: no request leaves
+    download = (await (await client.get("api/voices")).json())["models_download"]
+    assert download["version"] == "v2" and download["state"] == "starting"
+    assert {f["path"] for f in download["files"]} == set(fetcher.files)

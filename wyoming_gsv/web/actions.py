@@ -46,6 +46,7 @@ class StudioActions:
         self.studio = Studio.for_runtime(runtime, max_upload_bytes=settings.max_upload_bytes)
         self.store: VoiceStore = self.studio.store
         self.data_dir: Path = runtime.settings.data_dir
+        self._runtime = runtime  # its model_fetcher (--fetch-models) may start after the page
         self.upload_dir = self.data_dir / "cache" / "uploads"
         clear_stale_uploads(self.upload_dir)
 
@@ -60,6 +61,11 @@ class StudioActions:
 
     def voices(self) -> list[dict[str, Any]]:
         return [_status_json(status) for status in self.studio.voices()]
+
+    def models_download(self) -> dict[str, Any] | None:
+        """The background model download (--fetch-models, the add-on's `models`), or None."""
+        fetcher = getattr(self._runtime, "model_fetcher", None)
+        return fetcher.status().to_dict() if fetcher is not None else None
 
     def voice(self, voice_id: str) -> dict[str, Any]:
         status = self.studio.voice(voice_id)

@@ -108,7 +108,8 @@ async def _info(request: web.Request) -> web.Response:
 
 
 async def _voices(request: web.Request) -> web.Response:
-    return web.json_response({"voices": await _blocking(request.app[STUDIO_KEY].voices)})
+    studio = request.app[STUDIO_KEY]
+    return web.json_response({"voices": await _blocking(studio.voices), "models_download": studio.models_download()})
 
 
 async def _models(request: web.Request) -> web.Response:

@@ -114,8 +114,17 @@ async function refreshVoices() {
   }
   // A bundle builds in the background: keep the list current until it is done.
   const building = state.voices.some((v) => v.status === "building" || (v.styles || []).some((s) => s.status === "building"));
-  $("#voices-note").textContent = building ? "building voice bundles…" : "";
-  if (building) state.pollTimer = setTimeout(refreshVoices, BUILD_POLL_MS);
+  // The add-on's models download in the background at first start: say how far it is.
+  const fetch = data.models_download;
+  const fetching = Boolean(fetch) && fetch.state !== "done" && fetch.state !== "stopped";
+  $("#voices-note").textContent = fetching ? modelsNote(fetch) : building ? "building voice bundles…" : "";
+  if (building || fetching) state.pollTimer = setTimeout(refreshVoices, BUILD_POLL_MS);
+}
+
+function modelsNote(fetch) {
+  const percent = fetch.percent === null ? "" : ` ${Math.floor(fetch.percent)}%`;
+  const error = fetch.error ? ` (${fetch.error})` : "";
+  return `models ${fetch.version}: ${fetch.state}${percent}${error}; voices are ready once they are in place`;
 }
 
 function statusBadge(status) {
