@@ -238,7 +238,10 @@ def test_studio_in_a_real_browser(studio: Studio, browser, unpacked_v2: dict[str
     # ---- a style: its own clip and transcript, listed as a Home Assistant speaker
     detail.find_element(By.CSS_SELECTOR, "#style-add summary").click()
     style_form = driver.find_element(By.ID, "style-form")
-    style_form.find_element(By.NAME, "style").send_keys(STYLE)
+    style_name = style_form.find_element(By.NAME, "style")
+    # On a loaded machine the opened <details> may be laid out a moment after the click.
+    _wait(driver, lambda d: style_name.is_displayed() and style_name.is_enabled(), what="style form open")
+    style_name.send_keys(STYLE)
     style_form.find_element(By.NAME, "transcript").send_keys(TRANSCRIPT)
     style_form.find_element(By.CSS_SELECTOR, ".clip-file").send_keys(str(clip))
     _wait(driver, lambda d: _check_shown(d, "#style-form"), 60, "style clip checked")
