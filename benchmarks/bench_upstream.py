@@ -37,8 +37,9 @@ before torch loads; upstream runs in this process). Rows, each interleaved ours/
    call, weight norm recomputed, `no_grad`); ours doing the same work (ge from the same
    spectrogram + `decode`); ours as the product calls it (ge cached per voice); the HiFi-GAN
    `dec` alone on both sides (same latent) and upstream's reference encoder alone.
-2. GPT on the first sentence's phones + the prompt codes (the same tensors for both): prefill
-   (upstream's `process_prompt`, our `prefill`) and decode ms/token = (total - prefill) / (steps - 1);
+2. GPT on the first sentence's phones + the prompt codes (the same tensors for both): first token
+   (from the call to the first token's sampling: embeddings, masks, prefill, sampling; upstream's
+   first `decode_next_token` call marks it) and decode ms/token = (total - first) / (steps - 1);
    upstream `infer_panel_naive` (batch 1; TTS.run's path when parallel_infer is False, and in the
    streaming modes) and `infer_panel_batch_infer` (api_v2's default parallel_infer True) vs ours.
 3. End to end (time to first audio = from calling run / opening the session to the first chunk with
@@ -55,6 +56,8 @@ is replaced by None); transformers >= 5 loads the fp16 HuBERT as fp16, so upstre
 to float32 as transformers 4 would load it (per voice, not timed); `torchaudio.load` (needs
 torchcodec) is replaced by soundfile for the reference clip (per voice, not timed); upstream prints
 progress (its own cost, output discarded); upstream's mode 2 may decode a few tokens twice.
+Every TTS.run ends with `empty_cache()`, i.e. `gc.collect()` (about 0.5 s CPU here, counted in
+its total and CPU; api_v2's non-streaming handler has sent the audio by then: its "first audio").
 """
 
 from __future__ import annotations
@@ -232,72 +235,85 @@ def vocoder_rows(tts, runtime: Runtime, inputs: SharedInputs, tokens: int, reps:
 
 @dataclass
 class GptRun:
-    prefill: Sample
+    first: Sample  # from the call to the first token's sampling (embeddings, masks, prefill, sample)
     total: Sample
     steps: int
 
     @property
-    def decode_ms(self) -> float:  # CPU ms per token after the prefill
-        return 1000 * (self.total.cpu - self.prefill.cpu) / max(1, self.steps - 1)
+    def decode_ms(self) -> float:  # CPU ms per token after the first
+        return 1000 * (self.total.cpu - self.first.cpu) / max(1, self.steps - 1)
 
 
-def with_timed_prefill(owner: object, name: str, run: Callable[[], int]) -> GptRun:
-    """Runs `run` (returns the steps taken) with `owner.name` (the prefill call) timed."""
-    original = getattr(owner, name)
-    prefill: list[Sample] = []
+def gpt_run(run: Callable[[Callable[[], None]], int]) -> GptRun:
+    """Times `run(mark)` (returns the steps taken), which calls `mark` once its first token is sampled."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    first: list[Sample] = []
 
-    def timed_prefill(*args, **kwargs):
-        sample, result = timed(lambda: original(*args, **kwargs))
-        prefill.append(sample)
-        return result
+    def mark() -> None:
+        if not first:
+            first.append(Sample(time.perf_counter() - wall, time.process_time() - cpu))
 
-    setattr(owner, name, timed_prefill)
-    try:
-        total, steps = timed(run)
-    finally:
-        setattr(owner, name, original)
-    return GptRun(prefill[0], total, steps)
+    steps = run(mark)
+    return GptRun(first[0], Sample(time.perf_counter() - wall, time.process_time() - cpu), steps)
 
 
 def gpt_rows(tts, runtime: Runtime, inputs: SharedInputs, reps: int) -> dict[str, list[GptRun]]:
     pair, _ = runtime.backend.prepare(runtime.registry.get(VOICE))
     model = tts.t2s_model.model
+    transformer = model.t2s_transformer
     item = inputs.batch
     phones, bert, lens = item["all_phones"], item["all_bert_features"], item["all_phones_len"]
     prompt = inputs.prompt[None]
     early_stop = tts.configs.hz * tts.configs.max_sec
     kwargs = dict(top_k=15, top_p=1, temperature=1, early_stop_num=early_stop, repetition_penalty=1.35)
 
-    def naive() -> int:
-        with torch.no_grad(), quiet():
+    @contextlib.contextmanager
+    def marking_first_step(mark: Callable[[], None]) -> Iterator[None]:
+        """Upstream's first `decode_next_token` call comes right after its first token's sampling."""
+        original = transformer.decode_next_token
+
+        def step(*args, **kw):
+            mark()
+            return original(*args, **kw)
+
+        transformer.decode_next_token = step
+        try:
+            with torch.no_grad(), quiet():  # TTS.run is @torch.no_grad
+                yield
+        finally:
+            del transformer.decode_next_token
+
+    def naive(mark: Callable[[], None]) -> int:
+        with marking_first_step(mark):
             _, last_step = next(model.infer_panel_naive(phones[0][None], lens[0], prompt, bert[0][None], **kwargs))
         return last_step + 1
 
-    def batch_infer() -> int:
-        with torch.no_grad(), quiet():
+    def batch_infer(mark: Callable[[], None]) -> int:
+        with marking_first_step(mark):
             _, last_steps = model.infer_panel_batch_infer(phones, lens, prompt, bert, max_len=item["max_len"], **kwargs)
         return last_steps[0] + 1
 
-    def ours() -> int:
+    def ours(mark: Callable[[], None]) -> int:
         steps = [0]
 
         def count(_: int) -> None:
+            mark()
             steps[0] += 1
 
         pair.t2s.generate(phones[0], bert[0], inputs.prompt, SAMPLING, on_token=count)
         return steps[0]
 
     variants = {
-        "upstream infer_panel_naive": (model.t2s_transformer, "process_prompt", naive),
-        "upstream infer_panel_batch_infer": (model.t2s_transformer, "process_prompt", batch_infer),
-        "ours generate": (pair.t2s, "prefill", ours),
+        "upstream infer_panel_naive": naive,
+        "upstream infer_panel_batch_infer": batch_infer,
+        "ours generate": ours,
     }
-    for owner, name, fn in variants.values():
-        with_timed_prefill(owner, name, fn)  # warm-up
+    for fn in variants.values():
+        gpt_run(fn)  # warm-up
     results: dict[str, list[GptRun]] = {label: [] for label in variants}
     for _ in range(reps):
-        for label, (owner, name, fn) in variants.items():
-            results[label].append(with_timed_prefill(owner, name, fn))
+        for label, fn in variants.items():
+            results[label].append(gpt_run(fn))
     return results
 
 
@@ -335,14 +351,15 @@ def report(threads: int, reps: int, tokens: int, load: tuple[tuple[float, ...], 
         print(f"   {label:42} {spread(values):>24} {median(values) / up_decode:7.2f}")
     up_dec = median(vocoder["upstream dec (HiFi-GAN) alone"])
     print(f"   HiFi-GAN alone ours/upstream: {median(vocoder['ours vocode (HiFi-GAN) alone']) / up_dec:.2f}")
-    print("2. GPT, first sentence, CPU: prefill ms, decode ms/token (min-max), wall decode ms/token, steps")
+    print("2. GPT, first sentence, CPU: first token ms (prefill), decode ms/token (min-max), wall decode ms/token, steps")
     base = gpt["upstream infer_panel_naive"]
+    base_first = median([1000 * r.first.cpu for r in base])
     for label, runs in gpt.items():
         decode = [r.decode_ms for r in runs]
-        wall = [1000 * (r.total.wall - r.prefill.wall) / max(1, r.steps - 1) for r in runs]
-        prefill = median([1000 * r.prefill.cpu for r in runs])
-        print(f"   {label:34} prefill {prefill:8.1f} ({prefill / median([1000 * r.prefill.cpu for r in base]):.2f} x naive)"
-              f"  decode {spread(decode):>26} ({median(decode) / median([r.decode_ms for r in base]):.2f} x naive)"
+        wall = [1000 * (r.total.wall - r.first.wall) / max(1, r.steps - 1) for r in runs]
+        first = [1000 * r.first.cpu for r in runs]
+        print(f"   {label:34} first {spread(first):>26} ({median(first) / base_first:.2f} x naive)"
+              f"  decode {spread(decode):>24} ({median(decode) / median([r.decode_ms for r in base]):.2f} x naive)"
               f"  wall {median(wall):6.1f}  steps {runs[0].steps}")
     print("3. end to end, two sentences: first audio s, total s, CPU s (median, min-max), audio s")
     for label, runs in e2e.items():
