@@ -15,17 +15,16 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
 from wyoming.event import Event, read_event
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeVoice
 
-from recording_server import RecordingServer
 from server_client import ha_synthesize, send_and_collect
+from serving import RecordingServer, started_runtime
 from voice_data import make_tiny_data_dir
 from wyoming_gsv.server.handler import GsvEventHandler
-from wyoming_gsv.synthesis.runtime import Runtime, RuntimeSettings
+from wyoming_gsv.synthesis.runtime import Runtime
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,12 +36,8 @@ def data_dir(unpacked_v2: dict[str, Path], tmp_path_factory: pytest.TempPathFact
 
 @pytest.fixture(scope="module")
 def runtime(data_dir: Path):
-    torch.set_num_threads(1)
-    runtime = Runtime(RuntimeSettings(data_dir=data_dir, threads=1, use_fallback=False))
-    runtime.warm_up()
-    runtime.start()
-    yield runtime
-    runtime.close()
+    with started_runtime(data_dir) as runtime:
+        yield runtime
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
 from wyoming.event import Event, async_read_event, read_event
@@ -26,11 +25,11 @@ from wyoming.info import Describe, Info
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeVoice
 
 from malformed_frames import fuzzed_frame
-from recording_server import RecordingServer
 from server_client import describe, ha_synthesize
+from serving import RecordingServer, started_runtime
 from voice_data import fake_model_files, make_tiny_data_dir, make_voice, tiny_voice_config
 from wyoming_gsv.server.limits import ConnectionLimits, FrameLimits
-from wyoming_gsv.synthesis.runtime import Runtime, RuntimeSettings
+from wyoming_gsv.synthesis.runtime import Runtime
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FRAMES = FrameLimits()
@@ -39,13 +38,8 @@ READ_TIMEOUT = 30.0
 
 @pytest.fixture(scope="module")
 def runtime(unpacked_v2: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
-    torch.set_num_threads(1)
-    data_dir = make_tiny_data_dir(tmp_path_factory.mktemp("hardening-data"), unpacked_v2)
-    runtime = Runtime(RuntimeSettings(data_dir=data_dir, threads=1, use_fallback=False))
-    runtime.warm_up()
-    runtime.start()
-    yield runtime
-    runtime.close()
+    with started_runtime(make_tiny_data_dir(tmp_path_factory.mktemp("hardening-data"), unpacked_v2)) as runtime:
+        yield runtime
 
 
 @pytest.fixture
