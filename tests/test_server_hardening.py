@@ -18,21 +18,18 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
 from wyoming.event import Event, async_read_event, read_event
 from wyoming.info import Describe, Info
-from wyoming.server import AsyncTcpServer
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeVoice
 
 from malformed_frames import fuzzed_frame
 from server_client import describe, ha_synthesize
+from serving import RecordingServer, recording_server, started_runtime
 from voice_data import fake_model_files, make_tiny_data_dir, make_voice, tiny_voice_config
-from wyoming_gsv.server.handler import HandlerSettings
 from wyoming_gsv.server.limits import ConnectionLimits, FrameLimits
-from wyoming_gsv.server.run import bound_port, handler_factory
-from wyoming_gsv.synthesis.runtime import Runtime, RuntimeSettings
+from wyoming_gsv.synthesis.runtime import Runtime
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FRAMES = FrameLimits()
@@ -41,59 +38,14 @@ READ_TIMEOUT = 30.0
 
 @pytest.fixture(scope="module")
 def runtime(unpacked_v2: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
-    torch.set_num_threads(1)
-    data_dir = make_tiny_data_dir(tmp_path_factory.mktemp("hardening-data"), unpacked_v2)
-    runtime = Runtime(RuntimeSettings(data_dir=data_dir, threads=1, use_fallback=False))
-    runtime.warm_up()
-    runtime.start()
-    yield runtime
-    runtime.close()
-
-
-class Served:
-    """A server whose handlers report how they ended: None, or the exception that escaped (asyncio
-    would only log it as "Task exception was never retrieved")."""
-
-    def __init__(self, limits: ConnectionLimits) -> None:
-        self.server = AsyncTcpServer("127.0.0.1", 0)
-        self.limits = limits
-        self.endings: list[BaseException | None] = []
-        self.port = 0
-
-    async def start(self, runtime: Runtime) -> "Served":
-        factory = handler_factory(runtime.service, HandlerSettings(samples_per_chunk=1024, limits=self.limits))
-
-        def recording_factory(reader, writer):
-            handler = factory(reader, writer)
-            run = handler.run
-
-            async def recorded_run() -> None:
-                try:
-                    await run()
-                except BaseException as err:
-                    self.endings.append(err)
-                    raise
-                self.endings.append(None)
-
-            handler.run = recorded_run
-            return handler
-
-        await self.server.start(recording_factory)
-        self.port = bound_port(self.server)
-        return self
-
-    async def wait_for_endings(self, count: int, timeout: float = 30.0) -> list[BaseException | None]:
-        deadline = time.monotonic() + timeout
-        while len(self.endings) < count and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        return self.endings
+    with started_runtime(make_tiny_data_dir(tmp_path_factory.mktemp("hardening-data"), unpacked_v2)) as runtime:
+        yield runtime
 
 
 @pytest.fixture
 async def served(runtime: Runtime):
-    served = await Served(ConnectionLimits()).start(runtime)
-    yield served
-    await served.server.stop()
+    async with recording_server(runtime) as served:
+        yield served
 
 
 async def _exchange(port: int, raw: bytes, *, close_input: bool = True) -> tuple[list[Event], bool]:
@@ -125,7 +77,7 @@ def _server_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]
 
 # ----------------------------------------------------------------------------- 1. bounded frames
 @pytest.mark.parametrize("field", ["data_length", "payload_length"])
-async def test_oversized_frame_is_refused_before_it_is_buffered(served: Served, field: str) -> None:
+async def test_oversized_frame_is_refused_before_it_is_buffered(served: RecordingServer, field: str) -> None:
     """600 MB announced, a few bytes sent, the connection left open: the server answers at once
     instead of waiting to buffer 600 MB."""
     header = {"type": "describe", field: 600_000_000}
@@ -138,7 +90,7 @@ async def test_oversized_frame_is_refused_before_it_is_buffered(served: Served, 
 
 
 @pytest.mark.parametrize("field", ["data_length", "payload_length"])
-async def test_frame_at_the_limit_is_read(served: Served, field: str) -> None:
+async def test_frame_at_the_limit_is_read(served: RecordingServer, field: str) -> None:
     limit = DEFAULT_FRAMES.max_data_bytes if field == "data_length" else DEFAULT_FRAMES.max_payload_bytes
     if field == "data_length":
         body = json.dumps({"text": "x" * (limit - len('{"text": ""}'))}).encode()
@@ -181,7 +133,7 @@ MALFORMED = {
 
 @pytest.mark.parametrize("raw,code", MALFORMED.values(), ids=MALFORMED.keys())
 async def test_malformed_frame_closes_the_connection_with_one_log_line(
-    served: Served, caplog: pytest.LogCaptureFixture, raw: bytes, code: str
+    served: RecordingServer, caplog: pytest.LogCaptureFixture, raw: bytes, code: str
 ) -> None:
     caplog.set_level(logging.DEBUG)
     events, closed = await _exchange(served.port, raw)
@@ -194,7 +146,7 @@ async def test_malformed_frame_closes_the_connection_with_one_log_line(
     assert records[0].exc_info is None and len(records[0].getMessage()) < 300
 
 
-async def test_good_frames_before_a_bad_one_are_answered(served: Served) -> None:
+async def test_good_frames_before_a_bad_one_are_answered(served: RecordingServer) -> None:
     raw = _frame({"type": "ping", "data": {"text": "one"}}) + _frame({"type": "ping", "data_length": -1})
     events, closed = await _exchange(served.port, raw)
     assert [e.type for e in events] == ["pong", "error"] and closed
@@ -207,10 +159,9 @@ async def test_fuzzed_frames_never_raise_out_of_a_handler(
     nothing is logged with a traceback, no task exception goes unretrieved, and the server still
     answers describe."""
     caplog.set_level(logging.INFO)
-    served = await Served(ConnectionLimits(max_connections=1000)).start(runtime)
     rng = random.Random(12)
     count = 2000
-    try:
+    async with recording_server(runtime, ConnectionLimits(max_connections=1000)) as served:
 
         async def one(raw: bytes) -> None:
             reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
@@ -233,8 +184,6 @@ async def test_fuzzed_frames_never_raise_out_of_a_handler(
         async with AsyncTcpClient("127.0.0.1", served.port) as client:
             await client.write_event(Describe().event())
             assert Info.is_type((await asyncio.wait_for(client.read_event(), READ_TIMEOUT)).type)
-    finally:
-        await served.server.stop()
     gc.collect()  # unretrieved task exceptions are reported when the task is collected
     records = _server_records(caplog)
     assert not [r for r in records if r.exc_info or "never retrieved" in r.getMessage()]
@@ -243,25 +192,24 @@ async def test_fuzzed_frames_never_raise_out_of_a_handler(
 
 # ----------------------------------------------------------------------------- 3. connection limits
 async def test_connections_over_the_limit_are_closed_at_once(runtime: Runtime) -> None:
-    served = await Served(ConnectionLimits(max_connections=3)).start(runtime)
-    held = [await asyncio.open_connection("127.0.0.1", served.port) for _ in range(3)]
-    try:
-        await asyncio.sleep(0.2)  # the three handlers are running
-        events, closed = await _exchange(served.port, b"", close_input=False)
-        assert closed and [e.type for e in events] == ["error"]
-        assert Error.from_event(events[0]).code == "too-many-connections"
-        # The held connections still work, and a freed slot is taken by the next client.
-        reader, writer = held[0]
-        writer.write(_frame({"type": "ping"}))
-        assert (await asyncio.wait_for(async_read_event(reader), READ_TIMEOUT)).type == "pong"
-        writer.close()
-        await served.wait_for_endings(2)  # the refused one and this one
-        events, _ = await _exchange(served.port, _frame({"type": "describe"}))
-        assert [e.type for e in events] == ["info"]
-    finally:
-        for _, writer in held:
+    async with recording_server(runtime, ConnectionLimits(max_connections=3)) as served:
+        held = [await asyncio.open_connection("127.0.0.1", served.port) for _ in range(3)]
+        try:
+            await asyncio.sleep(0.2)  # the three handlers are running
+            events, closed = await _exchange(served.port, b"", close_input=False)
+            assert closed and [e.type for e in events] == ["error"]
+            assert Error.from_event(events[0]).code == "too-many-connections"
+            # The held connections still work, and a freed slot is taken by the next client.
+            reader, writer = held[0]
+            writer.write(_frame({"type": "ping"}))
+            assert (await asyncio.wait_for(async_read_event(reader), READ_TIMEOUT)).type == "pong"
             writer.close()
-        await served.server.stop()
+            await served.wait_for_endings(2)  # the refused one and this one
+            events, _ = await _exchange(served.port, _frame({"type": "describe"}))
+            assert [e.type for e in events] == ["info"]
+        finally:
+            for _, writer in held:
+                writer.close()
 
 
 async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> list[Event]:
@@ -275,8 +223,7 @@ async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> list[E
 async def test_idle_connection_is_closed(runtime: Runtime, opening: list[Event]) -> None:
     """A connection that sends nothing (or opens a stream and sends no text) holds a slot; it is
     closed after the idle timeout with an error event."""
-    served = await Served(ConnectionLimits(idle_timeout=0.5)).start(runtime)
-    try:
+    async with recording_server(runtime, ConnectionLimits(idle_timeout=0.5)) as served:
         client = AsyncTcpClient("127.0.0.1", served.port)
         await client.connect()
         for event in opening:
@@ -286,16 +233,13 @@ async def test_idle_connection_is_closed(runtime: Runtime, opening: list[Event])
         assert [e.type for e in events] == ["error"]
         assert Error.from_event(events[0]).code == "idle-timeout"
         assert await served.wait_for_endings(1) == [None]
-    finally:
-        await served.server.stop()
 
 
 async def test_a_long_answer_is_not_cut_by_the_idle_timeout(runtime: Runtime) -> None:
     """The client sends one synthesize and then nothing while the answer takes longer than the
     idle timeout: that is work, not idleness."""
-    served = await Served(ConnectionLimits(idle_timeout=0.3)).start(runtime)
     text = " ".join(f"Number {i} here." for i in range(12))
-    try:
+    async with recording_server(runtime, ConnectionLimits(idle_timeout=0.3)) as served:
         async with AsyncTcpClient("127.0.0.1", served.port) as client:
             started = time.monotonic()
             await client.write_event(Synthesize(text=text, voice=SynthesizeVoice(name="tiny")).event())
@@ -307,13 +251,10 @@ async def test_a_long_answer_is_not_cut_by_the_idle_timeout(runtime: Runtime) ->
             took = time.monotonic() - started
         assert types[-1] == "audio-stop"
         assert took > 0.3, f"the answer took {took:.2f} s: too fast to prove anything"
-    finally:
-        await served.server.stop()
 
 
 async def test_stream_with_text_then_silence_is_closed(runtime: Runtime) -> None:
-    served = await Served(ConnectionLimits(idle_timeout=1.0)).start(runtime)
-    try:
+    async with recording_server(runtime, ConnectionLimits(idle_timeout=1.0)) as served:
         client = AsyncTcpClient("127.0.0.1", served.port)
         await client.connect()
         await client.write_event(SynthesizeStart(voice=SynthesizeVoice(name="tiny")).event())
@@ -321,8 +262,6 @@ async def test_stream_with_text_then_silence_is_closed(runtime: Runtime) -> None
         events = await _closed_within(client._reader, 30)  # noqa: SLF001
         await client.disconnect()
         assert events[-1].type == "error" and Error.from_event(events[-1]).code == "idle-timeout"
-    finally:
-        await served.server.stop()
 
 
 def _describe_voices(sock: socket.socket) -> list[str] | str:
@@ -396,7 +335,7 @@ def _connect_when_listening(port: int, server: subprocess.Popen, log: Path) -> s
 
 # ----------------------------------------------------------------------------- 5. no paths to clients
 async def test_errors_sent_to_clients_hold_no_server_paths(
-    served: Served, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+    served: RecordingServer, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data_dir = str(runtime.settings.data_dir)
     long_name = await ha_synthesize(served.port, "Hello there.", voice="v" * 300)  # over the file name limit
@@ -414,7 +353,7 @@ async def test_errors_sent_to_clients_hold_no_server_paths(
 
 # ----------------------------------------------------------------------------- 6. unbuildable voices
 async def test_voice_whose_bundle_cannot_be_built_is_left_out_until_its_files_change(
-    served: Served, runtime: Runtime, monkeypatch: pytest.MonkeyPatch, unpacked_v2: dict[str, Path]
+    served: RecordingServer, runtime: Runtime, monkeypatch: pytest.MonkeyPatch, unpacked_v2: dict[str, Path]
 ) -> None:
     """Any failure building a voice's bundle (here the text side, not a model file) leaves the
     voice out of describe until its files change, instead of failing each request of it."""
@@ -450,9 +389,8 @@ async def test_client_that_stops_reading_is_cut_off(runtime: Runtime, caplog: py
     """A client that asks for a long answer and then reads nothing held its connection (and the
     sender task) forever: writes that wait longer than the idle timeout end the connection, and
     the engine is free for others."""
-    served = await Served(ConnectionLimits(idle_timeout=1.0)).start(runtime)
     text = " ".join(f"Number {i} is here and it is spoken slowly." for i in range(40))
-    try:
+    async with recording_server(runtime, ConnectionLimits(idle_timeout=1.0)) as served:
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills up after a little audio
         sock.setblocking(False)
@@ -463,8 +401,6 @@ async def test_client_that_stops_reading_is_cut_off(runtime: Runtime, caplog: py
         assert "read nothing" in caplog.text  # cut off while audio waited, not idle after the answer
         sock.close()
         assert (await ha_synthesize(served.port, "Hello there.", voice="tiny")).audio
-    finally:
-        await served.server.stop()
 
 
 def test_limit_flags_default_to_the_one_place_defaults_live() -> None:
