@@ -97,15 +97,26 @@ def write_sovits(path: Path) -> None:
 
 
 def write_hubert(folder: Path) -> None:
-    from transformers import HubertConfig, HubertModel
+    from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
 
     torch.manual_seed(0)
     HubertModel(HubertConfig()).half().save_pretrained(str(folder))
+    Wav2Vec2FeatureExtractor().save_pretrained(str(folder))  # the hub folder's preprocessor_config.json
+
+
+def write_bert(folder: Path) -> None:
+    """A one-layer BERT with the real feature width: English text never runs BERT, but every
+    voice needs the folder in place (the official download always brings it)."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=512, hidden_size=1024, num_hidden_layers=1, num_attention_heads=16, intermediate_size=1024)
+    BertForMaskedLM(config).save_pretrained(str(folder))
 
 
 def build_data_dir(root: Path, tokens: int) -> Path:
     models = root / "models"
-    (models / "chinese-roberta-wwm-ext-large").mkdir(parents=True)  # never loaded for English
+    write_bert(models / "chinese-roberta-wwm-ext-large")
     write_gpt(models / "gpt.ckpt", tokens)
     write_sovits(models / "sovits.pth")
     write_hubert(models / "chinese-hubert-base")
@@ -116,6 +127,11 @@ def build_data_dir(root: Path, tokens: int) -> Path:
     soundfile.write(str(voice / "ref.wav"), wave.astype(np.float32), 32000, subtype="PCM_16")
     (voice / "ref.txt").write_text("This is the reference voice for the benchmark.")
     (voice / "voice.yaml").write_text("description: Benchmark\nlanguage: en\n")
+    # Dated a minute back, as an installed data dir is: files changed in the last seconds count
+    # as still being copied, and their voice would wait.
+    past = time.time() - 60
+    for path in root.rglob("*"):
+        os.utime(path, (past, past))
     return root
 
 
