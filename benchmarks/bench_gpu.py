@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_t2s import V2_CONFIG, build_v2_model, random_inputs  # noqa: E402
+from timing import median_wall_s  # noqa: E402
 from wyoming_gsv.gsv.t2s import DecodeMode, SamplingParams, Text2Semantic  # noqa: E402
 from wyoming_gsv.gsv.t2s_batch import ContinuousBatcher, DecodeRequest  # noqa: E402
 
@@ -87,14 +88,6 @@ def peak_mib(device: torch.device) -> float:
     return torch.cuda.max_memory_allocated(device) / 2**20
 
 
-def wall(fn: Callable[[], object], device: torch.device) -> float:
-    synchronize(device)
-    start = time.perf_counter()
-    fn()
-    synchronize(device)
-    return time.perf_counter() - start
-
-
 # ----------------------------------------------------------------------------- 1. GPT decode
 
 
@@ -131,8 +124,8 @@ def measure_decode(model: Text2Semantic, batch: int, mode: DecodeMode, tokens: i
 
     reset_peak(device)
     run(tokens)()  # warm-up: allocates the buffers, captures the graph of every bucket used
-    first = statistics.median(wall(run(1), device) for _ in range(reps))
-    full = statistics.median(wall(run(tokens), device) for _ in range(reps))
+    first = median_wall_s(run(1), reps, lambda: synchronize(device))
+    full = median_wall_s(run(tokens), reps, lambda: synchronize(device))
     step = (full - first) / (tokens - 1)
     return DecodeRow(batch, mode, batch / step, 1000 * step, 1000 * first, peak_mib(device))
 
@@ -154,7 +147,7 @@ def measure_batcher(model: Text2Semantic, requests: int, tokens: int, reps: int)
 
     reset_peak(device)
     run()  # warm-up: buffers and graphs
-    total = statistics.median(wall(run, device) for _ in range(reps))
+    total = median_wall_s(run, reps, lambda: synchronize(device))
     batcher.close()
     return DecodeRow(requests, f"{batcher.mode}, batcher", requests * tokens / total,
                      1000 * total / tokens, float("nan"), peak_mib(device))

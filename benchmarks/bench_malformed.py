@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from malformed_frames import fuzzed_frame  # noqa: E402
+from server_process import free_port  # noqa: E402
 
 
 def memory_kib(pid: int) -> dict[str, int]:
@@ -40,12 +41,6 @@ def memory_kib(pid: int) -> dict[str, int]:
         if name in ("VmRSS", "VmHWM"):
             fields[name] = int(value.split()[0])
     return fields
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def send_one(port: int, raw: bytes) -> bool:

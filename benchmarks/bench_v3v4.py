@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 
 import wyoming_gsv  # noqa: F401  (first: the package sets OMP_WAIT_POLICY=PASSIVE before torch loads)
 import torch
 
 from bench_sovits import build_real_v2
-from timing import timed
+from timing import median_wall_s
 from wyoming_gsv.gsv.audio import sinc_resample
 from wyoming_gsv.gsv.bigvgan import BigVGAN, BigVGANConfig, HifiGanVocoder
 from wyoming_gsv.gsv.mel import log_mel_spectrogram, normalize_mel
@@ -75,14 +74,11 @@ def measure(seconds: float, steps: list[int], threads: list[int], reps: int) -> 
         contexts[version] = model.prompt_context(data["prompt_codes"], data["prompt_phones"], ge, mel)
     saved = torch.get_num_threads()
 
-    def median(fn) -> float:
-        return statistics.median(timed(fn)[0] for _ in range(reps))
-
     try:
         for n in threads:
             torch.set_num_threads(n)
             generator = torch.Generator().manual_seed(0)
-            wall = median(lambda: v2.decode(data["codes"], data["phones"], ge, generator=generator))
+            wall = median_wall_s(lambda: v2.decode(data["codes"], data["phones"], ge, generator=generator), reps)
             rows.append(("v2", 0, n, wall, len(data["codes"]) * v2.samples_per_code / v2.output_rate))
             for version, model in models.items():
                 context = contexts[version]
@@ -90,10 +86,10 @@ def measure(seconds: float, steps: list[int], threads: list[int], reps: int) -> 
                     target = model.features(data["codes"], data["phones"], ge)
                     conditioning = torch.cat([context.features, target], dim=-1)
                     mel = model.sample_mel(conditioning, context.mel, 1, generator=generator)
-                features_s = median(lambda: model.features(data["codes"], data["phones"], ge))
-                one = median(lambda: model.sample_mel(conditioning, context.mel, 1, generator=generator))
-                two = median(lambda: model.sample_mel(conditioning, context.mel, 2, generator=generator))
-                vocoder_s = median(lambda: model.vocode(mel))
+                features_s = median_wall_s(lambda: model.features(data["codes"], data["phones"], ge), reps)
+                one = median_wall_s(lambda: model.sample_mel(conditioning, context.mel, 1, generator=generator), reps)
+                two = median_wall_s(lambda: model.sample_mel(conditioning, context.mel, 2, generator=generator), reps)
+                vocoder_s = median_wall_s(lambda: model.vocode(mel), reps)
                 step = max(two - one, 0.0)
                 audio_s = mel.shape[-1] * model.vocoder.upsample_rate / model.output_rate
                 print(f"  {version} threads={n}: features {features_s:.2f} s, sampler 1 step {one:.2f} s, "

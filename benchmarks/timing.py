@@ -27,6 +27,17 @@ def medians_ms(samples: list[tuple[float, float]]) -> tuple[float, float]:
             1000 * statistics.median(s[1] for s in samples))
 
 
-def median_wall_s(fn: Callable[[], object], reps: int) -> float:
-    """Median wall seconds of `reps` calls."""
-    return statistics.median(timed(fn)[0] for _ in range(reps))
+def median_wall_s(fn: Callable[[], object], reps: int, synchronize: Callable[[], object] | None = None) -> float:
+    """Median wall seconds of `reps` calls. With `synchronize` (a GPU's), each call is timed from
+    after the work queued before it to the end of the work it queued (kernels run asynchronously)."""
+
+    def once() -> float:
+        if synchronize is not None:
+            synchronize()
+        start = time.perf_counter()
+        fn()
+        if synchronize is not None:
+            synchronize()
+        return time.perf_counter() - start
+
+    return statistics.median(once() for _ in range(reps))

@@ -78,6 +78,24 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
         return {name: data[name] for name in data.files}
 
 
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """A data dir with placeholder base models: enough to scan voices, not to speak (modules that
+    speak define their own `data_dir` with the tiny fixture models)."""
+    from voice_data import fake_model_files
+
+    fake_model_files(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def models(data_dir: Path):
+    """The base model paths of `data_dir`."""
+    from wyoming_gsv.voices import ModelPaths
+
+    return ModelPaths.resolve(data_dir)
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread() -> Iterator[None]:
     """Torch on one thread for a test module (the CI machine has two cores, shared), then restored.

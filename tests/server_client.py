@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
@@ -31,6 +32,20 @@ class HaResult:
     def seconds(self) -> float:
         return len(self.audio) / (self.rate * self.width * self.channels) if self.rate else 0.0
 
+    def record(self, event: Event) -> None:
+        """Every event's type, and the error if one came."""
+        self.events.append(event.type)
+        if Error.is_type(event.type):
+            self.error = Error.from_event(event)
+
+
+async def _events_until_closed(client: AsyncTcpClient) -> AsyncIterator[Event]:
+    while True:
+        event = await asyncio.wait_for(client.read_event(), TIMEOUT)
+        if event is None:
+            return
+        yield event
+
 
 async def describe(port: int) -> Info:
     async with AsyncTcpClient("127.0.0.1", port) as client:
@@ -49,14 +64,9 @@ async def ha_synthesize(port: int, text: str, voice: str | None = None) -> HaRes
     started = loop.time()
     async with AsyncTcpClient("127.0.0.1", port) as client:
         await client.write_event(Synthesize(text=text, voice=SynthesizeVoice(name=voice) if voice else None).event())
-        while True:
-            event = await asyncio.wait_for(client.read_event(), TIMEOUT)
-            if event is None:
-                break
-            result.events.append(event.type)
-            if Error.is_type(event.type):
-                result.error = Error.from_event(event)
-            elif AudioChunk.is_type(event.type):
+        async for event in _events_until_closed(client):
+            result.record(event)
+            if AudioChunk.is_type(event.type):
                 chunk = AudioChunk.from_event(event)
                 if result.rate is None:
                     result.rate, result.width, result.channels = chunk.rate, chunk.width, chunk.channels
@@ -85,14 +95,9 @@ async def ha_stream(port: int, fragments: list[str], voice: str | None = None, *
             await client.write_event(SynthesizeStop().event())
 
         writer = asyncio.create_task(write())
-        while True:
-            event = await asyncio.wait_for(client.read_event(), TIMEOUT)
-            if event is None:
-                break
-            result.events.append(event.type)
-            if Error.is_type(event.type):
-                result.error = Error.from_event(event)
-            elif AudioStart.is_type(event.type) and result.rate is None:
+        async for event in _events_until_closed(client):
+            result.record(event)
+            if AudioStart.is_type(event.type) and result.rate is None:
                 start = AudioStart.from_event(event)
                 result.rate, result.width, result.channels = start.rate, start.width, start.channels
             elif AudioChunk.is_type(event.type):
@@ -107,12 +112,7 @@ async def ha_stream(port: int, fragments: list[str], voice: str | None = None, *
 
 async def send_and_collect(port: int, events: list[Event]) -> list[Event]:
     """Send raw events, then read until the server closes the connection."""
-    received: list[Event] = []
     async with AsyncTcpClient("127.0.0.1", port) as client:
         for event in events:
             await client.write_event(event)
-        while True:
-            event = await asyncio.wait_for(client.read_event(), TIMEOUT)
-            if event is None:
-                return received
-            received.append(event)
+        return [event async for event in _events_until_closed(client)]

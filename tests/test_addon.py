@@ -24,6 +24,7 @@ from wyoming.info import Attribution, Describe, Info, TtsProgram, TtsVoice
 from wyoming.server import AsyncEventHandler
 
 import wyoming_gsv
+from server_process import free_port
 from shipping import ROOT, parse_cli
 
 S6 = ROOT / "addon" / "rootfs" / "etc" / "s6-overlay" / "s6-rc.d"
@@ -358,12 +359,7 @@ def test_healthcheck_fails_without_a_voice(describe_server) -> None:
 
 
 def test_healthcheck_fails_when_nothing_listens() -> None:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    result = _healthcheck(port)
+    result = _healthcheck(free_port())  # a port nothing listens on
     assert result.returncode == 1
     assert "unhealthy" in result.stdout and "Traceback" not in result.stderr
 

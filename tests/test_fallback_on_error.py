@@ -18,14 +18,12 @@ import numpy as np
 import pytest
 import torch
 from wyoming.error import Error
-from wyoming.server import AsyncTcpServer
 from wyoming.tts import Synthesize, SynthesizeVoice
 
 from server_client import ha_stream, ha_synthesize, send_and_collect
+from serving import serving
 from voice_data import make_tiny_data_dir, make_voice, tiny_voice_config
 from wyoming_gsv.server.handler import HandlerSettings
-from wyoming_gsv.server.info import ProgramSettings
-from wyoming_gsv.server.run import bound_port, handler_factory
 from wyoming_gsv.synthesis.fallback import PiperFallback
 from wyoming_gsv.synthesis.fallback_on_error import FallbackOnError
 from wyoming_gsv.synthesis.runtime import Runtime, RuntimeSettings
@@ -54,11 +52,8 @@ def runtime(unpacked_v2: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
 
 @pytest.fixture
 async def port(runtime: Runtime):
-    server = AsyncTcpServer("127.0.0.1", 0)
-    settings = HandlerSettings(program=ProgramSettings(streaming=True), samples_per_chunk=1024)
-    await server.start(handler_factory(runtime.service, settings))
-    yield bound_port(server)
-    await server.stop()
+    async with serving(runtime, HandlerSettings(samples_per_chunk=1024)) as port:
+        yield port
 
 
 @pytest.fixture

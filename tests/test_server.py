@@ -15,18 +15,17 @@ from wyoming.error import Error
 from wyoming.event import Event
 from wyoming.info import Describe
 from wyoming.ping import Ping, Pong
-from wyoming.server import AsyncTcpServer
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeVoice
 
 from server_client import describe, ha_stream, ha_synthesize, send_and_collect
+from serving import serving, started_runtime
 from spy import Spy
 from voice_data import make_tiny_data_dir, make_voice, tiny_voice_config
 from wyoming_gsv.server.handler import HandlerSettings
 from wyoming_gsv.server.info import ProgramSettings
-from wyoming_gsv.server.run import bound_port, handler_factory
 from wyoming_gsv.synthesis.engine import EngineJob
 from wyoming_gsv.synthesis.gsv_backend import GsvBackend
-from wyoming_gsv.synthesis.runtime import Runtime, RuntimeSettings
+from wyoming_gsv.synthesis.runtime import Runtime
 from wyoming_gsv.text.segmentation import pre_seg_text, replace_consecutive_punctuation
 from wyoming_gsv.voices import BundleCache
 
@@ -35,27 +34,15 @@ SENTENCES = ["Hello there.", "How are you today?", "This is the last one."]
 
 @pytest.fixture(scope="module")
 def runtime(unpacked_v2: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
-    torch.set_num_threads(1)
     data_dir = make_tiny_data_dir(tmp_path_factory.mktemp("server-data"), unpacked_v2)
-    runtime = Runtime(RuntimeSettings(data_dir=data_dir, threads=1, max_chars=1000, use_fallback=False))
-    runtime.warm_up()
-    runtime.start()
-    yield runtime
-    runtime.close()
-
-
-async def _start(runtime: Runtime, *, streaming: bool = True) -> AsyncTcpServer:
-    server = AsyncTcpServer("127.0.0.1", 0)
-    settings = HandlerSettings(program=ProgramSettings(streaming=streaming), samples_per_chunk=1024)
-    await server.start(handler_factory(runtime.service, settings))
-    return server
+    with started_runtime(data_dir, max_chars=1000) as runtime:
+        yield runtime
 
 
 @pytest.fixture
 async def port(runtime: Runtime):
-    server = await _start(runtime)
-    yield bound_port(server)
-    await server.stop()
+    async with serving(runtime, HandlerSettings(samples_per_chunk=1024)) as port:
+        yield port
 
 
 async def test_describe_lists_voices_in_both_language_forms(port: int) -> None:
@@ -73,14 +60,11 @@ async def test_describe_lists_voices_in_both_language_forms(port: int) -> None:
 
 
 async def test_no_streaming_flag_still_accepts_stream_events(runtime: Runtime) -> None:
-    server = await _start(runtime, streaming=False)
-    try:
-        port = bound_port(server)
+    settings = HandlerSettings(program=ProgramSettings(streaming=False), samples_per_chunk=1024)
+    async with serving(runtime, settings) as port:
         assert not (await describe(port)).tts[0].supports_synthesize_streaming
         result = await ha_stream(port, ["Hello there."], voice="tiny")
         assert result.error is None and result.events[-1] == "synthesize-stopped" and result.audio
-    finally:
-        await server.stop()
 
 
 async def test_ha_non_streaming_reads_one_start_stop_cycle(port: int, runtime: Runtime, monkeypatch) -> None:

@@ -15,18 +15,16 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
 from wyoming.event import Event, read_event
-from wyoming.server import AsyncTcpServer
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeVoice
 
 from server_client import ha_synthesize, send_and_collect
+from serving import RecordingServer, started_runtime
 from voice_data import make_tiny_data_dir
-from wyoming_gsv.server.handler import GsvEventHandler, HandlerSettings
-from wyoming_gsv.server.run import bound_port, handler_factory
-from wyoming_gsv.synthesis.runtime import Runtime, RuntimeSettings
+from wyoming_gsv.server.handler import GsvEventHandler
+from wyoming_gsv.synthesis.runtime import Runtime
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,56 +36,15 @@ def data_dir(unpacked_v2: dict[str, Path], tmp_path_factory: pytest.TempPathFact
 
 @pytest.fixture(scope="module")
 def runtime(data_dir: Path):
-    torch.set_num_threads(1)
-    runtime = Runtime(RuntimeSettings(data_dir=data_dir, threads=1, use_fallback=False))
-    runtime.warm_up()
-    runtime.start()
-    yield runtime
-    runtime.close()
-
-
-class Served:
-    """A server whose connection handlers report how they ended (None, or the exception that
-    escaped them: asyncio would only log it as "Task exception was never retrieved")."""
-
-    def __init__(self) -> None:
-        self.server = AsyncTcpServer("127.0.0.1", 0)
-        self.endings: list[BaseException | None] = []
-
-    async def start(self, runtime: Runtime) -> int:
-        factory = handler_factory(runtime.service, HandlerSettings(samples_per_chunk=1024))
-
-        def recording_factory(reader, writer):
-            handler = factory(reader, writer)
-            run = handler.run
-
-            async def recorded_run() -> None:
-                try:
-                    await run()
-                except BaseException as err:
-                    self.endings.append(err)
-                    raise
-                self.endings.append(None)
-
-            handler.run = recorded_run
-            return handler
-
-        await self.server.start(recording_factory)
-        return bound_port(self.server)
-
-    async def wait_for_endings(self, count: int, timeout: float = 20.0) -> list[BaseException | None]:
-        deadline = time.monotonic() + timeout
-        while len(self.endings) < count and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        return self.endings
+    with started_runtime(data_dir) as runtime:
+        yield runtime
 
 
 @pytest.fixture
 async def served(runtime: Runtime):
-    served = Served()
-    served.port = await served.start(runtime)
+    served = await RecordingServer().start(runtime)
     yield served
-    await served.server.stop()
+    await served.stop()
 
 
 async def _read_until(client: AsyncTcpClient, last_type: str, count: int = 1) -> list[str]:
@@ -100,7 +57,7 @@ async def _read_until(client: AsyncTcpClient, last_type: str, count: int = 1) ->
 
 
 async def test_client_reset_before_the_answer_ends_the_handler_cleanly(
-    served: Served, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+    served: RecordingServer, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """HA gives up on a slow describe and closes; writing the late answer must not raise out of
     handle_event."""
@@ -127,7 +84,7 @@ async def test_client_reset_before_the_answer_ends_the_handler_cleanly(
     ],
     ids=["stream", "plain"],
 )
-async def test_stop_outside_a_stream_is_answered_after_the_audio(served: Served, request_events) -> None:
+async def test_stop_outside_a_stream_is_answered_after_the_audio(served: RecordingServer, request_events) -> None:
     """A repeated synthesize-stop (or one after a plain synthesize) is acknowledged in order: a
     client that reads up to synthesize-stopped must not lose the audio still being made."""
     async with AsyncTcpClient("127.0.0.1", served.port) as client:
@@ -140,7 +97,7 @@ async def test_stop_outside_a_stream_is_answered_after_the_audio(served: Served,
     assert types.index("synthesize-stopped") > last_audio_stop, types
 
 
-async def test_stream_left_open_by_a_vanished_client_frees_the_engine(served: Served, runtime: Runtime) -> None:
+async def test_stream_left_open_by_a_vanished_client_frees_the_engine(served: RecordingServer, runtime: Runtime) -> None:
     client = AsyncTcpClient("127.0.0.1", served.port)
     await client.connect()
     await client.write_event(SynthesizeStart(voice=SynthesizeVoice(name="tiny")).event())
@@ -168,14 +125,14 @@ def test_stdio_answers_a_request_whose_input_has_ended(data_dir: Path) -> None:
     assert types and types[0] == "audio-start" and types[-1] == "audio-stop" and "audio-chunk" in types, problem
 
 
-async def test_unit_symbols_from_home_assistant_are_spoken(served: Served) -> None:
+async def test_unit_symbols_from_home_assistant_are_spoken(served: RecordingServer) -> None:
     """A lone Greek letter refused the whole answer ("unsupported-language") for an English voice."""
     result = await ha_synthesize(served.port, "Dust is at 12 μg/m³ today.", voice="tiny")
     assert result.error is None and result.audio
 
 
 async def test_unexpected_failure_while_sending_audio_is_an_error_not_a_hang(
-    served: Served, monkeypatch: pytest.MonkeyPatch
+    served: RecordingServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """HA's non-streaming path has no read timeout: a sender task dying of an unexpected
     exception used to leave it waiting for audio-stop forever."""
@@ -191,7 +148,7 @@ async def test_unexpected_failure_while_sending_audio_is_an_error_not_a_hang(
 
 
 async def test_unexpected_failure_handling_an_event_is_an_error_event(
-    served: Served, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+    served: RecordingServer, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def broken(*args, **kwargs):
         raise TypeError("a bug")
@@ -213,7 +170,7 @@ async def test_unexpected_failure_handling_an_event_is_an_error_event(
         ({"text": ["Hello"]}, "error"),
     ],
 )
-async def test_wrongly_typed_fields_are_tolerated_or_refused_cleanly(served: Served, data: dict, expected: str) -> None:
+async def test_wrongly_typed_fields_are_tolerated_or_refused_cleanly(served: RecordingServer, data: dict, expected: str) -> None:
     received = await asyncio.wait_for(send_and_collect_until(served.port, Event(type="synthesize", data=data)), 30)
     assert received[-1].type == expected
     if expected == "error":
@@ -235,7 +192,7 @@ async def send_and_collect_until(port: int, event: Event) -> list[Event]:
 
 @pytest.mark.parametrize("streaming", [True, False])
 async def test_silent_answer_still_gives_home_assistant_a_wav_header(
-    served: Served, monkeypatch: pytest.MonkeyPatch, streaming: bool
+    served: RecordingServer, monkeypatch: pytest.MonkeyPatch, streaming: bool
 ) -> None:
     """When every sentence comes out silent, HA still needs one audio-start (its WAV header)
     and, in a stream, a matching audio-stop before synthesize-stopped."""

@@ -18,21 +18,18 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
 from wyoming.event import Event, async_read_event, read_event
 from wyoming.info import Describe, Info
-from wyoming.server import AsyncTcpServer
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeVoice
 
 from malformed_frames import fuzzed_frame
 from server_client import describe, ha_synthesize
+from serving import RecordingServer, started_runtime
 from voice_data import fake_model_files, make_tiny_data_dir, make_voice, tiny_voice_config
-from wyoming_gsv.server.handler import HandlerSettings
 from wyoming_gsv.server.limits import ConnectionLimits, FrameLimits
-from wyoming_gsv.server.run import bound_port, handler_factory
-from wyoming_gsv.synthesis.runtime import Runtime, RuntimeSettings
+from wyoming_gsv.synthesis.runtime import Runtime
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FRAMES = FrameLimits()
@@ -41,59 +38,15 @@ READ_TIMEOUT = 30.0
 
 @pytest.fixture(scope="module")
 def runtime(unpacked_v2: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
-    torch.set_num_threads(1)
-    data_dir = make_tiny_data_dir(tmp_path_factory.mktemp("hardening-data"), unpacked_v2)
-    runtime = Runtime(RuntimeSettings(data_dir=data_dir, threads=1, use_fallback=False))
-    runtime.warm_up()
-    runtime.start()
-    yield runtime
-    runtime.close()
-
-
-class Served:
-    """A server whose handlers report how they ended: None, or the exception that escaped (asyncio
-    would only log it as "Task exception was never retrieved")."""
-
-    def __init__(self, limits: ConnectionLimits) -> None:
-        self.server = AsyncTcpServer("127.0.0.1", 0)
-        self.limits = limits
-        self.endings: list[BaseException | None] = []
-        self.port = 0
-
-    async def start(self, runtime: Runtime) -> "Served":
-        factory = handler_factory(runtime.service, HandlerSettings(samples_per_chunk=1024, limits=self.limits))
-
-        def recording_factory(reader, writer):
-            handler = factory(reader, writer)
-            run = handler.run
-
-            async def recorded_run() -> None:
-                try:
-                    await run()
-                except BaseException as err:
-                    self.endings.append(err)
-                    raise
-                self.endings.append(None)
-
-            handler.run = recorded_run
-            return handler
-
-        await self.server.start(recording_factory)
-        self.port = bound_port(self.server)
-        return self
-
-    async def wait_for_endings(self, count: int, timeout: float = 30.0) -> list[BaseException | None]:
-        deadline = time.monotonic() + timeout
-        while len(self.endings) < count and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        return self.endings
+    with started_runtime(make_tiny_data_dir(tmp_path_factory.mktemp("hardening-data"), unpacked_v2)) as runtime:
+        yield runtime
 
 
 @pytest.fixture
 async def served(runtime: Runtime):
-    served = await Served(ConnectionLimits()).start(runtime)
+    served = await RecordingServer().start(runtime)
     yield served
-    await served.server.stop()
+    await served.stop()
 
 
 async def _exchange(port: int, raw: bytes, *, close_input: bool = True) -> tuple[list[Event], bool]:
@@ -125,7 +78,7 @@ def _server_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]
 
 # ----------------------------------------------------------------------------- 1. bounded frames
 @pytest.mark.parametrize("field", ["data_length", "payload_length"])
-async def test_oversized_frame_is_refused_before_it_is_buffered(served: Served, field: str) -> None:
+async def test_oversized_frame_is_refused_before_it_is_buffered(served: RecordingServer, field: str) -> None:
     """600 MB announced, a few bytes sent, the connection left open: the server answers at once
     instead of waiting to buffer 600 MB."""
     header = {"type": "describe", field: 600_000_000}
@@ -138,7 +91,7 @@ async def test_oversized_frame_is_refused_before_it_is_buffered(served: Served, 
 
 
 @pytest.mark.parametrize("field", ["data_length", "payload_length"])
-async def test_frame_at_the_limit_is_read(served: Served, field: str) -> None:
+async def test_frame_at_the_limit_is_read(served: RecordingServer, field: str) -> None:
     limit = DEFAULT_FRAMES.max_data_bytes if field == "data_length" else DEFAULT_FRAMES.max_payload_bytes
     if field == "data_length":
         body = json.dumps({"text": "x" * (limit - len('{"text": ""}'))}).encode()
@@ -181,7 +134,7 @@ MALFORMED = {
 
 @pytest.mark.parametrize("raw,code", MALFORMED.values(), ids=MALFORMED.keys())
 async def test_malformed_frame_closes_the_connection_with_one_log_line(
-    served: Served, caplog: pytest.LogCaptureFixture, raw: bytes, code: str
+    served: RecordingServer, caplog: pytest.LogCaptureFixture, raw: bytes, code: str
 ) -> None:
     caplog.set_level(logging.DEBUG)
     events, closed = await _exchange(served.port, raw)
@@ -194,7 +147,7 @@ async def test_malformed_frame_closes_the_connection_with_one_log_line(
     assert records[0].exc_info is None and len(records[0].getMessage()) < 300
 
 
-async def test_good_frames_before_a_bad_one_are_answered(served: Served) -> None:
+async def test_good_frames_before_a_bad_one_are_answered(served: RecordingServer) -> None:
     raw = _frame({"type": "ping", "data": {"text": "one"}}) + _frame({"type": "ping", "data_length": -1})
     events, closed = await _exchange(served.port, raw)
     assert [e.type for e in events] == ["pong", "error"] and closed
@@ -207,7 +160,7 @@ async def test_fuzzed_frames_never_raise_out_of_a_handler(
     nothing is logged with a traceback, no task exception goes unretrieved, and the server still
     answers describe."""
     caplog.set_level(logging.INFO)
-    served = await Served(ConnectionLimits(max_connections=1000)).start(runtime)
+    served = await RecordingServer(ConnectionLimits(max_connections=1000)).start(runtime)
     rng = random.Random(12)
     count = 2000
     try:
@@ -234,7 +187,7 @@ async def test_fuzzed_frames_never_raise_out_of_a_handler(
             await client.write_event(Describe().event())
             assert Info.is_type((await asyncio.wait_for(client.read_event(), READ_TIMEOUT)).type)
     finally:
-        await served.server.stop()
+        await served.stop()
     gc.collect()  # unretrieved task exceptions are reported when the task is collected
     records = _server_records(caplog)
     assert not [r for r in records if r.exc_info or "never retrieved" in r.getMessage()]
@@ -243,7 +196,7 @@ async def test_fuzzed_frames_never_raise_out_of_a_handler(
 
 # ----------------------------------------------------------------------------- 3. connection limits
 async def test_connections_over_the_limit_are_closed_at_once(runtime: Runtime) -> None:
-    served = await Served(ConnectionLimits(max_connections=3)).start(runtime)
+    served = await RecordingServer(ConnectionLimits(max_connections=3)).start(runtime)
     held = [await asyncio.open_connection("127.0.0.1", served.port) for _ in range(3)]
     try:
         await asyncio.sleep(0.2)  # the three handlers are running
@@ -261,7 +214,7 @@ async def test_connections_over_the_limit_are_closed_at_once(runtime: Runtime) -
     finally:
         for _, writer in held:
             writer.close()
-        await served.server.stop()
+        await served.stop()
 
 
 async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> list[Event]:
@@ -275,7 +228,7 @@ async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> list[E
 async def test_idle_connection_is_closed(runtime: Runtime, opening: list[Event]) -> None:
     """A connection that sends nothing (or opens a stream and sends no text) holds a slot; it is
     closed after the idle timeout with an error event."""
-    served = await Served(ConnectionLimits(idle_timeout=0.5)).start(runtime)
+    served = await RecordingServer(ConnectionLimits(idle_timeout=0.5)).start(runtime)
     try:
         client = AsyncTcpClient("127.0.0.1", served.port)
         await client.connect()
@@ -287,13 +240,13 @@ async def test_idle_connection_is_closed(runtime: Runtime, opening: list[Event])
         assert Error.from_event(events[0]).code == "idle-timeout"
         assert await served.wait_for_endings(1) == [None]
     finally:
-        await served.server.stop()
+        await served.stop()
 
 
 async def test_a_long_answer_is_not_cut_by_the_idle_timeout(runtime: Runtime) -> None:
     """The client sends one synthesize and then nothing while the answer takes longer than the
     idle timeout: that is work, not idleness."""
-    served = await Served(ConnectionLimits(idle_timeout=0.3)).start(runtime)
+    served = await RecordingServer(ConnectionLimits(idle_timeout=0.3)).start(runtime)
     text = " ".join(f"Number {i} here." for i in range(12))
     try:
         async with AsyncTcpClient("127.0.0.1", served.port) as client:
@@ -308,11 +261,11 @@ async def test_a_long_answer_is_not_cut_by_the_idle_timeout(runtime: Runtime) ->
         assert types[-1] == "audio-stop"
         assert took > 0.3, f"the answer took {took:.2f} s: too fast to prove anything"
     finally:
-        await served.server.stop()
+        await served.stop()
 
 
 async def test_stream_with_text_then_silence_is_closed(runtime: Runtime) -> None:
-    served = await Served(ConnectionLimits(idle_timeout=1.0)).start(runtime)
+    served = await RecordingServer(ConnectionLimits(idle_timeout=1.0)).start(runtime)
     try:
         client = AsyncTcpClient("127.0.0.1", served.port)
         await client.connect()
@@ -322,7 +275,7 @@ async def test_stream_with_text_then_silence_is_closed(runtime: Runtime) -> None
         await client.disconnect()
         assert events[-1].type == "error" and Error.from_event(events[-1]).code == "idle-timeout"
     finally:
-        await served.server.stop()
+        await served.stop()
 
 
 def _describe_voices(sock: socket.socket) -> list[str] | str:
@@ -396,7 +349,7 @@ def _connect_when_listening(port: int, server: subprocess.Popen, log: Path) -> s
 
 # ----------------------------------------------------------------------------- 5. no paths to clients
 async def test_errors_sent_to_clients_hold_no_server_paths(
-    served: Served, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+    served: RecordingServer, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data_dir = str(runtime.settings.data_dir)
     long_name = await ha_synthesize(served.port, "Hello there.", voice="v" * 300)  # over the file name limit
@@ -414,7 +367,7 @@ async def test_errors_sent_to_clients_hold_no_server_paths(
 
 # ----------------------------------------------------------------------------- 6. unbuildable voices
 async def test_voice_whose_bundle_cannot_be_built_is_left_out_until_its_files_change(
-    served: Served, runtime: Runtime, monkeypatch: pytest.MonkeyPatch, unpacked_v2: dict[str, Path]
+    served: RecordingServer, runtime: Runtime, monkeypatch: pytest.MonkeyPatch, unpacked_v2: dict[str, Path]
 ) -> None:
     """Any failure building a voice's bundle (here the text side, not a model file) leaves the
     voice out of describe until its files change, instead of failing each request of it."""
@@ -450,7 +403,7 @@ async def test_client_that_stops_reading_is_cut_off(runtime: Runtime, caplog: py
     """A client that asks for a long answer and then reads nothing held its connection (and the
     sender task) forever: writes that wait longer than the idle timeout end the connection, and
     the engine is free for others."""
-    served = await Served(ConnectionLimits(idle_timeout=1.0)).start(runtime)
+    served = await RecordingServer(ConnectionLimits(idle_timeout=1.0)).start(runtime)
     text = " ".join(f"Number {i} is here and it is spoken slowly." for i in range(40))
     try:
         sock = socket.socket()
@@ -464,7 +417,7 @@ async def test_client_that_stops_reading_is_cut_off(runtime: Runtime, caplog: py
         sock.close()
         assert (await ha_synthesize(served.port, "Hello there.", voice="tiny")).audio
     finally:
-        await served.server.stop()
+        await served.stop()
 
 
 def test_limit_flags_default_to_the_one_place_defaults_live() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from voice_data import fake_model_files, make_voice
+from voice_data import make_voice
 from wyoming_gsv.synthesis.engine import Engine
 from wyoming_gsv.synthesis.service import ServiceSettings, TtsService
 from wyoming_gsv.synthesis.speech import BadRequest, Speech
@@ -49,12 +49,6 @@ class FakeFallback:
     def synthesize(self, text: str, sample_rate: int | None = None):
         self.texts.append(text)
         return 22050, np.ones(100, dtype=np.int16)
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    fake_model_files(tmp_path)
-    return tmp_path
 
 
 def _service(data_dir: Path, fallback=None, **settings) -> tuple[TtsService, RecordingFactory]:

@@ -9,14 +9,11 @@ import torch
 
 from conftest import fixture_manifest, load_npz, reference_clip, unpack_xz
 from server_client import describe, ha_synthesize
+from serving import serving
 from spy import Spy
 from voice_data import link_tiny_models, make_voice, read_wav, tiny_voice_config
-from wyoming.server import AsyncTcpServer
 from wyoming_gsv.__main__ import main
 from wyoming_gsv.gsv.speaker import SpeakerEncoder
-from wyoming_gsv.server.handler import HandlerSettings
-from wyoming_gsv.server.info import ProgramSettings
-from wyoming_gsv.server.run import bound_port, handler_factory
 from wyoming_gsv.synthesis.runtime import Runtime, RuntimeSettings
 from wyoming_gsv.voices.models import SV_NAME
 
@@ -50,21 +47,18 @@ async def test_v2pro_voice_is_served_like_a_v2_voice(pro_data_dir: Path, v2pro_t
     runtime = runtime_for(pro_data_dir)
     runtime.warm_up()  # builds the bundle: one speaker embedding for the one reference
     runtime.start()
-    server = AsyncTcpServer("127.0.0.1", 0)
-    await server.start(handler_factory(runtime.service, HandlerSettings(program=ProgramSettings(streaming=True))))
     try:
-        port = bound_port(server)
-        info = await describe(port)
-        voices = {voice.name: voice for voice in info.tts[0].voices}
-        assert "pro" in voices and "en" in voices["pro"].languages
-        built = spy.calls
-        assert built == 1
-        result = await ha_synthesize(port, TEXT, voice="pro")
-        assert result.rate == _model_rate(v2pro_tiny) and result.width == 2 and result.channels == 1
-        assert result.seconds > 0.2
-        assert spy.calls == built  # the request used the bundle, not the speaker network
+        async with serving(runtime) as port:
+            info = await describe(port)
+            voices = {voice.name: voice for voice in info.tts[0].voices}
+            assert "pro" in voices and "en" in voices["pro"].languages
+            built = spy.calls
+            assert built == 1
+            result = await ha_synthesize(port, TEXT, voice="pro")
+            assert result.rate == _model_rate(v2pro_tiny) and result.width == 2 and result.channels == 1
+            assert result.seconds > 0.2
+            assert spy.calls == built  # the request used the bundle, not the speaker network
     finally:
-        await server.stop()
         runtime.close()
 
     cached = list((pro_data_dir / "cache").glob("pro.*.safetensors"))

@@ -16,14 +16,11 @@ from safetensors.torch import load_file
 
 import server_client
 from server_client import describe, ha_stream
+from serving import serving
 from v3v4_fixture import LORA_FILES, V3V4Files
 from voice_data import link_tiny_models, make_voice, read_wav, tiny_voice_config
-from wyoming.server import AsyncTcpServer
 from wyoming_gsv.__main__ import main
 from wyoming_gsv.download import PRETRAINED
-from wyoming_gsv.server.handler import HandlerSettings
-from wyoming_gsv.server.info import ProgramSettings
-from wyoming_gsv.server.run import bound_port, handler_factory
 from wyoming_gsv.synthesis.runtime import Runtime, RuntimeSettings
 
 TEXT = "The front door is open."
@@ -68,20 +65,17 @@ async def test_v4_voice_over_wyoming_at_48_khz(data_dir: Path, monkeypatch) -> N
     v4_voice = next(voice for voice in runtime.registry.scan() if voice.id == "lora_v4")
     runtime.backend.prepare(v4_voice)  # models and bundle loaded before serving
     runtime.start()
-    server = AsyncTcpServer("127.0.0.1", 0)
-    await server.start(handler_factory(runtime.service, HandlerSettings(program=ProgramSettings(streaming=True))))
     try:
-        port = bound_port(server)
-        info = await describe(port)
-        names = {voice.name for voice in info.tts[0].voices}
-        assert {"lora_v3", "lora_v4"} <= names
-        # HA's streaming path: the WAV header comes from audio-start, which must carry 48 kHz.
-        result = await ha_stream(port, [TEXT], voice="lora_v4")
-        assert result.error is None
-        assert (result.rate, result.width, result.channels) == (48000, 2, 1)
-        assert result.seconds > 0.2
+        async with serving(runtime) as port:
+            info = await describe(port)
+            names = {voice.name for voice in info.tts[0].voices}
+            assert {"lora_v3", "lora_v4"} <= names
+            # HA's streaming path: the WAV header comes from audio-start, which must carry 48 kHz.
+            result = await ha_stream(port, [TEXT], voice="lora_v4")
+            assert result.error is None
+            assert (result.rate, result.width, result.channels) == (48000, 2, 1)
+            assert result.seconds > 0.2
     finally:
-        await server.stop()
         runtime.close()
 
     # The bundle holds the reference side: prompt codes/phones/BERT, ge, and the sampler's prompt.

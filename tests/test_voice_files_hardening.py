@@ -29,17 +29,6 @@ from wyoming_gsv.voices.voice import MAX_ID_LENGTH, MAX_TRANSCRIPT_CHARS, MAX_YA
 FAST_SECONDS = 5.0
 
 
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    fake_model_files(tmp_path)
-    return tmp_path
-
-
-@pytest.fixture
-def models(data_dir: Path) -> ModelPaths:
-    return ModelPaths.resolve(data_dir)
-
-
 def test_transcript_over_the_limit_is_refused(data_dir: Path, models: ModelPaths) -> None:
     at_limit = make_voice(data_dir, "long", transcript="a" * MAX_TRANSCRIPT_CHARS)
     assert len(load_voice(at_limit, models).transcript) == MAX_TRANSCRIPT_CHARS

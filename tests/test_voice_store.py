@@ -23,12 +23,6 @@ WORDS = "one two three four five six seven eight nine ten eleven twelve"
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    fake_model_files(tmp_path)
-    return tmp_path
-
-
-@pytest.fixture
 def store(data_dir: Path) -> VoiceStore:
     return VoiceStore(data_dir)
 

@@ -11,22 +11,19 @@ import threading
 from pathlib import Path
 
 import pytest
-import torch
 from wyoming.audio import AudioChunk, AudioStop
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
 from wyoming.event import Event
-from wyoming.server import AsyncTcpServer
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped, SynthesizeVoice
 
 from clip_data import encode, speechlike
 from server_client import TIMEOUT, describe
+from serving import serving, started_runtime
 from voice_data import make_tiny_data_dir, make_voice, tiny_voice_config
 from wyoming_gsv.server.handler import HandlerSettings
-from wyoming_gsv.server.info import ProgramSettings
-from wyoming_gsv.server.run import bound_port, handler_factory
 from wyoming_gsv.synthesis.engine import EngineJob
-from wyoming_gsv.synthesis.runtime import Runtime, RuntimeSettings
+from wyoming_gsv.synthesis.runtime import Runtime
 from wyoming_gsv.synthesis.speech import BadRequest
 from wyoming_gsv.synthesis.studio import BUILDING, READY, UNUSABLE, Studio
 from wyoming_gsv.voices.store import VoiceDraft
@@ -37,13 +34,9 @@ STYLE_CLIP = encode(speechlike(5.0, seed=7), 32000, "FLAC")
 
 @pytest.fixture(scope="module")
 def runtime(unpacked_v2: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
-    torch.set_num_threads(1)
     data_dir = make_tiny_data_dir(tmp_path_factory.mktemp("studio-data"), unpacked_v2)
-    runtime = Runtime(RuntimeSettings(data_dir=data_dir, threads=1, max_chars=1000, use_fallback=False))
-    runtime.warm_up()
-    runtime.start()
-    yield runtime
-    runtime.close()
+    with started_runtime(data_dir, max_chars=1000) as runtime:
+        yield runtime
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +48,8 @@ def studio(runtime: Runtime) -> Studio:
 
 @pytest.fixture
 async def port(runtime: Runtime, studio: Studio):
-    server = AsyncTcpServer("127.0.0.1", 0)
-    await server.start(handler_factory(runtime.service, HandlerSettings(ProgramSettings(), samples_per_chunk=1024)))
-    yield bound_port(server)
-    await server.stop()
+    async with serving(runtime, HandlerSettings(samples_per_chunk=1024)) as port:
+        yield port
 
 
 async def _synthesize(port: int, text: str, voice: str, speaker: str | None = None) -> tuple[bytes, Error | None]:
@@ -185,6 +176,22 @@ async def test_status_lists_unusable_voices_with_the_cli_reason(studio: Studio, 
     assert lines["tiny@cheerful"].endswith("ready (bundle cached)")  # styles are listed and built too
 
 
+def _hold_the_engine(runtime: Runtime) -> threading.Event:
+    """Put a job on the engine (as a Home Assistant request would be) that holds it until the
+    returned event is set."""
+    release = threading.Event()
+
+    class Blocker:
+        def prepare(self) -> None:
+            pass
+
+        def speak(self, text, should_stop, emit) -> None:
+            release.wait(30)
+
+    runtime.engine.submit(EngineJob(speaker=Blocker(), on_result=lambda *args: None), 0, "block")
+    return release
+
+
 async def test_preview_uses_overrides_and_the_same_engine_queue(studio: Studio, runtime: Runtime) -> None:
     async def speak(session) -> bytes:
         session.feed("Hello there, how are you?")
@@ -198,16 +205,7 @@ async def test_preview_uses_overrides_and_the_same_engine_queue(studio: Studio, 
     assert len(fast) < 0.8 * len(normal)
 
     # A job already on the engine (a Home Assistant request) is served before the preview.
-    release = threading.Event()
-
-    class Blocker:
-        def prepare(self) -> None:
-            pass
-
-        def speak(self, text, should_stop, emit) -> None:
-            release.wait(30)
-
-    runtime.engine.submit(EngineJob(speaker=Blocker(), on_result=lambda *args: None), 0, "block")
+    release = _hold_the_engine(runtime)
     pending = asyncio.ensure_future(speak(studio.open_preview("tiny")))
     await asyncio.sleep(0.5)
     assert not pending.done()
@@ -230,16 +228,7 @@ async def test_builds_take_one_engine_place_at_a_time_and_status_never_waits_for
     studio: Studio, runtime: Runtime
 ) -> None:
     loop = asyncio.get_running_loop()
-    release = threading.Event()
-
-    class Blocker:
-        def prepare(self) -> None:
-            pass
-
-        def speak(self, text, should_stop, emit) -> None:
-            release.wait(30)
-
-    runtime.engine.submit(EngineJob(speaker=Blocker(), on_result=lambda *args: None), 0, "block")
+    release = _hold_the_engine(runtime)
     ids = [f"batch{n}" for n in range(3)]
     try:
         for n, voice_id in enumerate(ids):

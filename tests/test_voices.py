@@ -26,17 +26,6 @@ from wyoming_gsv.voices import (
 )
 
 
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    fake_model_files(tmp_path)
-    return tmp_path
-
-
-@pytest.fixture
-def models(data_dir: Path) -> ModelPaths:
-    return ModelPaths.resolve(data_dir)
-
-
 def test_models_resolve_from_data_dir(data_dir: Path, models: ModelPaths) -> None:
     assert models.hubert == data_dir / "models" / "chinese-hubert-base"
     assert models.bert == data_dir / "models" / "chinese-roberta-wwm-ext-large"

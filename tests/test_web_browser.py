@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from wyoming.info import Info
 from clip_data import speechlike
 from conftest import PROJECT_ROOT
 from server_client import describe
+from server_process import free_port
 from voice_data import link_tiny_models
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -52,12 +52,6 @@ def _require_browser() -> None:
     pytest.skip(message)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class Studio:
     url: str
@@ -73,7 +67,7 @@ def studio(unpacked_v2: dict[str, Path], tmp_path_factory: pytest.TempPathFactor
     data_dir = tmp_path_factory.mktemp("studio-data")
     link_tiny_models(data_dir, unpacked_v2)
     (data_dir / "voices").mkdir()
-    wyoming_port, web_port = _free_port(), _free_port()
+    wyoming_port, web_port = free_port(), free_port()
     log = open(data_dir / "server.log", "wb")
     argv = [
         sys.executable, "-m", "wyoming_gsv", "--uri", f"tcp://127.0.0.1:{wyoming_port}", "--data-dir", str(data_dir),

@@ -103,13 +103,7 @@ def load_voice(folder: Path, models: ModelPaths) -> Voice:
     language = _language(voice_id, folder / VOICE_YAML, config, "language", DEFAULT_LANGUAGE)
     prompt_language = _language(voice_id, folder / VOICE_YAML, config, "prompt_language", language)
 
-    reference_path = find_reference(folder)
-    if reference_path is None:
-        raise VoiceError(voice_id, folder / "ref.wav", "reference clip is missing (ref.wav/.flac/.mp3/.ogg)")
-    reference = _checked_reference(voice_id, reference_path, models)
-
-    transcript = _read_transcript(voice_id, folder / TRANSCRIPT, models)
-    reference = _judged(reference, transcript, prompt_language)
+    reference, transcript = _reference_and_transcript(voice_id, folder, prompt_language, models)
 
     aux_entries = config.get("aux_refs") or []
     if not isinstance(aux_entries, list) or not all(isinstance(x, str) for x in aux_entries):
@@ -188,12 +182,21 @@ def _load_style(voice_id: str, folder: Path, prompt_language: str, models: Model
             "(the style's cache file name would not fit)"
         )
     _require_inside_roots(voice_id, folder, models, "style folder")
+    reference, transcript = _reference_and_transcript(voice_id, folder, prompt_language, models)
+    return Style(folder.name, folder, reference, transcript)
+
+
+def _reference_and_transcript(
+    voice_id: str, folder: Path, prompt_language: str, models: ModelPaths
+) -> tuple[ReferenceInfo, str]:
+    """A voice's or style's folder: its reference clip (checked, and judged with the transcript)
+    and its transcript."""
     reference_path = find_reference(folder)
     if reference_path is None:
         raise VoiceError(voice_id, folder / "ref.wav", "reference clip is missing (ref.wav/.flac/.mp3/.ogg)")
     reference = _checked_reference(voice_id, reference_path, models)
     transcript = _read_transcript(voice_id, folder / TRANSCRIPT, models)
-    return Style(folder.name, folder, _judged(reference, transcript, prompt_language), transcript)
+    return _judged(reference, transcript, prompt_language), transcript
 
 
 def _read_transcript(voice_id: str, path: Path, models: ModelPaths) -> str:
