@@ -40,6 +40,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+os.environ.setdefault("NLTK_DATA", str(ROOT.parent / "shared" / "nltk_data"))  # English frontend data
 
 from wyoming.audio import AudioChunk, AudioStop  # noqa: E402
 from wyoming.client import AsyncTcpClient  # noqa: E402
