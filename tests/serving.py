@@ -85,3 +85,15 @@ class RecordingServer:
         while len(self.endings) < count and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         return self.endings
+
+
+@asynccontextmanager
+async def recording_server(
+    runtime: Runtime, limits: ConnectionLimits = ConnectionLimits()
+) -> AsyncIterator[RecordingServer]:
+    """A started RecordingServer for the runtime, stopped when the block ends."""
+    served = await RecordingServer(limits).start(runtime)
+    try:
+        yield served
+    finally:
+        await served.stop()

@@ -21,7 +21,7 @@ from wyoming.event import Event, read_event
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeVoice
 
 from server_client import ha_synthesize, send_and_collect
-from serving import RecordingServer, started_runtime
+from serving import RecordingServer, recording_server, started_runtime
 from voice_data import make_tiny_data_dir
 from wyoming_gsv.server.handler import GsvEventHandler
 from wyoming_gsv.synthesis.runtime import Runtime
@@ -42,9 +42,8 @@ def runtime(data_dir: Path):
 
 @pytest.fixture
 async def served(runtime: Runtime):
-    served = await RecordingServer().start(runtime)
-    yield served
-    await served.stop()
+    async with recording_server(runtime) as served:
+        yield served
 
 
 async def _read_until(client: AsyncTcpClient, last_type: str, count: int = 1) -> list[str]:

@@ -26,7 +26,7 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 
 from malformed_frames import fuzzed_frame
 from server_client import describe, ha_synthesize
-from serving import RecordingServer, started_runtime
+from serving import RecordingServer, recording_server, started_runtime
 from voice_data import fake_model_files, make_tiny_data_dir, make_voice, tiny_voice_config
 from wyoming_gsv.server.limits import ConnectionLimits, FrameLimits
 from wyoming_gsv.synthesis.runtime import Runtime
@@ -44,9 +44,8 @@ def runtime(unpacked_v2: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
 
 @pytest.fixture
 async def served(runtime: Runtime):
-    served = await RecordingServer().start(runtime)
-    yield served
-    await served.stop()
+    async with recording_server(runtime) as served:
+        yield served
 
 
 async def _exchange(port: int, raw: bytes, *, close_input: bool = True) -> tuple[list[Event], bool]:
@@ -160,10 +159,9 @@ async def test_fuzzed_frames_never_raise_out_of_a_handler(
     nothing is logged with a traceback, no task exception goes unretrieved, and the server still
     answers describe."""
     caplog.set_level(logging.INFO)
-    served = await RecordingServer(ConnectionLimits(max_connections=1000)).start(runtime)
     rng = random.Random(12)
     count = 2000
-    try:
+    async with recording_server(runtime, ConnectionLimits(max_connections=1000)) as served:
 
         async def one(raw: bytes) -> None:
             reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
@@ -186,8 +184,6 @@ async def test_fuzzed_frames_never_raise_out_of_a_handler(
         async with AsyncTcpClient("127.0.0.1", served.port) as client:
             await client.write_event(Describe().event())
             assert Info.is_type((await asyncio.wait_for(client.read_event(), READ_TIMEOUT)).type)
-    finally:
-        await served.stop()
     gc.collect()  # unretrieved task exceptions are reported when the task is collected
     records = _server_records(caplog)
     assert not [r for r in records if r.exc_info or "never retrieved" in r.getMessage()]
@@ -196,25 +192,24 @@ async def test_fuzzed_frames_never_raise_out_of_a_handler(
 
 # ----------------------------------------------------------------------------- 3. connection limits
 async def test_connections_over_the_limit_are_closed_at_once(runtime: Runtime) -> None:
-    served = await RecordingServer(ConnectionLimits(max_connections=3)).start(runtime)
-    held = [await asyncio.open_connection("127.0.0.1", served.port) for _ in range(3)]
-    try:
-        await asyncio.sleep(0.2)  # the three handlers are running
-        events, closed = await _exchange(served.port, b"", close_input=False)
-        assert closed and [e.type for e in events] == ["error"]
-        assert Error.from_event(events[0]).code == "too-many-connections"
-        # The held connections still work, and a freed slot is taken by the next client.
-        reader, writer = held[0]
-        writer.write(_frame({"type": "ping"}))
-        assert (await asyncio.wait_for(async_read_event(reader), READ_TIMEOUT)).type == "pong"
-        writer.close()
-        await served.wait_for_endings(2)  # the refused one and this one
-        events, _ = await _exchange(served.port, _frame({"type": "describe"}))
-        assert [e.type for e in events] == ["info"]
-    finally:
-        for _, writer in held:
+    async with recording_server(runtime, ConnectionLimits(max_connections=3)) as served:
+        held = [await asyncio.open_connection("127.0.0.1", served.port) for _ in range(3)]
+        try:
+            await asyncio.sleep(0.2)  # the three handlers are running
+            events, closed = await _exchange(served.port, b"", close_input=False)
+            assert closed and [e.type for e in events] == ["error"]
+            assert Error.from_event(events[0]).code == "too-many-connections"
+            # The held connections still work, and a freed slot is taken by the next client.
+            reader, writer = held[0]
+            writer.write(_frame({"type": "ping"}))
+            assert (await asyncio.wait_for(async_read_event(reader), READ_TIMEOUT)).type == "pong"
             writer.close()
-        await served.stop()
+            await served.wait_for_endings(2)  # the refused one and this one
+            events, _ = await _exchange(served.port, _frame({"type": "describe"}))
+            assert [e.type for e in events] == ["info"]
+        finally:
+            for _, writer in held:
+                writer.close()
 
 
 async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> list[Event]:
@@ -228,8 +223,7 @@ async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> list[E
 async def test_idle_connection_is_closed(runtime: Runtime, opening: list[Event]) -> None:
     """A connection that sends nothing (or opens a stream and sends no text) holds a slot; it is
     closed after the idle timeout with an error event."""
-    served = await RecordingServer(ConnectionLimits(idle_timeout=0.5)).start(runtime)
-    try:
+    async with recording_server(runtime, ConnectionLimits(idle_timeout=0.5)) as served:
         client = AsyncTcpClient("127.0.0.1", served.port)
         await client.connect()
         for event in opening:
@@ -239,16 +233,13 @@ async def test_idle_connection_is_closed(runtime: Runtime, opening: list[Event])
         assert [e.type for e in events] == ["error"]
         assert Error.from_event(events[0]).code == "idle-timeout"
         assert await served.wait_for_endings(1) == [None]
-    finally:
-        await served.stop()
 
 
 async def test_a_long_answer_is_not_cut_by_the_idle_timeout(runtime: Runtime) -> None:
     """The client sends one synthesize and then nothing while the answer takes longer than the
     idle timeout: that is work, not idleness."""
-    served = await RecordingServer(ConnectionLimits(idle_timeout=0.3)).start(runtime)
     text = " ".join(f"Number {i} here." for i in range(12))
-    try:
+    async with recording_server(runtime, ConnectionLimits(idle_timeout=0.3)) as served:
         async with AsyncTcpClient("127.0.0.1", served.port) as client:
             started = time.monotonic()
             await client.write_event(Synthesize(text=text, voice=SynthesizeVoice(name="tiny")).event())
@@ -260,13 +251,10 @@ async def test_a_long_answer_is_not_cut_by_the_idle_timeout(runtime: Runtime) ->
             took = time.monotonic() - started
         assert types[-1] == "audio-stop"
         assert took > 0.3, f"the answer took {took:.2f} s: too fast to prove anything"
-    finally:
-        await served.stop()
 
 
 async def test_stream_with_text_then_silence_is_closed(runtime: Runtime) -> None:
-    served = await RecordingServer(ConnectionLimits(idle_timeout=1.0)).start(runtime)
-    try:
+    async with recording_server(runtime, ConnectionLimits(idle_timeout=1.0)) as served:
         client = AsyncTcpClient("127.0.0.1", served.port)
         await client.connect()
         await client.write_event(SynthesizeStart(voice=SynthesizeVoice(name="tiny")).event())
@@ -274,8 +262,6 @@ async def test_stream_with_text_then_silence_is_closed(runtime: Runtime) -> None
         events = await _closed_within(client._reader, 30)  # noqa: SLF001
         await client.disconnect()
         assert events[-1].type == "error" and Error.from_event(events[-1]).code == "idle-timeout"
-    finally:
-        await served.stop()
 
 
 def _describe_voices(sock: socket.socket) -> list[str] | str:
@@ -403,9 +389,8 @@ async def test_client_that_stops_reading_is_cut_off(runtime: Runtime, caplog: py
     """A client that asks for a long answer and then reads nothing held its connection (and the
     sender task) forever: writes that wait longer than the idle timeout end the connection, and
     the engine is free for others."""
-    served = await RecordingServer(ConnectionLimits(idle_timeout=1.0)).start(runtime)
     text = " ".join(f"Number {i} is here and it is spoken slowly." for i in range(40))
-    try:
+    async with recording_server(runtime, ConnectionLimits(idle_timeout=1.0)) as served:
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills up after a little audio
         sock.setblocking(False)
@@ -416,8 +401,6 @@ async def test_client_that_stops_reading_is_cut_off(runtime: Runtime, caplog: py
         assert "read nothing" in caplog.text  # cut off while audio waited, not idle after the answer
         sock.close()
         assert (await ha_synthesize(served.port, "Hello there.", voice="tiny")).audio
-    finally:
-        await served.stop()
 
 
 def test_limit_flags_default_to_the_one_place_defaults_live() -> None:
