@@ -1,7 +1,7 @@
 """CPU speed at real v2 size, one table: GPT decode vs its GEMV floor, SoVITS cost per second of
 audio, and time to first audio / total for streaming, whole-sentence and serial modes.
 
-    .venv/bin/python benchmarks/bench_cpu.py [--threads 1 2] [--reps 3] [--tokens 60]
+    .venv/bin/python benchmarks/bench_cpu.py [--threads 1 2] [--reps 3] [--tokens 60] [--precision fp32 bf16]
 
 Model files: the real v2 architecture with seeded random weights in the official formats
 (bench_server.build_data_dir), loaded through the product's own Runtime (no TCP). Random weights
@@ -142,10 +142,12 @@ def _voice_models(runtime: Runtime) -> tuple[Path, Path]:
     return voice.gpt, voice.sovits
 
 
-def bench(data_dir: Path, threads: int, reps: int, tokens: int) -> None:
+def bench(data_dir: Path, threads: int, reps: int, tokens: int, precision: str) -> None:
     load_before = os.getloadavg()
     runtimes = {
-        overlap: Runtime(RuntimeSettings(data_dir=data_dir, threads=threads, overlap=overlap, use_fallback=False))
+        overlap: Runtime(
+            RuntimeSettings(data_dir=data_dir, threads=threads, overlap=overlap, precision=precision, use_fallback=False)
+        )
         for overlap in (True, False)
     }
     for runtime in runtimes.values():
@@ -169,7 +171,7 @@ def bench(data_dir: Path, threads: int, reps: int, tokens: int) -> None:
     base = results[BASELINE]
     base_first = statistics.median(r.first_audio for r in base)
     base_cpu = statistics.median(r.cpu for r in base)
-    print(f"\n== {threads} thread(s), {reps} rounds, {tokens} tokens per sentence; load average "
+    print(f"\n== {threads} thread(s), {precision}, {reps} rounds, {tokens} tokens per sentence; load average "
           f"{load_before[0]:.2f} {load_before[1]:.2f} before, {load_after[0]:.2f} {load_after[1]:.2f} after")
     print(f"GPT decode {per_token:.1f} ms/token (serial whole-sentence run), GEMV floor {floor:.1f} ms "
           f"-> {per_token / floor:.2f} x floor")
@@ -191,12 +193,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=60, help="semantic tokens per sentence (25 = 1 s)")
+    parser.add_argument("--precision", nargs="+", default=["fp32"], choices=("fp32", "bf16"),
+                        help="the server's --precision; bf16 needs AVX512-BF16 or AMX (else it runs fp32)")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
     with tempfile.TemporaryDirectory(prefix="gsv-bench-cpu-") as tmp:
         data_dir = build_data_dir(Path(tmp), args.tokens)
-        for threads in args.threads:
-            bench(data_dir, threads, args.reps, args.tokens)
+        for precision in args.precision:
+            for threads in args.threads:
+                bench(data_dir, threads, args.reps, args.tokens, precision)
 
 
 if __name__ == "__main__":

@@ -2,17 +2,15 @@
 
     .venv/bin/python benchmarks/bench_model.py [--threads 1 2]
 
-Real v2 shapes with seeded random weights built in memory (no model files needed). Each part
-lives in its own module exposing `bench_<part>(threads: int) -> list[Row]`:
-* `bench_t2s.py`    GPT prefill, decode ms/token, GEMV floor and ratios (engineer A);
-* `bench_sovits.py` SoVITS seconds per second of audio (engineer B) — picked up when present.
+Real v2 shapes with seeded random weights built in memory (no model files needed):
+* `bench_t2s.py`    GPT prefill, decode ms/token, GEMV floor and ratios;
+* `bench_sovits.py` SoVITS seconds per second of audio against the upstream-style decode.
 Baselines are measured in the same run; ratios are value / baseline.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -22,25 +20,26 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_sovits import measure_sovits  # noqa: E402
 from bench_t2s import Row, bench_t2s, build_v2_model, print_table  # noqa: E402
 
 
 def sovits_rows(threads: int) -> list[Row]:
-    """SoVITS rows (engineer B's `benchmarks/bench_sovits.py`): its `bench_sovits(threads)`
-    returning our `Row`s if it defines one, else its `measure_sovits` rows converted here
-    (the first variant is its upstream-style baseline). Nothing while the file is absent."""
-    if importlib.util.find_spec("bench_sovits") is None:
-        return []
-    import bench_sovits
-
-    if hasattr(bench_sovits, "bench_sovits"):
-        return bench_sovits.bench_sovits(threads)
-    measured = bench_sovits.measure_sovits(threads=(threads,))
+    """bench_sovits's rows as this table's; its first variant is the upstream-style baseline."""
+    measured = measure_sovits(threads=(threads,))
     baseline = measured[0]
-    return [Row("sovits", row.variant, threads, row.seconds_per_second, "s/s audio",
-                "upstream-style" if row is not baseline else "",
-                baseline.seconds_per_second if row is not baseline else None)
-            for row in measured]
+    return [
+        Row(
+            "sovits",
+            row.variant,
+            threads,
+            row.seconds_per_second,
+            "s/s audio",
+            "upstream-style" if row is not baseline else "",
+            baseline.seconds_per_second if row is not baseline else None,
+        )
+        for row in measured
+    ]
 
 
 def main() -> None:

@@ -40,6 +40,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+os.environ.setdefault("NLTK_DATA", str(ROOT.parent / "shared" / "nltk_data"))  # English frontend data
 
 from wyoming.audio import AudioChunk, AudioStop  # noqa: E402
 from wyoming.client import AsyncTcpClient  # noqa: E402
@@ -112,30 +113,25 @@ def write_hubert(folder: Path) -> None:
 
     torch.manual_seed(0)
     HubertModel(HubertConfig()).half().save_pretrained(str(folder))
-    # chinese-hubert-base ships its feature-extractor config (the official loader reads it).
-    Wav2Vec2FeatureExtractor(return_attention_mask=False).save_pretrained(str(folder))
+    Wav2Vec2FeatureExtractor().save_pretrained(str(folder))  # the hub folder's preprocessor_config.json
 
 
-def write_tiny_bert(folder: Path) -> None:
-    """The BERT folder must exist for a voice to load; English text never runs it (zh only)."""
+def write_bert(folder: Path) -> None:
+    """A one-layer BERT with the real feature width: English text never runs BERT, but every
+    voice needs the folder in place (the official download always brings it)."""
     from transformers import BertConfig, BertForMaskedLM
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=128, hidden_size=1024, num_hidden_layers=1, num_attention_heads=16,
-                        intermediate_size=64)
+    config = BertConfig(vocab_size=512, hidden_size=1024, num_hidden_layers=1, num_attention_heads=16, intermediate_size=1024)
     BertForMaskedLM(config).save_pretrained(str(folder))
 
 
 def build_data_dir(root: Path, tokens: int) -> Path:
     models = root / "models"
-    models.mkdir(parents=True)
+    write_bert(models / "chinese-roberta-wwm-ext-large")
     write_gpt(models / "gpt.ckpt", tokens)
     write_sovits(models / "sovits.pth")
     write_hubert(models / "chinese-hubert-base")
-    write_tiny_bert(models / "chinese-roberta-wwm-ext-large")
-    settled = time.time() - 60  # complete files: older than the loader's "still being written" window
-    for path in models.rglob("*"):
-        os.utime(path, (settled, settled))
     voice = root / "voices" / "bench"
     voice.mkdir(parents=True)
     t = np.arange(int(4.0 * 32000)) / 32000
@@ -143,6 +139,11 @@ def build_data_dir(root: Path, tokens: int) -> Path:
     soundfile.write(str(voice / "ref.wav"), wave.astype(np.float32), 32000, subtype="PCM_16")
     (voice / "ref.txt").write_text("This is the reference voice for the benchmark.")
     (voice / "voice.yaml").write_text("description: Benchmark\nlanguage: en\n")
+    # Dated a minute back, as an installed data dir is: files changed in the last seconds count
+    # as still being copied, and their voice would wait.
+    past = time.time() - 60
+    for path in root.rglob("*"):
+        os.utime(path, (past, past))
     return root
 
 

@@ -81,7 +81,7 @@ def test_options_match_their_schema(config: dict) -> None:
     optional = {key for key, kind in schema.items() if kind.endswith("?")}
     assert set(options) == set(schema) - optional  # optional ones: the server's default applies
     assert {"models", "threads", "streaming", "max_chars", "log_level", "fallback", "fallback_on_error"} <= set(options)
-    assert {"chunking", "chunk_tokens", "gpt_int8"} <= optional
+    assert {"chunking", "chunk_tokens", "gpt_int8", "precision"} <= optional
     for key, value in options.items():
         _check_against_schema(key, value, schema[key])
 
@@ -218,7 +218,7 @@ RECORD_ARGS = 'for a in "$@"; do printf "%s\\n" "$a"; done > "$RECORD"'
         {},
         {"threads": 3, "streaming": False, "log_level": "debug", "fallback": False, "fallback_on_error": True,
          "models": "none", "max_chars": 500},
-        {"models": "v2ProPlus", "chunking": "split", "chunk_tokens": 20, "gpt_int8": True},
+        {"models": "v2ProPlus", "chunking": "split", "chunk_tokens": 20, "gpt_int8": True, "precision": "bf16"},
     ],
     ids=["defaults", "changed", "low-latency"],
 )
@@ -248,6 +248,7 @@ def test_run_script_options_map_onto_real_cli_flags(config: dict, tmp_path: Path
     if "chunk_tokens" in options:
         assert args.min_chunk_tokens == options["chunk_tokens"]
     assert args.gpt_int8 is bool(options.get("gpt_int8"))
+    assert args.precision == options.get("precision", "auto")
 
 
 def test_config_puts_the_voice_studio_in_the_sidebar(config: dict) -> None:

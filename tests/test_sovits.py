@@ -128,14 +128,6 @@ def test_noise_is_reproducible_with_generator(model: SovitsModel, golden) -> Non
     assert not torch.allclose(first, other)
 
 
-def test_decode_concatenated_splits_by_codes(model: SovitsModel, golden) -> None:
-    codes, phones, ge = t(golden["codes"]), t(golden["phones"]), batched(golden["ge"])
-    pieces = model.decode_concatenated([(codes[:8], phones[:6]), (codes[8:], phones[6:])], ge, noise_scale=0.0)
-    assert [len(p) for p in pieces] == [8 * model.samples_per_code, (len(codes) - 8) * model.samples_per_code]
-    whole = model.decode(codes, phones, ge, noise_scale=0.0)
-    np.testing.assert_allclose(torch.cat(pieces).numpy(), whole.numpy(), atol=1e-6)
-
-
 def test_fp16_model_runs(checkpoint: SovitsCheckpoint, golden) -> None:
     half = SovitsModel.from_checkpoint(checkpoint, dtype=torch.float16)
     ge = half.global_embedding([batched(golden["spec"])])
@@ -272,24 +264,3 @@ def test_bfloat16_generator_keeps_the_signal(checkpoint: SovitsCheckpoint, golde
     assert relative_rms < 0.05
 
 
-@pytest.mark.parametrize("chunk_frames", [(5,), (5, 7, 9), (1,), (100,)])
-def test_decode_chunks_equal_whole_decode(model: SovitsModel, golden, chunk_frames) -> None:
-    args = (t(golden["codes"]), t(golden["phones"]), batched(golden["ge"]))
-    noise = t(golden["noise"])
-    pieces = list(model.decode_chunks(*args, chunk_frames=chunk_frames, noise=noise))
-    frames = 2 * len(golden["codes"])
-    sizes = [s for s in np.cumsum(chunk_frames) if s < frames]
-    expected = np.diff([0, *sizes, frames]) * model.hop_length
-    assert [len(p) for p in pieces] == expected.tolist()
-    np.testing.assert_allclose(torch.cat(pieces).numpy(), golden["audio_noise05"], **WAVE)
-
-
-def test_chunk_context_is_needed(model: SovitsModel, golden) -> None:
-    """Without the receptive-field context the chunk edges differ: the margin is doing work."""
-    with torch.inference_mode():
-        z = model.latent(t(golden["codes"]), t(golden["phones"]), batched(golden["ge"]), noise_scale=0.0)
-        ge = batched(golden["ge"])
-        middle = z.shape[-1] // 2
-        halves = torch.cat([model.vocode(z[..., :middle], ge), model.vocode(z[..., middle:], ge)])
-    assert np.abs(halves.numpy() - golden["audio_noise0"]).max() > 1e-3
-    assert 8 <= model.dec.context_frames() <= 16

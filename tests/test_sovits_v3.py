@@ -47,12 +47,15 @@ def t(array: np.ndarray) -> torch.Tensor:
 
 @contextmanager
 def capture(modules: dict[str, torch.nn.Module], inputs: bool = False) -> Iterator[dict[str, torch.Tensor]]:
-    """Outputs (or first inputs) of named modules during the block, the last call's."""
+    """Outputs (or first inputs) of named modules during the block, the last call's, as [B, C, T]
+    (the HiFi-GAN generator runs its convs on channels-last [B, C, 1, T] on the CPU)."""
     seen: dict[str, torch.Tensor] = {}
+
+    def keep(name: str, tensor: torch.Tensor) -> None:
+        seen[name] = (tensor.squeeze(2) if tensor.dim() == 4 else tensor).clone()
+
     handles = [
-        module.register_forward_hook(
-            lambda _m, args, out, name=name: seen.__setitem__(name, (args[0] if inputs else out).clone())
-        )
+        module.register_forward_hook(lambda _m, args, out, name=name: keep(name, args[0] if inputs else out))
         for name, module in modules.items()
     ]
     try:

@@ -224,3 +224,20 @@ def test_overlap_stops_vocoding_once_cancelled(setup) -> None:
     finally:
         overlapped.close()
     assert len(pieces) == 1
+
+
+def test_overlap_reports_the_gpt_error_itself(setup, monkeypatch) -> None:
+    """A sentence whose GPT side fails reports that error once its earlier audio is out."""
+    backend, voice = setup
+    overlapped = GsvBackend(backend.models, backend.cache, BackendSettings(vocoder_threads=1), frontend=backend.frontend)
+
+    def broken(_voice):
+        raise RuntimeError("the GPT failed")
+
+    monkeypatch.setattr(overlapped, "prepare", broken)
+    try:
+        pending = overlapped.speaker(voice, voice.params, "en").speak(TEXT, lambda: False, lambda _speech: None)
+        with pytest.raises(RuntimeError, match="the GPT failed"):
+            pending.wait()
+    finally:
+        overlapped.close()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -505,61 +505,3 @@ class SovitsModel(SovitsBase):
         latent, m_p, logs_p = self.encode(codes, phone_ids, ge, speed, keep_frames=keep_frames, overlap=overlap)
         z = self._flow_from_prior(m_p, logs_p, ge, noise_scale, generator, None)
         return self.vocode(z, ge), latent
-
-    def decode_chunks(
-        self,
-        codes: Tensor,
-        phone_ids: Tensor,
-        ge: Tensor,
-        *,
-        chunk_frames: Sequence[int] = (25,),
-        speed: float = 1.0,
-        noise_scale: float = 0.5,
-        generator: torch.Generator | None = None,
-        noise: Tensor | None = None,
-    ) -> Iterator[Tensor]:
-        """`decode`, yielded in pieces so the first audio is ready early; same samples.
-
-        chunk_frames: sizes (50 Hz frames) of the leading pieces; the rest comes as one last
-        piece. Each piece is vocoded with the generator's receptive field of context on both
-        sides and cropped, so the concatenation equals `decode` up to float rounding; the cost
-        is 2 * context frames of extra work per piece.
-        """
-        z = self.latent(
-            codes, phone_ids, ge, speed=speed, noise_scale=noise_scale, generator=generator, noise=noise
-        )
-        frames = z.shape[-1]
-        context = self.dec.context_frames()
-        hop = self.config.hop_length
-        bounds = [0]
-        for size in chunk_frames:
-            if size <= 0:
-                raise ValueError(f"chunk sizes must be positive, got {size}")
-            if bounds[-1] + size >= frames:
-                break
-            bounds.append(bounds[-1] + size)
-        bounds.append(frames)
-        for start, end in zip(bounds, bounds[1:]):
-            lo, hi = max(0, start - context), min(frames, end + context)
-            audio = self.vocode(z[..., lo:hi], ge)
-            yield audio[(start - lo) * hop : (end - lo) * hop]
-
-    @torch.inference_mode()
-    def decode_concatenated(
-        self,
-        sentences: Sequence[tuple[Tensor, Tensor]],
-        ge: Tensor,
-        *,
-        noise_scale: float = 0.5,
-        generator: torch.Generator | None = None,
-    ) -> list[Tensor]:
-        """Decode several (codes, phones) sentences in one call and cut the audio back apart.
-
-        This is what the official TTS does at speed 1: one pass over the concatenation, then
-        `samples_per_code * len(codes_i)` samples per sentence.
-        """
-        codes = torch.cat([c.reshape(-1) for c, _ in sentences])
-        phones = torch.cat([p.reshape(-1) for _, p in sentences])
-        audio = self.decode(codes, phones, ge, noise_scale=noise_scale, generator=generator)
-        lengths = [c.numel() * self.samples_per_code for c, _ in sentences]
-        return list(audio.split(lengths))

@@ -273,10 +273,40 @@ class ResidualCouplingBlock(nn.Module):
         return x
 
 
-def same_conv(channels: int, kernel_size: int, dilation: int) -> nn.Conv1d:
+class Conv1d(nn.Conv1d):
+    """nn.Conv1d (same parameters and state dict) that also runs on [B, C, 1, T] input as a
+    (1, k) 2-D conv: the generator's channels-last path (see `Generator.forward`)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4:
+            return super().forward(x)
+        return F.conv2d(
+            x, self.weight.unsqueeze(2), self.bias, (1, *self.stride), (0, *self.padding), (1, *self.dilation), self.groups
+        )
+
+
+class ConvTranspose1d(nn.ConvTranspose1d):
+    """nn.ConvTranspose1d that also runs on [B, C, 1, T] input, as `Conv1d` does."""
+
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        if x.dim() != 4:
+            return super().forward(x)
+        return F.conv_transpose2d(
+            x,
+            self.weight.unsqueeze(2),
+            self.bias,
+            (1, *self.stride),
+            (0, *self.padding),
+            (0, *self.output_padding),
+            self.groups,
+            (1, *self.dilation),
+        )
+
+
+def same_conv(channels: int, kernel_size: int, dilation: int) -> Conv1d:
     """Length-preserving (odd kernel) dilated conv."""
     padding = (kernel_size * dilation - dilation) // 2
-    return nn.Conv1d(channels, channels, kernel_size, dilation=dilation, padding=padding)
+    return Conv1d(channels, channels, kernel_size, dilation=dilation, padding=padding)
 
 
 class ResBlock1(nn.Module):
@@ -290,11 +320,6 @@ class ResBlock1(nn.Module):
         self.convs2 = nn.ModuleList(
             same_conv(channels, kernel_size, 1) for _ in dilations
         )
-
-    @property
-    def radius(self) -> int:
-        """Samples on each side that reach one output sample."""
-        return sum(c.padding[0] for c in self.convs1) + sum(c.padding[0] for c in self.convs2)
 
     def forward(self, x: Tensor) -> Tensor:
         for c1, c2 in zip(self.convs1, self.convs2):
@@ -311,11 +336,6 @@ class ResBlock2(nn.Module):
         self.convs = nn.ModuleList(
             same_conv(channels, kernel_size, d) for d in dilations
         )
-
-    @property
-    def radius(self) -> int:
-        """Samples on each side that reach one output sample."""
-        return sum(c.padding[0] for c in self.convs)
 
     def forward(self, x: Tensor) -> Tensor:
         for conv in self.convs:
@@ -340,38 +360,30 @@ class Generator(nn.Module):
     ) -> None:
         super().__init__()
         self.num_kernels = len(resblock_kernel_sizes)
-        self.conv_pre = nn.Conv1d(in_channels, upsample_initial_channel, 7, padding=3)
+        self.conv_pre = Conv1d(in_channels, upsample_initial_channel, 7, padding=3)
         block = ResBlock1 if str(resblock) == "1" else ResBlock2
         self.ups = nn.ModuleList()
         self.resblocks = nn.ModuleList()
         ch = upsample_initial_channel
         for i, (rate, kernel) in enumerate(zip(upsample_rates, upsample_kernel_sizes)):
             ch = upsample_initial_channel // (2 ** (i + 1))
-            self.ups.append(nn.ConvTranspose1d(ch * 2, ch, kernel, rate, padding=(kernel - rate) // 2))
+            self.ups.append(ConvTranspose1d(ch * 2, ch, kernel, rate, padding=(kernel - rate) // 2))
             for k, d in zip(resblock_kernel_sizes, resblock_dilation_sizes):
                 self.resblocks.append(block(ch, k, tuple(d)))
-        self.conv_post = nn.Conv1d(ch, 1, 7, padding=3, bias=post_bias)
+        self.conv_post = Conv1d(ch, 1, 7, padding=3, bias=post_bias)
         # gin_channels 0: no speaker conditioning (the v4 vocoder).
-        self.cond = nn.Conv1d(gin_channels, upsample_initial_channel, 1) if gin_channels else None
-
-    def context_frames(self) -> int:
-        """Input frames on each side that can reach an output sample (receptive-field radius).
-
-        Vocoding a window with this many extra frames on each side and cropping gives the same
-        samples as vocoding the whole latent (what `SovitsModel.decode_chunks` relies on).
-        """
-        radius = float(self.conv_pre.padding[0])
-        samples_per_frame = 1
-        for i, up in enumerate(self.ups):
-            kernel, rate = up.kernel_size[0], up.stride[0]
-            radius += math.ceil(kernel / rate) / samples_per_frame  # input taps per output sample
-            samples_per_frame *= rate
-            blocks = self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels]
-            radius += max(block.radius for block in blocks) / samples_per_frame
-        radius += self.conv_post.padding[0] / samples_per_frame
-        return math.ceil(radius) + 1
+        self.cond = Conv1d(gin_channels, upsample_initial_channel, 1) if gin_channels else None
+        self.channels_last_on_cpu = True  # False: plain [B, C, T] everywhere, as upstream runs it
 
     def forward(self, x: Tensor, g: Tensor | None) -> Tensor:
+        """x [B, C, T] (+ g [B, gin, 1]) -> waveform [B, 1, T * prod(upsample_rates)]."""
+        channels_last = self.channels_last_on_cpu and x.device.type == "cpu"
+        if channels_last:
+            # oneDNN runs these convs on channels-last activations as they are; plain [B, C, T]
+            # costs two layout reorders around every conv (about a fifth of the generator's
+            # CPU time) and keeps bf16 off its fast kernels. Same weights, same sums.
+            x = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+            g = None if g is None else g.unsqueeze(2)
         x = self.conv_pre(x)
         if self.cond is not None:
             x = x + self.cond(g)
@@ -383,7 +395,7 @@ class Generator(nn.Module):
                 total = total + block(x)
             x = total / self.num_kernels
         x = self.conv_post(F.leaky_relu(x))  # default slope 0.01, as upstream
-        return torch.tanh(x)
+        return torch.tanh(x.squeeze(2) if channels_last else x)
 
 
 class Mish(nn.Module):

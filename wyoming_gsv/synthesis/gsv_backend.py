@@ -5,6 +5,7 @@ Runs on the engine's worker thread only (models are not shared across threads).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import threading
@@ -503,7 +504,7 @@ class GsvSpeaker:
         try:
             self._speak(text, should_stop, emit, pending.submit)
         except Exception as err:  # reported after the audio already handed over, in order
-            pending.submit(lambda: _raise(err))
+            pending.submit(functools.partial(_raise, err))  # bound now: `err` is unset after the block
         return pending
 
     def _speak(self, text: str, should_stop: ShouldStop, emit: Emit, run_audio: RunAudio) -> None:
