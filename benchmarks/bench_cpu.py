@@ -63,8 +63,9 @@ def spread(values: list[float]) -> str:
     return f"{statistics.median(values):7.3f} ({min(values):.3f}-{max(values):.3f})"
 
 
-def request(runtime: Runtime, chunking: str) -> Request:
-    runtime.service.settings = replace(runtime.service.settings, param_overrides={"chunking": chunking})
+def request(runtime: Runtime, chunking: str, **overrides: object) -> Request:
+    """One request of TEXT with voice setting `chunking` (and any other voice setting overrides)."""
+    runtime.service.settings = replace(runtime.service.settings, param_overrides={"chunking": chunking, **overrides})
 
     async def run() -> Request:
         wall, cpu = time.perf_counter(), time.process_time()
