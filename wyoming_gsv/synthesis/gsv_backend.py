@@ -489,6 +489,7 @@ class GsvSpeaker:
         self._generator: torch.Generator | None = None
         if params.seed is not None:
             self._generator = torch.Generator(backend.device).manual_seed(params.seed)
+        self._audio_started = False  # the request's first SoVITS call went out
 
     def prepare(self) -> None:
         self.backend.prepare(self.voice)
@@ -502,10 +503,24 @@ class GsvSpeaker:
             return None
         pending = PendingAudio(worker, should_stop)
         try:
-            self._speak(text, should_stop, emit, pending.submit)
+            self._speak(text, should_stop, emit, self._overlapped(pending))
         except Exception as err:  # reported after the audio already handed over, in order
             pending.submit(functools.partial(_raise, err))  # bound now: `err` is unset after the block
         return pending
+
+    def _overlapped(self, pending: PendingAudio) -> RunAudio:
+        """SoVITS calls for the vocoder worker, but the request's first one on the fast path: here,
+        with the worker's threads too, while the GPT waits (the first audio is what a listener
+        waits for; overlapping pays from the second chunk on)."""
+
+        def run_audio(task: Callable[[], None]) -> None:
+            if self._audio_started:
+                pending.submit(task)
+                return
+            self._audio_started = True
+            pending.run_here_if_idle(task, torch.get_num_threads() + pending.worker.threads)
+
+        return run_audio
 
     def _speak(self, text: str, should_stop: ShouldStop, emit: Emit, run_audio: RunAudio) -> None:
         pair, bundle = self.backend.prepare(self.voice)

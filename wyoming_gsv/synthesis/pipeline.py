@@ -34,6 +34,20 @@ class PendingAudio:
     def submit(self, task: Callable[[], None]) -> None:
         self.worker.put(lambda: self._run(task))
 
+    def run_here_if_idle(self, task: Callable[[], None], threads: int) -> None:
+        """Run `task` on the calling thread with `threads` intra-op threads if the worker has
+        nothing left to do (order is kept), else hand it over: a request's first audio then
+        comes as soon as on the serial path, with every thread on it."""
+        if not self.worker.idle:
+            self.submit(task)
+            return
+        saved = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            self._run(task)
+        finally:
+            torch.set_num_threads(saved)
+
     def _run(self, task: Callable[[], None]) -> None:
         if self.error is not None or self.should_stop():
             return
@@ -71,6 +85,11 @@ class AudioWorker:
     def put(self, task: Callable[[], None]) -> None:
         self._queue.put(task)
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing running."""
+        return self._queue.unfinished_tasks == 0
+
     def close(self, timeout: float | None = 10.0) -> None:
         self._queue.put(None)
         self._thread.join(timeout)
@@ -89,3 +108,5 @@ class AudioWorker:
                 task()
             except Exception:  # a callback failing must not stop the worker
                 _LOGGER.exception("Audio worker task failed")
+            finally:
+                self._queue.task_done()
