@@ -29,7 +29,7 @@ from ..gsv.checkpoints import (
     load_sovits_checkpoint,
 )
 from ..gsv.errors import ModelFileError
-from ..gsv.sovits import SovitsBase, SovitsModel
+from ..gsv.sovits import SovitsBase
 from ..gsv.sovits_pro import sovits_from_checkpoint
 from ..gsv.sovits_v3 import PromptContext, SovitsV3Model, load_vocoder
 from ..gsv.speaker import SpeakerEncoder
