@@ -190,19 +190,24 @@ def test_overlap_vocodes_on_its_own_worker_while_the_gpt_goes_on(setup) -> None:
     overlapped = GsvBackend(backend.models, backend.cache, BackendSettings(vocoder_threads=1), frontend=backend.frontend)
     pieces: list[Speech] = []
     threads: list[str] = []
+    intra_op: list[int] = []
+    own = torch.get_num_threads()
 
     def emit(speech: Speech) -> None:
         threads.append(threading.current_thread().name)
+        intra_op.append(torch.get_num_threads())
         pieces.append(speech)
 
     try:
         pending = overlapped.speaker(voice, params, "en").speak(TEXT, lambda: False, emit)
         assert pending is not None
+        assert torch.get_num_threads() == own  # the GPT's own threads again
         pending.wait()
     finally:
         overlapped.close()
     assert len(pieces) > 2
     assert threads[0] == threading.current_thread().name
+    assert intra_op[0] == own + 1  # the first audio had the worker's thread too
     assert set(threads[1:]) == {"gsv-vocoder"}
     assert [p.samples.size for p in pieces] == [p.samples.size for p in serial]
     for ours, reference in zip(pieces, serial):

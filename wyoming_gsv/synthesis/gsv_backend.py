@@ -502,23 +502,31 @@ class GsvSpeaker:
             self._speak(text, should_stop, emit, run_now)
             return None
         pending = PendingAudio(worker, should_stop)
+        own_threads = torch.get_num_threads()
+        if not self._audio_started and worker.idle:
+            # The fast path to the first audio: until it is out, the GPT and that first SoVITS
+            # call run here with the worker's threads too, as without the worker.
+            torch.set_num_threads(own_threads + worker.threads)
         try:
-            self._speak(text, should_stop, emit, self._overlapped(pending))
+            self._speak(text, should_stop, emit, self._overlapped(pending, own_threads))
         except Exception as err:  # reported after the audio already handed over, in order
             pending.submit(functools.partial(_raise, err))  # bound now: `err` is unset after the block
+        finally:
+            torch.set_num_threads(own_threads)
         return pending
 
-    def _overlapped(self, pending: PendingAudio) -> RunAudio:
-        """SoVITS calls for the vocoder worker, but the request's first one on the fast path: here,
-        with the worker's threads too, while the GPT waits (the first audio is what a listener
-        waits for; overlapping pays from the second chunk on)."""
+    def _overlapped(self, pending: PendingAudio, own_threads: int) -> RunAudio:
+        """SoVITS calls for the vocoder worker, but the request's first one here, while the GPT
+        waits (the first audio is what a listener waits for; overlapping pays from the second
+        chunk on); then the GPT goes back to its own threads."""
 
         def run_audio(task: Callable[[], None]) -> None:
             if self._audio_started:
                 pending.submit(task)
                 return
             self._audio_started = True
-            pending.run_here_if_idle(task, torch.get_num_threads() + pending.worker.threads)
+            pending.run_here_if_idle(task)
+            torch.set_num_threads(own_threads)
 
         return run_audio
 

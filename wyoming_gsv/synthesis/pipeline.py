@@ -34,19 +34,13 @@ class PendingAudio:
     def submit(self, task: Callable[[], None]) -> None:
         self.worker.put(lambda: self._run(task))
 
-    def run_here_if_idle(self, task: Callable[[], None], threads: int) -> None:
-        """Run `task` on the calling thread with `threads` intra-op threads if the worker has
-        nothing left to do (order is kept), else hand it over: a request's first audio then
-        comes as soon as on the serial path, with every thread on it."""
-        if not self.worker.idle:
-            self.submit(task)
-            return
-        saved = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
+    def run_here_if_idle(self, task: Callable[[], None]) -> None:
+        """Run `task` on the calling thread if the worker has nothing left to do (so the order
+        is kept), else hand it over."""
+        if self.worker.idle:
             self._run(task)
-        finally:
-            torch.set_num_threads(saved)
+        else:
+            self.submit(task)
 
     def _run(self, task: Callable[[], None]) -> None:
         if self.error is not None or self.should_stop():
