@@ -79,14 +79,20 @@ def write_gpt(path: Path, tokens: int) -> None:
 
 
 def write_sovits(path: Path) -> None:
-    from bench_sovits import build_real_v2
+    from bench_sovits import build_real_v2, upstream_style
 
-    model = build_real_v2()
+    # As the official files store them: weight-normed convs as weight_g / weight_v, and the
+    # codebook with its training buffers (`inited` set, or upstream's loader would re-run k-means).
+    model = upstream_style(build_real_v2())
     weights = {}
     for key, value in model.state_dict().items():
         if key.startswith("quantizer."):
             key = CODEBOOK_PREFIX + key[len("quantizer."):]
         weights[key] = value.half()
+    embed = weights[CODEBOOK_PREFIX + "embed"]
+    weights[CODEBOOK_PREFIX + "inited"] = torch.ones(1)
+    weights[CODEBOOK_PREFIX + "cluster_size"] = torch.ones(embed.shape[0])
+    weights[CODEBOOK_PREFIX + "embed_avg"] = embed.clone()
     c = SovitsConfig()
     data = {name: getattr(c, name) for name in ("sampling_rate", "filter_length", "hop_length", "win_length")}
     model_hps = {
@@ -94,7 +100,12 @@ def write_sovits(path: Path) -> None:
         for name in c.__dataclass_fields__
         if name not in {"version", "n_symbols", "conv_post_bias", *data}
     }
-    torch.save({"weight": weights, "config": {"data": data, "model": model_hps}, "info": "bench-random"}, path)
+    # The official s2 hps also carry these (upstream's TTS.init_vits_weights reads them).
+    data["n_speakers"] = 300
+    model_hps.update(p_dropout=0.1, n_layers_q=3, use_spectral_norm=False, freeze_quantizer=True)
+    train = {"segment_size": 20480}
+    torch.save({"weight": weights, "config": {"train": train, "data": data, "model": model_hps}, "info": "bench-random"},
+               path)
 
 
 def write_hubert(folder: Path) -> None:
