@@ -116,10 +116,10 @@ def _model_step(model: Text2Semantic, kv_len: int) -> Callable[[], None]:
 
 def _gemv_floor(model: Text2Semantic) -> Callable[[], None]:
     """Only the weight matmuls of one decode step, on a [1, 512] vector."""
-    x = torch.randn(1, V2_CONFIG.embedding_dim)
-    hidden = torch.randn(1, 4 * V2_CONFIG.embedding_dim)
-    layers = list(model.h.layers)
     head = model.ar_predict_layer.weight
+    x = torch.randn(1, V2_CONFIG.embedding_dim, dtype=head.dtype)
+    hidden = torch.randn(1, 4 * V2_CONFIG.embedding_dim, dtype=head.dtype)
+    layers = list(model.h.layers)
 
     def matmuls() -> None:
         for layer in layers:

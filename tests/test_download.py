@@ -10,7 +10,7 @@ import pytest
 
 from fake_hub import FakeHub, closed_port_url, hub, online  # noqa: F401 (fixtures)
 from wyoming_gsv import download
-from wyoming_gsv.download import PRETRAINED, Downloader, DownloadError, HubUnreachable, files_for_versions
+from wyoming_gsv.download import PRETRAINED, Downloader, DownloadError, files_for_versions
 
 def _run_cli(data_dir: Path, endpoint: str, *extra: str) -> int:
     return download.main(["--data-dir", str(data_dir), "--endpoint", endpoint, "--no-nltk", *extra])

@@ -179,8 +179,9 @@ def test_changed_bundle_code_rebuilds_the_bundle(setup, tmp_path: Path, monkeypa
 
 
 def test_overlap_vocodes_on_its_own_worker_while_the_gpt_goes_on(setup) -> None:
-    """With the vocoder worker: speak() returns once the GPT is done, the audio comes from the
-    worker thread in order, and it is the audio of the serial path."""
+    """With the vocoder worker: speak() returns once the GPT is done; the first piece is made on
+    the fast path (the calling thread, before the GPT goes on), the rest on the worker thread, in
+    order; and it is the audio of the serial path."""
     import threading
 
     backend, voice = setup
@@ -188,19 +189,26 @@ def test_overlap_vocodes_on_its_own_worker_while_the_gpt_goes_on(setup) -> None:
     serial = _speak(backend, voice, params)
     overlapped = GsvBackend(backend.models, backend.cache, BackendSettings(vocoder_threads=1), frontend=backend.frontend)
     pieces: list[Speech] = []
-    threads: set[str] = set()
+    threads: list[str] = []
+    intra_op: list[int] = []
+    own = torch.get_num_threads()
 
     def emit(speech: Speech) -> None:
-        threads.add(threading.current_thread().name)
+        threads.append(threading.current_thread().name)
+        intra_op.append(torch.get_num_threads())
         pieces.append(speech)
 
     try:
         pending = overlapped.speaker(voice, params, "en").speak(TEXT, lambda: False, emit)
         assert pending is not None
+        assert torch.get_num_threads() == own  # the GPT's own threads again
         pending.wait()
     finally:
         overlapped.close()
-    assert threads == {"gsv-vocoder"}
+    assert len(pieces) > 2
+    assert threads[0] == threading.current_thread().name
+    assert intra_op[0] == own + 1  # the first audio had the worker's thread too
+    assert set(threads[1:]) == {"gsv-vocoder"}
     assert [p.samples.size for p in pieces] == [p.samples.size for p in serial]
     for ours, reference in zip(pieces, serial):
         assert np.abs(ours.samples.astype(int) - reference.samples.astype(int)).max() <= 2
@@ -241,3 +249,26 @@ def test_overlap_reports_the_gpt_error_itself(setup, monkeypatch) -> None:
             pending.wait()
     finally:
         overlapped.close()
+
+
+def test_overlap_first_piece_waits_its_turn_behind_a_busy_worker(setup) -> None:
+    """The fast path never overtakes audio still on the worker: with the worker busy, the first
+    piece goes to the worker's queue too, after what was there."""
+    import threading
+
+    backend, voice = setup
+    overlapped = GsvBackend(backend.models, backend.cache, BackendSettings(vocoder_threads=1), frontend=backend.frontend)
+    order: list[str] = []
+    release = threading.Event()
+    try:
+        worker = overlapped.audio_worker()
+        worker.put(lambda: (release.wait(30), order.append("earlier audio")))
+        params = replace(voice.params, min_chunk_tokens=4)
+        emit = lambda speech: order.append(threading.current_thread().name)  # noqa: E731
+        pending = overlapped.speaker(voice, params, "en").speak(TEXT, lambda: False, emit)
+        release.set()
+        pending.wait()
+    finally:
+        overlapped.close()
+    assert order[0] == "earlier audio"
+    assert set(order[1:]) == {"gsv-vocoder"}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from voice_data import backdate, fake_model_files, make_voice, write_tone
+from voice_data import backdate, make_voice, write_tone
 from wyoming_gsv.text import frontend
 from wyoming_gsv.voices import (
     LANGUAGE_MODES,

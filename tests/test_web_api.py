@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 import struct
 import time
 from collections.abc import AsyncIterator, Iterator

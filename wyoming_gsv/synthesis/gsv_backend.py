@@ -29,7 +29,7 @@ from ..gsv.checkpoints import (
     load_sovits_checkpoint,
 )
 from ..gsv.errors import ModelFileError
-from ..gsv.sovits import SovitsBase, SovitsModel
+from ..gsv.sovits import SovitsBase
 from ..gsv.sovits_pro import sovits_from_checkpoint
 from ..gsv.sovits_v3 import PromptContext, SovitsV3Model, load_vocoder
 from ..gsv.speaker import SpeakerEncoder
@@ -489,6 +489,7 @@ class GsvSpeaker:
         self._generator: torch.Generator | None = None
         if params.seed is not None:
             self._generator = torch.Generator(backend.device).manual_seed(params.seed)
+        self._audio_started = False  # the request's first SoVITS call went out
 
     def prepare(self) -> None:
         self.backend.prepare(self.voice)
@@ -501,11 +502,33 @@ class GsvSpeaker:
             self._speak(text, should_stop, emit, run_now)
             return None
         pending = PendingAudio(worker, should_stop)
+        own_threads = torch.get_num_threads()
+        if not self._audio_started and worker.idle:
+            # The fast path to the first audio: until it is out, the GPT and that first SoVITS
+            # call run here with the worker's threads too, as without the worker.
+            torch.set_num_threads(own_threads + worker.threads)
         try:
-            self._speak(text, should_stop, emit, pending.submit)
+            self._speak(text, should_stop, emit, self._overlapped(pending, own_threads))
         except Exception as err:  # reported after the audio already handed over, in order
             pending.submit(functools.partial(_raise, err))  # bound now: `err` is unset after the block
+        finally:
+            torch.set_num_threads(own_threads)
         return pending
+
+    def _overlapped(self, pending: PendingAudio, own_threads: int) -> RunAudio:
+        """SoVITS calls for the vocoder worker, but the request's first one here, while the GPT
+        waits (the first audio is what a listener waits for; overlapping pays from the second
+        chunk on); then the GPT goes back to its own threads."""
+
+        def run_audio(task: Callable[[], None]) -> None:
+            if self._audio_started:
+                pending.submit(task)
+                return
+            self._audio_started = True
+            pending.run_here_if_idle(task)
+            torch.set_num_threads(own_threads)
+
+        return run_audio
 
     def _speak(self, text: str, should_stop: ShouldStop, emit: Emit, run_audio: RunAudio) -> None:
         pair, bundle = self.backend.prepare(self.voice)

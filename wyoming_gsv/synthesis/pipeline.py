@@ -34,6 +34,14 @@ class PendingAudio:
     def submit(self, task: Callable[[], None]) -> None:
         self.worker.put(lambda: self._run(task))
 
+    def run_here_if_idle(self, task: Callable[[], None]) -> None:
+        """Run `task` on the calling thread if the worker has nothing left to do (so the order
+        is kept), else hand it over."""
+        if self.worker.idle:
+            self._run(task)
+        else:
+            self.submit(task)
+
     def _run(self, task: Callable[[], None]) -> None:
         if self.error is not None or self.should_stop():
             return
@@ -71,6 +79,11 @@ class AudioWorker:
     def put(self, task: Callable[[], None]) -> None:
         self._queue.put(task)
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing running."""
+        return self._queue.unfinished_tasks == 0
+
     def close(self, timeout: float | None = 10.0) -> None:
         self._queue.put(None)
         self._thread.join(timeout)
@@ -89,3 +102,5 @@ class AudioWorker:
                 task()
             except Exception:  # a callback failing must not stop the worker
                 _LOGGER.exception("Audio worker task failed")
+            finally:
+                self._queue.task_done()
