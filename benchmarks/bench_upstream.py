@@ -192,7 +192,9 @@ def shared_inputs(tts, data_dir: Path) -> SharedInputs:
 
 
 # ----------------------------------------------------------------------------- rows
-def vocoder_rows(tts, runtime: Runtime, inputs: SharedInputs, tokens: int, reps: int) -> dict[str, list[float]]:
+def vocoder_rows(
+    tts, runtime: Runtime, inputs: SharedInputs, tokens: int, reps: int, bf16: Runtime | None = None
+) -> dict[str, list[float]]:
     """CPU seconds per second of audio of each variant, interleaved."""
     pair, bundle = runtime.backend.prepare(runtime.registry.get(VOICE))
     ours, theirs = pair.sovits, tts.vits_model
@@ -225,6 +227,11 @@ def vocoder_rows(tts, runtime: Runtime, inputs: SharedInputs, tokens: int, reps:
         "ours vocode (HiFi-GAN) alone": lambda: ours.vocode(z, ge),
         "upstream ref_enc (ge) alone": upstream_ref_enc,
     }
+    if bf16 is not None:  # not the default: --precision bf16 (not bit-exact with upstream)
+        half, half_bundle = bf16.backend.prepare(bf16.registry.get(VOICE))
+        variants["ours bf16: decode as the product calls it"] = lambda: half.sovits.decode(
+            codes, phones, half_bundle.ge, speed=1.0, noise_scale=0.5
+        )
     results: dict[str, list[float]] = {label: [] for label in variants}
     for fn in variants.values():
         fn()  # warm-up
@@ -318,7 +325,7 @@ def gpt_rows(tts, runtime: Runtime, inputs: SharedInputs, reps: int) -> dict[str
     return results
 
 
-def e2e_rows(tts, runtime: Runtime, data_dir: Path, reps: int) -> dict[str, list[Request]]:
+def e2e_rows(tts, runtime: Runtime, data_dir: Path, reps: int, bf16: Runtime | None = None) -> dict[str, list[Request]]:
     variants: dict[str, Callable[[], Request]] = {
         "ours default (fixed, 16 tokens)": lambda: our_request(runtime, "fixed"),
         "upstream mode 0 (non-streaming)": lambda: upstream_request(tts, upstream_inputs(data_dir, 0)),
@@ -329,6 +336,9 @@ def e2e_rows(tts, runtime: Runtime, data_dir: Path, reps: int) -> dict[str, list
         # Not a default: what a smaller chunk (the first one included) does to first audio and CPU.
         "ours fixed, 8-token chunks": lambda: our_request(runtime, "fixed", min_chunk_tokens=8),
     }
+    if bf16 is not None:  # not the default: --precision bf16 (not bit-exact with upstream)
+        variants["ours default, bf16"] = lambda: our_request(bf16, "fixed")
+        variants["ours whole sentences, bf16"] = lambda: our_request(bf16, "sentence")
     for fn in variants.values():
         fn()  # warm-up (first-call costs on both sides: g2p caches, oneDNN primitives)
     results: dict[str, list[Request]] = {label: [] for label in variants}
@@ -382,22 +392,37 @@ def report(threads: int, reps: int, tokens: int, load: tuple[tuple[float, ...], 
     print(f"   vocoder, ours as the product calls it / upstream decode  "
           f"{median(vocoder['ours: decode as the product calls it']) / up_decode:5.2f}  (target <= 0.80); "
           f"same work (ge inside): {median(vocoder['ours: ge from the spectrogram + decode']) / up_decode:.2f}")
+    if "ours default, bf16" in e2e:
+        print("   with --precision bf16 (opt-in), ours / upstream (fp32):")
+        print(f"   first audio, ours default bf16 / upstream mode 3          "
+              f"{m('ours default, bf16', 'first_audio') / m('upstream mode 3 (fixed chunks)', 'first_audio'):5.2f}")
+        for label in ("ours default, bf16", "ours whole sentences, bf16"):
+            print(f"   CPU, {label:31} / upstream mode 0        "
+                  f"{m(label, 'cpu') / m('upstream mode 0 (non-streaming)', 'cpu'):5.2f}")
+        print(f"   vocoder, ours bf16 / upstream decode                      "
+              f"{median(vocoder['ours bf16: decode as the product calls it']) / up_decode:5.2f}")
 
 
-def bench(tts, data_dir: Path, threads: int, reps: int, tokens: int) -> None:
+def bench(tts, data_dir: Path, threads: int, reps: int, tokens: int, bf16: bool = False) -> None:
     load_before = os.getloadavg()
     torch.set_num_threads(threads)
-    runtime = Runtime(RuntimeSettings(data_dir=data_dir, threads=threads, use_fallback=False))
-    runtime.warm_up()
-    runtime.start()
+    precisions = ("fp32", "bf16") if bf16 else ("fp32",)
+    runtimes = {
+        p: Runtime(RuntimeSettings(data_dir=data_dir, threads=threads, precision=p, use_fallback=False)) for p in precisions
+    }
+    for runtime in runtimes.values():
+        runtime.warm_up()
+        runtime.start()
+    runtime, half = runtimes["fp32"], runtimes.get("bf16")
     try:
         inputs = shared_inputs(tts, data_dir)
         torch.set_num_threads(threads)
-        vocoder = vocoder_rows(tts, runtime, inputs, tokens, reps)
+        vocoder = vocoder_rows(tts, runtime, inputs, tokens, reps, half)
         gpt = gpt_rows(tts, runtime, inputs, reps)
-        e2e = e2e_rows(tts, runtime, data_dir, reps)
+        e2e = e2e_rows(tts, runtime, data_dir, reps, half)
     finally:
-        runtime.close()
+        for each in runtimes.values():
+            each.close()
     report(threads, reps, tokens, (load_before, os.getloadavg()), vocoder, gpt, e2e)
 
 
@@ -408,6 +433,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[2, 1])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=50, help="semantic tokens per sentence (25 = 1 s)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="also ours with --precision bf16 (needs AVX512-BF16 or AMX; not bit-exact with upstream)")
     args = parser.parse_args()
     if args.upstream is None or not (args.upstream / "GPT_SoVITS" / "TTS_infer_pack").is_dir():
         print("bench_upstream.py needs --upstream DIR (a checkout of the official GPT-SoVITS; see its docstring)",
@@ -420,7 +447,7 @@ def main() -> None:
         data_dir = build_data_dir(Path(tmp), args.tokens)
         tts = load_upstream(args.upstream.resolve(), deps.resolve(), data_dir)
         for threads in args.threads:
-            bench(tts, data_dir, threads, args.reps, args.tokens)
+            bench(tts, data_dir, threads, args.reps, args.tokens, args.bf16)
 
 
 if __name__ == "__main__":
