@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 from .checkpoints import load_state_dict_file
 from .errors import ModelFileError, check_weights
-from .vits_modules import Generator, fold_weight_norm
+from .vits_modules import Generator, fold_weight_norm, same_conv
 
 BIGVGAN_CONFIG = "config.json"
 BIGVGAN_WEIGHTS = "bigvgan_generator.pt"
@@ -164,17 +164,13 @@ class AntiAliasedSnake(nn.Module):
         return self.downsample(self.act(self.upsample(x)))
 
 
-def _same_conv(channels: int, kernel_size: int, dilation: int) -> nn.Conv1d:
-    return nn.Conv1d(channels, channels, kernel_size, dilation=dilation, padding=(kernel_size * dilation - dilation) // 2)
-
-
 class AMPBlock(nn.Module):
     """BigVGAN AMPBlock1: per dilation, x += conv2(act(conv1(act(x))))."""
 
     def __init__(self, channels: int, kernel_size: int, dilations: list[int], config: BigVGANConfig) -> None:
         super().__init__()
-        self.convs1 = nn.ModuleList(_same_conv(channels, kernel_size, d) for d in dilations)
-        self.convs2 = nn.ModuleList(_same_conv(channels, kernel_size, 1) for _ in dilations)
+        self.convs1 = nn.ModuleList(same_conv(channels, kernel_size, d) for d in dilations)
+        self.convs2 = nn.ModuleList(same_conv(channels, kernel_size, 1) for _ in dilations)
         self.activations = nn.ModuleList(AntiAliasedSnake(channels, config) for _ in range(2 * len(dilations)))
 
     def forward(self, x: Tensor) -> Tensor:
