@@ -221,7 +221,6 @@ def free_port() -> int:
 def run_server(data_dir: Path, args: argparse.Namespace, flags: list[str]) -> list[tuple[str, str, Run]]:
     port = free_port()
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    env.setdefault("NLTK_DATA", str(ROOT.parent / "shared" / "nltk_data"))
     command = [sys.executable, "-m", "wyoming_gsv", "--uri", f"tcp://127.0.0.1:{port}", "--data-dir", str(data_dir),
                "--threads", str(args.threads), "--device", args.device, "--no-fallback", *flags]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

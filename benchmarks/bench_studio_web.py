@@ -92,7 +92,6 @@ async def preview_first_audio(session: aiohttp.ClientSession, base: str, voice_i
 def start_server(data_dir: Path, args: argparse.Namespace, flags: list[str]) -> tuple[subprocess.Popen, int, str]:
     port, web_port = free_port(), free_port()
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    env.setdefault("NLTK_DATA", str(ROOT.parent / "shared" / "nltk_data"))
     command = [sys.executable, "-m", "wyoming_gsv", "--uri", f"tcp://127.0.0.1:{port}", "--data-dir", str(data_dir),
                "--web", f"127.0.0.1:{web_port}", "--threads", str(args.threads), "--no-fallback", *flags]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
