@@ -4,7 +4,8 @@ Measured per thread count: prefill at ~100 and ~300 positions; decode ms/token t
 `Text2Semantic.generate` (model step + sampler + bookkeeping) and the bare model step; and the
 "GEMV floor" of one step: only its weight matmuls (24 x in_proj, out_proj, linear1, linear2, plus
 the predict layer) on a [1, 512] vector, timed in the same run. Also the opt-in int8-weight
-mode (`Text2Semantic.quantize_int8`, not bit-exact) against the same fp32 floor. Random weights
+mode (`Text2Semantic.quantize_int8`, not bit-exact) against the same fp32 floor, and at 2+
+threads both with their decode steps on one thread (`--decode-threads 1`). Random weights
 cost exactly what real weights cost. `value` is the median wall time, `cpu` the median process
 CPU time; `ratio` and `cpu r.` compare them with the baseline measured in interleaved rounds. On
 a busy shared machine the CPU ratio at 1 thread is the steadier figure.
@@ -89,13 +90,18 @@ def prefill_ms(model: Text2Semantic, text_len: int, prompt_len: int,
 
 
 def _generate_gaps(model: Text2Semantic, text_len: int, prompt_len: int, tokens: int,
-                   seed: int) -> list[tuple[float, float]]:
-    """(wall, CPU) seconds between consecutive tokens of a real `generate` call."""
+                   seed: int, decode_threads: int | None = None) -> list[tuple[float, float]]:
+    """(wall, CPU) seconds between consecutive tokens of a real `generate` call, its decode steps
+    on `decode_threads` threads (None: all of this thread's)."""
     phones, bert, prompt = random_inputs(text_len, prompt_len)
     stamps: list[tuple[float, float]] = []
     params = SamplingParams(max_tokens=tokens + 1, early_stop=10_000)
-    model.generate(phones, bert, prompt, params, generator=torch.Generator().manual_seed(seed),
-                   on_token=lambda _token: stamps.append(now()))
+    saved, model.decode_threads = model.decode_threads, decode_threads
+    try:
+        model.generate(phones, bert, prompt, params, generator=torch.Generator().manual_seed(seed),
+                       on_token=lambda _token: stamps.append(now()))
+    finally:
+        model.decode_threads = saved
     return [(b[0] - a[0], b[1] - a[1]) for a, b in zip(stamps, stamps[1:])]
 
 
@@ -160,7 +166,8 @@ def bench_t2s(threads: int, model: Text2Semantic | None = None,
     int8_step = _model_step(int8_model, kv_len)
     per_round = DECODE_STEPS // rounds
     samples: dict[str, list[tuple[float, float]]] = {
-        name: [] for name in ("generate", "step", "no_grad", "floor", "int8", "int8 generate")}
+        name: [] for name in ("generate", "step", "no_grad", "floor", "int8", "int8 generate",
+                              "generate 1", "int8 generate 1")}
     for _ in range(2):  # warm-up
         for fn in (step, floor, int8_step):
             _timed_in(fn, torch.inference_mode)
@@ -168,12 +175,17 @@ def bench_t2s(threads: int, model: Text2Semantic | None = None,
         samples["generate"] += _generate_gaps(model, text_len, prompt_len, per_round, round_index)
         samples["int8 generate"] += _generate_gaps(int8_model, text_len, prompt_len, per_round,
                                                    round_index)
+        if threads > 1:  # decode steps on one thread, prefill on all (what --decode-threads 1 does)
+            samples["generate 1"] += _generate_gaps(model, text_len, prompt_len, per_round,
+                                                    round_index, decode_threads=1)
+            samples["int8 generate 1"] += _generate_gaps(int8_model, text_len, prompt_len,
+                                                         per_round, round_index, decode_threads=1)
         for _ in range(per_round):
             samples["step"].append(_timed_in(step, torch.inference_mode))
             samples["no_grad"].append(_timed_in(step, torch.no_grad))
             samples["floor"].append(_timed_in(floor, torch.inference_mode))
             samples["int8"].append(_timed_in(int8_step, torch.inference_mode))
-    ms = {name: medians_ms(values) for name, values in samples.items()}
+    ms = {name: medians_ms(values) for name, values in samples.items() if values}
 
     def decode_row(measure: str, name: str, baseline: str) -> Row:
         label = {"floor": "GEMV floor", "step": "inference_mode step"}[baseline]
@@ -189,6 +201,11 @@ def bench_t2s(threads: int, model: Text2Semantic | None = None,
         decode_row(f"model step, KV {kv_len}, int8 weights", "int8", "floor"),
         decode_row("decode via generate, int8 weights", "int8 generate", "floor"),
     ]
+    if threads > 1:
+        rows += [
+            decode_row("decode via generate, steps on 1 thread", "generate 1", "floor"),
+            decode_row("decode via generate, int8, steps on 1 thread", "int8 generate 1", "floor"),
+        ]
     return rows
 
 

@@ -22,11 +22,12 @@ Return values follow what upstream `TTS.py` keeps (`y[-idx:]`):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, NamedTuple
 
@@ -55,6 +56,20 @@ DecodePath = Literal["batched", "naive"]
 # "bucketed" runs the static-shape step of a KV bucket eagerly (what "graph" captures; the CPU
 # tests check it), "graph" replays that step as a CUDA graph per bucket (the CUDA default).
 DecodeMode = Literal["exact", "bucketed", "graph"]
+
+
+@contextlib.contextmanager
+def intra_op_threads(count: int | None) -> Iterator[None]:
+    """This thread's torch intra-op threads set to `count` for the block (None: unchanged)."""
+    if count is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 class GenerationCancelled(Exception):
@@ -489,6 +504,10 @@ class Text2Semantic(nn.Module):
         self.ar_predict_layer = nn.Linear(dim, config.vocab_size, bias=False)
         # How decode steps run when a call does not say; None: default_decode_mode.
         self.decode_mode: DecodeMode | None = None
+        # Intra-op threads for the CPU decode steps (fewer than the caller's only); None: the
+        # caller's. A step reads every weight for one row, so it is bound by memory bandwidth:
+        # where one core already saturates it, more threads only add CPU time.
+        self.decode_threads: int | None = None
         # Free decode buffers (KVCache), reused by later generations; see setup_caches.
         self._cache_pool: list[KVCache] = []
         self._cache_pool_lock = threading.Lock()
@@ -544,6 +563,13 @@ class Text2Semantic(nn.Module):
     def default_decode_mode(self) -> DecodeMode:
         """CUDA: captured graphs. CPU: exact spans (a bucket would read padding KV for nothing)."""
         return "graph" if self.device.type == "cuda" else "exact"
+
+    def step_threads(self) -> int | None:
+        """The thread count decode steps run at when it differs from the caller's; else None."""
+        wanted = self.decode_threads
+        if wanted is None or self.device.type != "cpu" or wanted >= torch.get_num_threads():
+            return None
+        return max(1, wanted)
 
     # ---------------------------------------------------------------------------- buffers
 
@@ -742,36 +768,38 @@ class Text2Semantic(nn.Module):
         active = list(range(len(phone_ids)))  # batch position -> row index
 
         logits = self.prefill(phone_ids, bert, prompt, cache)
+        step_threads = self.step_threads()
         for step in range(max_steps):
             if should_stop is not None and should_stop():
                 raise GenerationCancelled()
-            if step > 0:  # feed the previous sample; it sits at cache column prefix_len + step - 1
-                length = prefix_len + step
-                if mode == "exact":
-                    token_emb = self.ar_audio_embedding(sampled)[:, None]
-                    token_emb = token_emb + cache.audio_pe[prompt_len + step - 1]
-                    mask = None
-                    if padded:
-                        cache.valid[:, length - 1] = True
-                        mask = cache.valid[:, None, None, :length]
-                    logits = self.forward_cached(token_emb, cache, length - 1, mask)
-                else:
-                    logits = self.static_step(sampled, positions, audio_index, cache, length,
-                                              graphed=mode == "graph")
-                    positions += 1
-                    audio_index += 1
+            with intra_op_threads(step_threads):  # the model step and sampler; on_token as called
+                if step > 0:  # feed the previous sample; it sits at cache column prefix_len + step - 1
+                    length = prefix_len + step
+                    if mode == "exact":
+                        token_emb = self.ar_audio_embedding(sampled)[:, None]
+                        token_emb = token_emb + cache.audio_pe[prompt_len + step - 1]
+                        mask = None
+                        if padded:
+                            cache.valid[:, length - 1] = True
+                            mask = cache.valid[:, None, None, :length]
+                        logits = self.forward_cached(token_emb, cache, length - 1, mask)
+                    else:
+                        logits = self.static_step(sampled, positions, audio_index, cache, length,
+                                                  graphed=mode == "graph")
+                        positions += 1
+                        audio_index += 1
 
-            logits = logits.float()  # sampling in fp32 (a no-op for fp32 models)
-            if step < MIN_TOKENS_BEFORE_EOS:
-                logits = logits[:, : cfg.eos]  # EOS is the last column
-            probs = logits_to_probs(logits, cache.history[:, : prompt_len + step],
-                                    top_k=params.top_k, top_p=params.top_p,
-                                    temperature=params.temperature,
-                                    repetition_penalty=params.repetition_penalty)
-            sampled = sample_from_probs(probs, generator=generator)
-            # Upstream stops on a sampled EOS or an EOS argmax of the (penalised) logits.
-            ended_now = (sampled == cfg.eos) | (logits.argmax(dim=-1) == cfg.eos)
-            tokens, ended = torch.stack((sampled, ended_now.long())).tolist()
+                logits = logits.float()  # sampling in fp32 (a no-op for fp32 models)
+                if step < MIN_TOKENS_BEFORE_EOS:
+                    logits = logits[:, : cfg.eos]  # EOS is the last column
+                probs = logits_to_probs(logits, cache.history[:, : prompt_len + step],
+                                        top_k=params.top_k, top_p=params.top_p,
+                                        temperature=params.temperature,
+                                        repetition_penalty=params.repetition_penalty)
+                sampled = sample_from_probs(probs, generator=generator)
+                # Upstream stops on a sampled EOS or an EOS argmax of the (penalised) logits.
+                ended_now = (sampled == cfg.eos) | (logits.argmax(dim=-1) == cfg.eos)
+                tokens, ended = torch.stack((sampled, ended_now.long())).tolist()
             for position, token in enumerate(tokens):
                 row = rows[active[position]]
                 if ended[position]:

@@ -39,6 +39,7 @@ from ..gsv.t2s import BERT_DIM, GenerationCancelled, SamplingParams, Text2Semant
 from ..text.frontend import TextFrontend
 from ..text.segmentation import SPLITS, EmptyTextError, pre_seg_text
 from ..voices import BundleCache, ModelPaths, Voice, VoiceBundle, VoiceParams, bundle_key, file_identity
+from .decode_threads import choose_decode_threads
 from .pipeline import AudioWorker, PendingAudio
 from .speech import Emit, ShouldStop, Speech, SynthesisError
 
@@ -88,6 +89,9 @@ class BackendSettings:
     # GPT and SoVITS on two workers: SoVITS runs on its own thread with this many torch threads
     # while the GPT goes on (0: one after the other on the engine's thread).
     vocoder_threads: int = 0
+    # The GPT's decode steps on the CPU run on this many threads (at most the caller's); None:
+    # measured for each model as it loads (choose_decode_threads).
+    decode_threads: int | None = None
 
 
 @dataclass
@@ -124,6 +128,9 @@ class GsvBackend:
         self._shared: dict[str, tuple[str, Any]] = {}  # HuBERT, BERT, speaker model: (file identity, model)
         self._pairs: OrderedDict[tuple[Path, Path, str, str], ModelPair] = OrderedDict()
         self._vocoders: dict[Path, Vocoder] = {}  # shared by every v3/v4 voice of a version
+        # Decode threads timed per GPT shape (parameters, dtype, int8, threads): voices with their
+        # own weights of the same architecture are not timed again.
+        self._timed_decode_threads: dict[tuple[int, str, bool, int], int] = {}
         self._bundles: dict[str, tuple[Voice, str, VoiceBundle]] = {}
         self._lock = threading.RLock()  # the CLI and warm-up may call from another thread
         self._audio_worker: AudioWorker | None = None
@@ -204,10 +211,24 @@ class GsvBackend:
                     pair.t2s.quantize_int8()
                 except ValueError as err:
                     _LOGGER.warning("Keeping float GPT weights: %s", err)
+            pair.t2s.decode_threads = self._decode_threads(pair.t2s)
             self._pairs[key] = pair
             while len(self._pairs) > self.settings.max_model_pairs:
                 self._pairs.popitem(last=False)
             return pair
+
+    def _decode_threads(self, t2s: Text2Semantic) -> int | None:
+        if self.settings.decode_threads is not None or self.device.type != "cpu":
+            return self.settings.decode_threads
+        threads = torch.get_num_threads()
+        shape = (sum(p.numel() for p in t2s.parameters()), str(t2s.dtype), t2s.is_int8, threads)
+        if shape not in self._timed_decode_threads:
+            try:
+                self._timed_decode_threads[shape] = choose_decode_threads(t2s, threads)
+            except Exception as err:  # a model that loaded must not fail on a measurement
+                _LOGGER.warning("Could not time the GPT's decode steps (%s); they use every thread", err)
+                return None
+        return self._timed_decode_threads[shape]
 
     def _sovits_model(self, ckpt: SovitsCheckpoint) -> SovitsBase:
         if ckpt.version not in VOCODER_VERSIONS:

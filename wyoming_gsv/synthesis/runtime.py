@@ -49,6 +49,9 @@ class RuntimeSettings:
     device: str = "cpu"
     precision: str = "auto"  # auto: fp16 on CUDA, fp32 on CPU
     threads: int | None = None
+    # Threads for the GPT's decode steps on the CPU (at most `threads`); None: measured when a
+    # model loads (synthesis/decode_threads.py).
+    decode_threads: int | None = None
     gpt_int8: bool = False  # int8 GPT weights on CPU
     # GPT and SoVITS on two workers, half the threads each (CPU, 2+ threads); else one after the
     # other. Off by default: on a busy 2-core machine it made first audio and total slower
@@ -140,6 +143,7 @@ class Runtime:
                 dtype=settings.dtype,
                 gpt_int8=settings.gpt_int8,
                 vocoder_threads=vocoder_threads,
+                decode_threads=settings.decode_threads,
             ),
             on_broken=lambda voice_id, problem: self.service.voice_unusable(voice_id, problem),
         )
