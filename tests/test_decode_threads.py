@@ -139,6 +139,12 @@ def test_step_timer_times_real_steps_and_leaves_the_model_as_it_was(model) -> No
     assert model.decode_threads is None and torch.get_num_threads() == 2
 
 
+@pytest.mark.usefixtures("two_threads")
+def test_step_timer_runs_a_bf16_model(v2_tiny: Path) -> None:
+    half = Text2Semantic.from_checkpoint(load_gpt_checkpoint(v2_tiny / "s1_tiny_v2.ckpt"), dtype=torch.bfloat16)
+    assert len(step_timer(half)(1)) == decode_threads.STEPS
+
+
 @pytest.fixture(scope="module")
 def tiny_voice(unpacked_v2: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
     data_dir = make_tiny_data_dir(tmp_path_factory.mktemp("decode-threads"), unpacked_v2)

@@ -53,11 +53,11 @@ def step_timer(model: Text2Semantic) -> StepTimer:
     """A function timing `STEPS` real decode steps of `model` (through `generate`, sampler and
     all) at a given thread count: wall seconds of each step."""
     phones = torch.zeros(TEXT_PHONES, dtype=torch.long)
-    bert = torch.zeros(BERT_DIM, TEXT_PHONES)
+    bert = torch.zeros(BERT_DIM, TEXT_PHONES, dtype=model.dtype)
     prompt = torch.zeros(PROMPT_CODES, dtype=torch.long)
     params = SamplingParams(top_k=1, max_tokens=STEPS + 1, early_stop=STEPS + 1)
 
-    def time_steps(threads: int) -> float:
+    def time_steps(threads: int) -> list[float]:
         stamps: list[float] = []
         saved = model.decode_threads
         model.decode_threads = threads
