@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
-import time
 from collections.abc import Callable
 
 import wyoming_gsv  # noqa: F401  (first: the package sets OMP_WAIT_POLICY=PASSIVE before torch loads)
 import torch
 import torch.nn.functional as F
+from timing import medians_ms, timed
 from torch import Tensor
 
 # The v2 generator: channels and upsampling after each stage; resblock kernels and dilations.
@@ -36,13 +35,9 @@ FFT_SIZES = (32, 64, 128)
 
 
 def cpu_ms(fn: Callable[[], object], reps: int) -> float:
+    """Median CPU milliseconds of `reps` calls after one unmeasured call."""
     fn()
-    times = []
-    for _ in range(reps):
-        start = time.process_time()
-        fn()
-        times.append(time.process_time() - start)
-    return 1000 * statistics.median(times)
+    return medians_ms([timed(fn) for _ in range(reps)])[1]
 
 
 def relative_error(actual: Tensor, expected: Tensor) -> float:

@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_server import build_data_dir  # noqa: E402
 from bench_t2s import _gemv_floor  # noqa: E402
+from timing import median_wall_s  # noqa: E402
 from wyoming_gsv.synthesis.runtime import Runtime, RuntimeSettings  # noqa: E402
 
 TEXT = "The washing machine in the basement has finished. Please take the laundry out soon."
@@ -84,14 +85,8 @@ def request(runtime: Runtime, chunking: str, **overrides: object) -> Request:
 
 def gemv_floor_ms(model: torch.nn.Module, reps: int = 20) -> float:
     """One decode step's weight matmuls alone on one row (bench_t2s's floor), median ms."""
-    matmuls = _gemv_floor(model)
-    times = []
     with torch.inference_mode():
-        for _ in range(reps):
-            start = time.perf_counter()
-            matmuls()
-            times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+        return 1000 * median_wall_s(_gemv_floor(model), reps)
 
 
 def decode_ms_per_token(runtime: Runtime, reps: int) -> float:
