@@ -10,7 +10,9 @@ two-sentence announcement. Modes, run interleaved (one request of each per round
 * `fixed` / `split`: upstream streaming modes 3 / 2 (16-token chunks), GPT and SoVITS overlapping
   on two workers (`--overlap`, needs 2+ threads);
 * `... serial`: the same, GPT and SoVITS one after the other (the default; `--overlap` is opt-in);
-* `sentence`: whole sentences (upstream's non-streaming output), overlapped and serial.
+* `sentence`: whole sentences (upstream's non-streaming output), overlapped and serial;
+* `... steps on all` (2+ threads): serial, the GPT's decode steps on every thread instead of the
+  count timed when the model loaded (`--decode-threads N` with N = --threads).
 Baseline for the ratios, measured in the same rounds: whole sentences, serial. Figures are
 medians with the spread (min-max) over the rounds; CPU = process CPU seconds; peak RSS is the
 process's; the load average is read before and after each thread count.
@@ -140,24 +142,31 @@ def _voice_models(runtime: Runtime) -> tuple[Path, Path]:
 
 def bench(data_dir: Path, threads: int, reps: int, tokens: int, precision: str) -> None:
     load_before = os.getloadavg()
-    runtimes = {
-        overlap: Runtime(
-            RuntimeSettings(data_dir=data_dir, threads=threads, overlap=overlap, precision=precision, use_fallback=False)
-        )
-        for overlap in (True, False)
-    }
+    settings = RuntimeSettings(data_dir=data_dir, threads=threads, precision=precision, use_fallback=False)
+    runtimes = {"overlap": Runtime(replace(settings, overlap=True)), "serial": Runtime(settings)}
+    if threads >= 2:  # the GPT's steps on every thread, as before their thread count was timed
+        runtimes["all-thread steps"] = Runtime(replace(settings, decode_threads=threads))
     for runtime in runtimes.values():
         runtime.warm_up()
         runtime.start()
-    modes = {label: mode for label, mode in MODES.items() if mode[1] is False or threads >= 2}
+    modes = {  # label: (runtime, chunking)
+        label: ("overlap" if overlap else "serial", chunking)
+        for label, (chunking, overlap) in MODES.items()
+        if overlap is False or threads >= 2
+    }
+    if threads >= 2:
+        for chunking in ("fixed", "sentence"):
+            modes[f"{chunking}, steps on all"] = ("all-thread steps", chunking)
     try:
         results: dict[str, list[Request]] = {label: [] for label in modes}
         for _ in range(reps):
-            for label, (chunking, overlap) in modes.items():
-                results[label].append(request(runtimes[overlap], chunking))
-        serial = runtimes[False]
+            for label, (runtime, chunking) in modes.items():
+                results[label].append(request(runtimes[runtime], chunking))
+        serial = runtimes["serial"]
         torch.set_num_threads(threads)
-        floor = gemv_floor_ms(serial.backend.model_pair(*_voice_models(serial)).t2s)
+        t2s = serial.backend.model_pair(*_voice_models(serial)).t2s
+        step_threads = t2s.decode_threads or threads
+        floor = gemv_floor_ms(t2s)
         per_token = decode_ms_per_token(serial, 1)
         sovits = sovits_seconds_per_second(serial, tokens, reps)
     finally:
@@ -169,8 +178,8 @@ def bench(data_dir: Path, threads: int, reps: int, tokens: int, precision: str) 
     base_cpu = statistics.median(r.cpu for r in base)
     print(f"\n== {threads} thread(s), {precision}, {reps} rounds, {tokens} tokens per sentence; load average "
           f"{load_before[0]:.2f} {load_before[1]:.2f} before, {load_after[0]:.2f} {load_after[1]:.2f} after")
-    print(f"GPT decode {per_token:.1f} ms/token (serial whole-sentence run), GEMV floor {floor:.1f} ms "
-          f"-> {per_token / floor:.2f} x floor")
+    print(f"GPT decode {per_token:.1f} ms/token (serial whole-sentence run, steps on {step_threads} thread(s) as "
+          f"timed at load), GEMV floor {floor:.1f} ms -> {per_token / floor:.2f} x floor")
     print(f"SoVITS whole-sentence decode: {sovits:.3f} CPU s per s of audio")
     print(f"{'mode':18} {'first audio s (min-max)':>26} {'total s (min-max)':>26} {'CPU s':>8} "
           f"{'audio s':>8} {'first/base':>10} {'CPU/base':>9}")
@@ -181,7 +190,7 @@ def bench(data_dir: Path, threads: int, reps: int, tokens: int, precision: str) 
               f"{statistics.median(r.audio for r in runs):8.2f} {statistics.median(first) / base_first:10.2f} "
               f"{cpu / base_cpu:9.2f}")
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak RSS of this process so far: {peak_mb:.0f} MB (two runtimes loaded)")
+    print(f"peak RSS of this process so far: {peak_mb:.0f} MB ({len(runtimes)} runtimes loaded)")
 
 
 def main() -> None:
