@@ -12,7 +12,7 @@ two-sentence announcement. Modes, run interleaved (one request of each per round
 * `... serial`: the same, GPT and SoVITS one after the other (the default; `--overlap` is opt-in);
 * `sentence`: whole sentences (upstream's non-streaming output), overlapped and serial;
 * `... steps on all` (2+ threads): serial, the GPT's decode steps on every thread instead of the
-  count timed when the model loaded (`--decode-threads N` with N = --threads).
+  count timed before the model first spoke (`--decode-threads N` with N = --threads).
 Baseline for the ratios, measured in the same rounds: whole sentences, serial. Figures are
 medians with the spread (min-max) over the rounds; CPU = process CPU seconds; peak RSS is the
 process's; the load average is read before and after each thread count.

@@ -155,11 +155,16 @@ def tiny_voice(unpacked_v2: dict[str, Path], tmp_path_factory: pytest.TempPathFa
 
 
 @pytest.mark.usefixtures("two_threads")
-def test_backend_times_decode_threads_when_a_model_loads(tiny_voice, caplog) -> None:
+def test_backend_times_decode_threads_before_a_model_first_speaks(tiny_voice, caplog) -> None:
     models, cache, voice = tiny_voice
+    backend = GsvBackend(models, cache)
     with caplog.at_level(logging.INFO, logger="wyoming_gsv.synthesis.decode_threads"):
-        pair = GsvBackend(models, cache).model_pair(voice.gpt, voice.sovits)
-    assert pair.t2s.decode_threads in (1, 2)
+        backend.prepare(voice)  # loading and building the bundle (`wyoming-gsv voices`) does not time
+        pair = backend.model_pair(voice.gpt, voice.sovits)
+        assert pair.t2s.decode_threads is None and "GPT decode steps" not in caplog.text
+        pieces: list = []
+        backend.speaker(voice, voice.params, "en").speak("Hello there.", lambda: False, pieces.append)
+    assert pieces and pair.t2s.decode_threads in (1, 2)
     assert f"GPT decode steps on {pair.t2s.decode_threads} of 2 threads" in caplog.text
 
 
@@ -178,6 +183,8 @@ def test_backend_times_a_gpt_shape_once(tiny_voice, tmp_path, monkeypatch) -> No
     other_weights.write_bytes(voice.gpt.read_bytes())
     first = backend.model_pair(voice.gpt, voice.sovits)
     second = backend.model_pair(other_weights, voice.sovits)
+    for pair in (first, second, first):
+        backend.set_decode_threads(pair)
     assert first is not second and first.t2s.decode_threads == second.t2s.decode_threads == 1
     assert timings == [2]
 
@@ -187,7 +194,9 @@ def test_backend_setting_fixes_decode_threads_without_timing(tiny_voice, monkeyp
     models, cache, voice = tiny_voice
     monkeypatch.setattr("wyoming_gsv.synthesis.gsv_backend.choose_decode_threads",
                         lambda *_: pytest.fail("a fixed setting is not timed"))
-    pair = GsvBackend(models, cache, BackendSettings(decode_threads=1)).model_pair(voice.gpt, voice.sovits)
+    backend = GsvBackend(models, cache, BackendSettings(decode_threads=1))
+    pair = backend.model_pair(voice.gpt, voice.sovits)
+    backend.set_decode_threads(pair)
     assert pair.t2s.decode_threads == 1
 
 
@@ -199,7 +208,9 @@ def test_a_failed_timing_is_logged_and_the_model_still_loads(tiny_voice, monkeyp
         raise RuntimeError("no clock")
 
     monkeypatch.setattr("wyoming_gsv.synthesis.gsv_backend.choose_decode_threads", broken)
-    pair = GsvBackend(models, cache).model_pair(voice.gpt, voice.sovits)
+    backend = GsvBackend(models, cache)
+    pair = backend.model_pair(voice.gpt, voice.sovits)
+    backend.set_decode_threads(pair)
     assert pair.t2s.decode_threads is None
     assert "Could not time the GPT's decode steps (no clock)" in caplog.text
 

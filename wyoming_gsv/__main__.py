@@ -76,8 +76,8 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--decode-threads",
         type=_positive_int,
-        help="CPU threads for the GPT's token-by-token steps, at most --threads (default: timed when a "
-        "model loads; the fewest threads within 10%% of the fastest)",
+        help="CPU threads for the GPT's token-by-token steps, at most --threads (default: timed before a "
+        "model first speaks, e.g. in the warm-up; the fewest threads within 10%% of the fastest)",
     )
     parser.add_argument(
         "--chunking",

@@ -1,10 +1,10 @@
-"""How many threads the GPT's decode steps get on the CPU, measured once per loaded model.
+"""How many threads the GPT's decode steps get on the CPU, measured before a loaded model first speaks.
 
 A decode step multiplies one row by every weight matrix, so it is bound by memory bandwidth, not
 arithmetic. Where one core already draws all the bandwidth the machine gives it (small boxes,
 virtual machines), a second thread adds CPU time and thread hand-offs but no speed; on a big
 server it can still pay. Which one holds is a property of the machine and the model (int8
-weights halve the bytes per step), so it is timed: real steps of the loaded model, each thread
+weights carry a quarter of the bytes), so it is timed: real steps of the loaded model, each thread
 count in turn, interleaved, and the fewest threads within `TOLERANCE` of the fastest win (by
 the median over all the steps timed at each count: single steps are noisy on a busy machine).
 """

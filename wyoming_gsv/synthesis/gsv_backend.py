@@ -90,7 +90,7 @@ class BackendSettings:
     # while the GPT goes on (0: one after the other on the engine's thread).
     vocoder_threads: int = 0
     # The GPT's decode steps on the CPU run on this many threads (at most the caller's); None:
-    # measured for each model as it loads (choose_decode_threads).
+    # measured for each model before it first speaks (choose_decode_threads).
     decode_threads: int | None = None
 
 
@@ -101,6 +101,7 @@ class ModelPair:
     t2s: Text2Semantic
     sovits: SovitsBase  # SovitsModel (v1/v2 family) or SovitsV3Model (v3/v4)
     text_version: str
+    decode_threads_set: bool = False  # t2s.decode_threads chosen (before the pair first speaks)
 
 
 @dataclass
@@ -211,11 +212,18 @@ class GsvBackend:
                     pair.t2s.quantize_int8()
                 except ValueError as err:
                     _LOGGER.warning("Keeping float GPT weights: %s", err)
-            pair.t2s.decode_threads = self._decode_threads(pair.t2s)
             self._pairs[key] = pair
             while len(self._pairs) > self.settings.max_model_pairs:
                 self._pairs.popitem(last=False)
             return pair
+
+    def set_decode_threads(self, pair: ModelPair) -> None:
+        """Chooses the pair's GPT decode threads before it first generates (not at load: building a
+        voice's bundle, e.g. `wyoming-gsv voices`, never generates and need not pay for the timing)."""
+        with self._lock:
+            if not pair.decode_threads_set:
+                pair.t2s.decode_threads = self._decode_threads(pair.t2s)
+                pair.decode_threads_set = True
 
     def _decode_threads(self, t2s: Text2Semantic) -> int | None:
         if self.settings.decode_threads is not None or self.device.type != "cpu":
@@ -366,6 +374,7 @@ class GsvBackend:
         Every SoVITS call and emit goes through `run_audio` (at once, or in order on the
         vocoder worker while the GPT goes on)."""
         device, dtype = self.device, self.settings.dtype
+        self.set_decode_threads(pair)
         phones = torch.cat([bundle.prompt_phones, target.phone_ids.to(device)])
         bert = torch.cat([bundle.prompt_bert, target.bert.to(device, dtype)], dim=1)
         sampling = SamplingParams(

@@ -49,8 +49,8 @@ class RuntimeSettings:
     device: str = "cpu"
     precision: str = "auto"  # auto: fp16 on CUDA, fp32 on CPU
     threads: int | None = None
-    # Threads for the GPT's decode steps on the CPU (at most `threads`); None: measured when a
-    # model loads (synthesis/decode_threads.py).
+    # Threads for the GPT's decode steps on the CPU (at most `threads`); None: measured before a
+    # model first speaks (synthesis/decode_threads.py).
     decode_threads: int | None = None
     gpt_int8: bool = False  # int8 GPT weights on CPU
     # GPT and SoVITS on two workers, half the threads each (CPU, 2+ threads); else one after the
