@@ -353,6 +353,13 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def round_ratios(ours: list[float], theirs: list[float]) -> str:
+    """The spread of ours / theirs within each round (the two ran back to back): steadier on a
+    drifting machine than the ratio of the two medians, which is printed first."""
+    ratios = [a / b for a, b in zip(ours, theirs)]
+    return f"(rounds {min(ratios):.2f}-{max(ratios):.2f})"
+
+
 def report(threads: int, reps: int, tokens: int, load: tuple[tuple[float, ...], tuple[float, ...]],
            vocoder: dict[str, list[float]], gpt: dict[str, list[GptRun]], e2e: dict[str, list[Request]]) -> None:
     before, after = load
@@ -382,15 +389,20 @@ def report(threads: int, reps: int, tokens: int, load: tuple[tuple[float, ...], 
     def m(label: str, field: str) -> float:
         return median([getattr(r, field) for r in e2e[label]])
 
+    def rounds(label: str, other: str, field: str) -> str:
+        return round_ratios([getattr(r, field) for r in e2e[label]], [getattr(r, field) for r in e2e[other]])
+
     ours_first = m("ours default (fixed, 16 tokens)", "first_audio")
     print("   targets (issue 14 point 5), ours / upstream:")
     for mode in ("upstream mode 3 (fixed chunks)", "upstream mode 2 (split at mute)", "upstream mode 1 (= True, sentences)"):
-        print(f"   first audio, ours default / {mode:36} {ours_first / m(mode, 'first_audio'):5.2f}  (target <= 0.80)")
+        print(f"   first audio, ours default / {mode:36} {ours_first / m(mode, 'first_audio'):5.2f}  (target <= 0.80) "
+              f"{rounds('ours default (fixed, 16 tokens)', mode, 'first_audio')}")
     for label in ("ours default (fixed, 16 tokens)", "ours whole sentences"):
         print(f"   CPU, {label:31} / upstream mode 0        {m(label, 'cpu') / m('upstream mode 0 (non-streaming)', 'cpu'):5.2f}"
-              f"  (target <= 0.90)")
+              f"  (target <= 0.90) {rounds(label, 'upstream mode 0 (non-streaming)', 'cpu')}")
     print(f"   vocoder, ours as the product calls it / upstream decode  "
-          f"{median(vocoder['ours: decode as the product calls it']) / up_decode:5.2f}  (target <= 0.80); "
+          f"{median(vocoder['ours: decode as the product calls it']) / up_decode:5.2f}  (target <= 0.80) "
+          f"{round_ratios(vocoder['ours: decode as the product calls it'], vocoder['upstream SynthesizerTrn.decode'])}; "
           f"same work (ge inside): {median(vocoder['ours: ge from the spectrogram + decode']) / up_decode:.2f}")
     if "ours default, bf16" in e2e:
         print("   with --precision bf16 (opt-in), ours / upstream (fp32):")
