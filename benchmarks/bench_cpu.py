@@ -179,7 +179,7 @@ def bench(data_dir: Path, threads: int, reps: int, tokens: int, precision: str) 
     print(f"\n== {threads} thread(s), {precision}, {reps} rounds, {tokens} tokens per sentence; load average "
           f"{load_before[0]:.2f} {load_before[1]:.2f} before, {load_after[0]:.2f} {load_after[1]:.2f} after")
     print(f"GPT decode {per_token:.1f} ms/token (serial whole-sentence run, steps on {step_threads} thread(s) as "
-          f"timed at load), GEMV floor {floor:.1f} ms -> {per_token / floor:.2f} x floor")
+          f"timed before its first speech), GEMV floor {floor:.1f} ms -> {per_token / floor:.2f} x floor")
     print(f"SoVITS whole-sentence decode: {sovits:.3f} CPU s per s of audio")
     print(f"{'mode':18} {'first audio s (min-max)':>26} {'total s (min-max)':>26} {'CPU s':>8} "
           f"{'audio s':>8} {'first/base':>10} {'CPU/base':>9}")

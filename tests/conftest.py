@@ -100,12 +100,10 @@ def models(data_dir: Path):
 def one_torch_thread() -> Iterator[None]:
     """Torch on one thread for a test module (the CI machine has two cores, shared), then restored.
     Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
-    import torch  # only the model tests pay for importing torch
+    from wyoming_gsv.gsv.t2s import intra_op_threads  # only the model tests pay for importing torch
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with intra_op_threads(1):
+        yield
 
 
 def unpack_xz(src: Path, dst: Path) -> Path:

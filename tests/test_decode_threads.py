@@ -14,7 +14,7 @@ import torch
 from voice_data import make_tiny_data_dir
 from wyoming_gsv.__main__ import parse_args, runtime_settings
 from wyoming_gsv.gsv.checkpoints import load_gpt_checkpoint
-from wyoming_gsv.gsv.t2s import GenerationCancelled, SamplingParams, Text2Semantic
+from wyoming_gsv.gsv.t2s import GenerationCancelled, SamplingParams, Text2Semantic, intra_op_threads
 from wyoming_gsv.synthesis import decode_threads
 from wyoming_gsv.synthesis.decode_threads import candidate_threads, choose_decode_threads, pick_threads, step_timer
 from wyoming_gsv.synthesis.gsv_backend import BackendSettings, GsvBackend
@@ -25,10 +25,8 @@ GREEDY = SamplingParams(top_k=1, max_tokens=14, early_stop=14)
 
 @pytest.fixture
 def two_threads() -> Iterator[None]:
-    saved = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(saved)
+    with intra_op_threads(2):
+        yield
 
 
 @pytest.fixture(scope="module")
