@@ -8,9 +8,10 @@ Model files: the real v2 architecture with seeded random weights in the official
 never pick EOS, so every sentence runs to the early stop at `--tokens` tokens. The text is a
 two-sentence announcement. Modes, run interleaved (one request of each per round):
 * `fixed` / `split`: upstream streaming modes 3 / 2 (16-token chunks), GPT and SoVITS overlapping
-  on two workers (`--overlap`, needs 2+ threads);
-* `... serial`: the same, GPT and SoVITS one after the other (the default; `--overlap` is opt-in);
-* `sentence`: whole sentences (upstream's non-streaming output), overlapped and serial;
+  on two workers (the default at 2+ threads);
+* `... serial`: the same, GPT and SoVITS one after the other (`--no-overlap`; at 1 thread);
+* `sentence serial`: whole sentences (upstream's non-streaming output), which run one step after
+  the other on all threads with or without the overlap;
 * `... steps on all` (2+ threads): serial, the GPT's decode steps on every thread instead of the
   count timed before the model first spoke (`--decode-threads N` with N = --threads).
 Baseline for the ratios, measured in the same rounds: whole sentences, serial. Figures are
@@ -46,7 +47,6 @@ TEXT = "The washing machine in the basement has finished. Please take the laundr
 MODES = {  # label: (chunking, overlap)
     "fixed": ("fixed", True),
     "split": ("split", True),
-    "sentence": ("sentence", True),
     "fixed serial": ("fixed", False),
     "split serial": ("split", False),
     "sentence serial": ("sentence", False),
@@ -142,7 +142,8 @@ def _voice_models(runtime: Runtime) -> tuple[Path, Path]:
 
 def bench(data_dir: Path, threads: int, reps: int, tokens: int, precision: str) -> None:
     load_before = os.getloadavg()
-    settings = RuntimeSettings(data_dir=data_dir, threads=threads, precision=precision, use_fallback=False)
+    settings = RuntimeSettings(data_dir=data_dir, threads=threads, precision=precision, overlap=False,
+                               use_fallback=False)
     runtimes = {"overlap": Runtime(replace(settings, overlap=True)), "serial": Runtime(settings)}
     if threads >= 2:  # the GPT's steps on every thread, as before their thread count was timed
         runtimes["all-thread steps"] = Runtime(replace(settings, decode_threads=threads))

@@ -47,7 +47,8 @@ before torch loads; upstream runs in this process). Rows, each interleaved ours/
    inputs api_v2's tts_handle builds for streaming_mode 0 (non-streaming, the default), 1 (=True:
    one chunk per sentence), 2 (split near the mute token) and 3 (fixed-length chunks), with the
    request defaults min_chunk_length 16 / overlap_length 2; ours default (`chunking fixed` = mode 3,
-   16 tokens) and whole sentences (`chunking sentence`), serial (our default); for information,
+   16 tokens; at 2+ threads GPT and SoVITS overlap, our default) and whole sentences (`chunking
+   sentence`, one step after the other on all threads); for information,
    ours with 8-token chunks (`min_chunk_tokens 8`, not a default).
 
 What is not the same work (also printed): upstream recomputes the reference encoder (ge) in every

@@ -299,3 +299,17 @@ def test_precision_fallback_is_logged_once(tmp_path: Path, caplog, monkeypatch) 
 
 def resolve_warning(caplog) -> str:
     return next(r.getMessage() for r in caplog.records if "--precision bf16" in r.getMessage())
+
+
+def test_overlap_is_on_by_default_where_it_can_be() -> None:
+    """GPT and SoVITS overlap by default on a CPU with 2+ threads; --no-overlap turns it off."""
+    from wyoming_gsv.synthesis.runtime import RuntimeSettings, worker_threads
+
+    assert runtime_settings(parse_args(["serve", "--data-dir", "/d"])).overlap is None
+    assert runtime_settings(parse_args(["serve", "--data-dir", "/d", "--no-overlap"])).overlap is False
+    assert runtime_settings(parse_args(["serve", "--data-dir", "/d", "--overlap"])).overlap is True
+    assert worker_threads(RuntimeSettings(data_dir=Path("/d"), threads=2)) == (1, 1)
+    assert worker_threads(RuntimeSettings(data_dir=Path("/d"), threads=5)) == (3, 2)
+    assert worker_threads(RuntimeSettings(data_dir=Path("/d"), threads=2, overlap=False)) == (2, 0)
+    assert worker_threads(RuntimeSettings(data_dir=Path("/d"), threads=1)) == (1, 0)
+    assert worker_threads(RuntimeSettings(data_dir=Path("/d"), threads=4, device="cuda")) == (4, 0)

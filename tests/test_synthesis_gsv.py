@@ -236,19 +236,56 @@ def test_overlap_stops_vocoding_once_cancelled(setup) -> None:
 
 def test_overlap_reports_the_gpt_error_itself(setup, monkeypatch) -> None:
     """A sentence whose GPT side fails reports that error once its earlier audio is out."""
+    import threading
+
     backend, voice = setup
     overlapped = GsvBackend(backend.models, backend.cache, BackendSettings(vocoder_threads=1), frontend=backend.frontend)
+    order: list[str] = []
+    release = threading.Event()
 
     def broken(_voice):
         raise RuntimeError("the GPT failed")
 
     monkeypatch.setattr(overlapped, "prepare", broken)
     try:
+        overlapped.audio_worker().put(lambda: (release.wait(30), order.append("earlier audio")))
         pending = overlapped.speaker(voice, voice.params, "en").speak(TEXT, lambda: False, lambda _speech: None)
+        assert order == []  # not raised from speak(), ahead of the earlier audio
+        release.set()
         with pytest.raises(RuntimeError, match="the GPT failed"):
             pending.wait()
+        assert order == ["earlier audio"]
     finally:
         overlapped.close()
+
+
+def test_whole_sentences_do_not_overlap(setup) -> None:
+    """With the vocoder worker, a whole-sentence request (nothing to overlap within a sentence)
+    runs one step after the other on the calling thread with the worker's threads too, and
+    speak() returns once its audio is out; the audio is the serial path's."""
+    import threading
+
+    backend, voice = setup
+    params = replace(voice.params, chunking="sentence")
+    serial = _speak(backend, voice, params)
+    overlapped = GsvBackend(backend.models, backend.cache, BackendSettings(vocoder_threads=1), frontend=backend.frontend)
+    pieces: list[Speech] = []
+    where: list[tuple[str, int]] = []
+    own = torch.get_num_threads()
+
+    def emit(speech: Speech) -> None:
+        where.append((threading.current_thread().name, torch.get_num_threads()))
+        pieces.append(speech)
+
+    try:
+        assert overlapped.speaker(voice, params, "en").speak(TEXT, lambda: False, emit) is None
+        assert torch.get_num_threads() == own
+    finally:
+        overlapped.close()
+    assert where == [(threading.current_thread().name, own + 1)] * len(serial)
+    assert [p.samples.size for p in pieces] == [p.samples.size for p in serial]
+    for ours, reference in zip(pieces, serial):
+        assert np.abs(ours.samples.astype(int) - reference.samples.astype(int)).max() <= 2
 
 
 def test_overlap_first_piece_waits_its_turn_behind_a_busy_worker(setup) -> None:

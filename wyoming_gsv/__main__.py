@@ -93,9 +93,10 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--overlap",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         help="CPU with 2+ threads: SoVITS vocodes one chunk on half the threads while the GPT makes "
-        "the next on the other half (same audio; slower on a busy machine, so off by default)",
+        "the next on the other half (same audio, finished sooner); on by default where it can be, "
+        "for streamed requests (whole sentences run one after the other)",
     )
     parser.add_argument(
         "--gpt-int8", action="store_true", help="CPU only: int8 GPT weights (faster, not bit-exact with upstream)"

@@ -53,10 +53,11 @@ class RuntimeSettings:
     # model first speaks (synthesis/decode_threads.py).
     decode_threads: int | None = None
     gpt_int8: bool = False  # int8 GPT weights on CPU
-    # GPT and SoVITS on two workers, half the threads each (CPU, 2+ threads); else one after the
-    # other. Off by default: on a busy 2-core machine it made first audio and total slower
-    # (benchmarks/bench_cpu.py); an idle machine could not be measured here.
-    overlap: bool = False
+    # GPT and SoVITS on two workers, half the threads each (CPU, 2+ threads), for requests
+    # streamed chunk by chunk; else one after the other. None: on where it can be. On 2 cores
+    # (benchmarks/bench_cpu.py) a streamed announcement finished 15-18 % sooner with it, idle or
+    # with the other core busy, for the same CPU time.
+    overlap: bool | None = None
     max_queue: int = 8
     max_chars: int = DEFAULT_MAX_CHARS
     default_voice: str | None = None
@@ -75,7 +76,7 @@ class RuntimeSettings:
 def worker_threads(settings: RuntimeSettings) -> tuple[int, int]:
     """(GPT threads, vocoder threads); 0 vocoder threads: SoVITS runs on the GPT's thread."""
     threads = settings.threads or torch.get_num_threads()
-    if not settings.overlap or threads < 2 or not settings.device.startswith("cpu"):
+    if settings.overlap is False or threads < 2 or not settings.device.startswith("cpu"):
         return threads, 0
     return threads - threads // 2, threads // 2
 
