@@ -240,6 +240,55 @@ def test_unsupported_version_is_refused(checkpoint: SovitsCheckpoint) -> None:
         SovitsModel.from_checkpoint(dataclasses.replace(checkpoint, version="v2Pro"))
 
 
+def test_streamed_sentence_encodes_its_phones_once(model: SovitsModel, golden) -> None:
+    """The text side of the prior encoder does not depend on the tokens: a streamed sentence
+    computes it at its first chunk and reuses it, and each piece is what recomputing gives."""
+    from wyoming_gsv.gsv.streaming import StreamDecoder, StreamingConfig
+
+    codes, phones, ge = golden["codes"].tolist(), t(golden["phones"]), batched(golden["ge"])
+    size = max(2, len(codes) // 3)
+    chunks = [codes[i : i + size] for i in range(0, len(codes), size)]
+    assert len(chunks) >= 2
+
+    def pieces(reuse: bool) -> tuple[list[torch.Tensor], int]:
+        calls = 0
+
+        def count(*_args) -> None:
+            nonlocal calls
+            calls += 1
+
+        hook = model.enc_p.encoder_text.register_forward_hook(count)
+        try:
+            decoder = StreamDecoder(model, phones, ge, StreamingConfig(min_chunk_tokens=size),
+                                    generator=torch.Generator().manual_seed(0))
+            if not reuse:  # as before: every chunk's encoder pass sees no earlier encoding
+                decoder.sovits = _ForgetfulSovits(model)
+            with torch.inference_mode():  # as the engine and the vocoder worker run it
+                out = [decoder.piece(chunk, final=index == len(chunks) - 1) for index, chunk in enumerate(chunks)]
+        finally:
+            hook.remove()
+        return out, calls
+
+    reused, reused_calls = pieces(reuse=True)
+    recomputed, recomputed_calls = pieces(reuse=False)
+    assert reused_calls == 1 and recomputed_calls == len(chunks)
+    for ours, reference in zip(reused, recomputed):
+        assert torch.equal(ours, reference)
+
+
+class _ForgetfulSovits:
+    """A SoVITS model that hands out no phone encoding: every chunk computes its own."""
+
+    def __init__(self, model: SovitsModel) -> None:
+        self.model = model
+
+    def __getattr__(self, name: str):
+        return getattr(self.model, name)
+
+    def encode_phones(self, _phone_ids: torch.Tensor) -> None:
+        return None
+
+
 def test_empty_inputs_raise(model: SovitsModel, golden) -> None:
     ge = batched(golden["ge"])
     with pytest.raises(ValueError, match="code"):

@@ -188,14 +188,16 @@ class TextEncoder(nn.Module):
         *,
         keep_frames: int | None = None,
         overlap: Tensor | None = None,
+        encoded_phones: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """content [1, 768, T50], phones [1, Tp], ge [1, 512, 1] -> (latent, m_p, logs_p).
 
         Streaming (upstream `decode_streaming`): the encoders see the whole history, then only
         the last `keep_frames` frames go on, their first frames cross-faded with `overlap` (the
-        previous chunk's latent). `latent` is that crop before the speed change, [1, C, frames]."""
+        previous chunk's latent). `latent` is that crop before the speed change, [1, C, frames].
+        `encoded_phones`: `encode_phones(phones)` from an earlier chunk of the same sentence."""
         y = self.encoder_ssl(self.ssl_proj(content))
-        text = self.encoder_text(self.text_embedding(phones).transpose(1, 2))
+        text = self.encode_phones(phones) if encoded_phones is None else encoded_phones
         y = self.encoder2(self.mrte(y, text, ge))
         if keep_frames is not None:
             y = y[:, :, -keep_frames:]
@@ -203,6 +205,11 @@ class TextEncoder(nn.Module):
             y = crossfade_latent(y, overlap)
         m_p, logs_p = self.proj(change_speed(y, speed)).split(self.inter_channels, dim=1)
         return y, m_p, logs_p
+
+    def encode_phones(self, phones: Tensor) -> Tensor:
+        """phones [1, Tp] -> the text side's encoding [1, H, Tp]: it does not depend on the semantic
+        tokens, so a streamed sentence computes it once instead of once per chunk."""
+        return self.encoder_text(self.text_embedding(phones).transpose(1, 2))
 
 
 def change_speed(y: Tensor, speed: float) -> Tensor:
@@ -399,16 +406,23 @@ class SovitsModel(SovitsBase):
         *,
         keep_frames: int | None = None,
         overlap: Tensor | None = None,
+        encoded_phones: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Codes [T25] + target phones [Tp] -> (latent, m_p, logs_p) at the 50 Hz frame rate
-        (`keep_frames`/`overlap`: see `TextEncoder.forward`)."""
+        (`keep_frames`/`overlap`/`encoded_phones`: see `TextEncoder.forward`)."""
         codes = codes.to(self.device).reshape(1, -1)
         phones = phone_ids.to(self.device).reshape(1, -1)
         content = self.quantizer.decode(codes)
         if self.config.frames_per_code > 1:
             content = content.repeat_interleave(self.config.frames_per_code, dim=-1)
         ge = ge.to(device=self.device, dtype=self.dtype)
-        return self.enc_p(content, phones, self.mrte_condition(ge), speed, keep_frames=keep_frames, overlap=overlap)
+        return self.enc_p(content, phones, self.mrte_condition(ge), speed, keep_frames=keep_frames, overlap=overlap,
+                          encoded_phones=encoded_phones)
+
+    @torch.inference_mode()
+    def encode_phones(self, phone_ids: Tensor) -> Tensor:
+        """Target phones [Tp] -> the text encoder's side [1, H, Tp] (see `TextEncoder.encode_phones`)."""
+        return self.enc_p.encode_phones(phone_ids.to(self.device).reshape(1, -1))
 
     @torch.inference_mode()
     def latent(
@@ -493,15 +507,18 @@ class SovitsModel(SovitsBase):
         speed: float = 1.0,
         noise_scale: float = 0.5,
         generator: torch.Generator | None = None,
+        encoded_phones: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Upstream `SynthesizerTrn.decode_streaming`: the text/prior encoder runs over the whole
         token history `codes`, then only its last `keep_codes` tokens' frames (all if None) go
         through the flow and the vocoder, the first of them cross-faded with `overlap` (the
         previous chunk's latent frames). Returns (float32 waveform, latent [1, C, frames]) where
-        the latent is what the next chunk cross-fades with."""
+        the latent is what the next chunk cross-fades with. `encoded_phones`: `encode_phones`
+        of these phones, when an earlier chunk computed it."""
         if codes.numel() == 0 or phone_ids.numel() == 0:
             raise ValueError("decode_streaming needs semantic codes and phone ids")
         keep_frames = None if keep_codes is None else keep_codes * self.config.frames_per_code
-        latent, m_p, logs_p = self.encode(codes, phone_ids, ge, speed, keep_frames=keep_frames, overlap=overlap)
+        latent, m_p, logs_p = self.encode(codes, phone_ids, ge, speed, keep_frames=keep_frames, overlap=overlap,
+                                          encoded_phones=encoded_phones)
         z = self._flow_from_prior(m_p, logs_p, ge, noise_scale, generator, None)
         return self.vocode(z, ge), latent

@@ -160,6 +160,7 @@ class StreamDecoder:
         self.overlap_samples = math.ceil(config.overlap_tokens * self.samples_per_token)
         self.history: list[int] = []
         self.previous: _Previous | None = None
+        self.encoded_phones: Tensor | None = None  # the same for every chunk: computed once
 
     def piece(self, tokens: list[int], final: bool) -> Tensor:
         """The audio to play for this chunk (upstream's assembly rules, see module doc)."""
@@ -172,6 +173,8 @@ class StreamDecoder:
         overlap = None
         if self.previous is not None:
             overlap = self.previous.latent[:, :, -overlap_tokens * self.sovits.config.frames_per_code :]
+        if self.encoded_phones is None:
+            self.encoded_phones = self.sovits.encode_phones(self.phones)
         window, latent = self.sovits.decode_streaming(
             torch.tensor(self.history, dtype=torch.long),
             self.phones,
@@ -181,6 +184,7 @@ class StreamDecoder:
             speed=self.speed,
             noise_scale=self.noise_scale,
             generator=self.generator,
+            encoded_phones=self.encoded_phones,
         )
         if overlap_tokens > self.config.overlap_tokens:
             window = window[-int((self.config.overlap_tokens + n) * self.samples_per_token) :]
