@@ -21,7 +21,7 @@ import argparse
 import math
 from collections.abc import Callable
 
-import wyoming_gsv  # noqa: F401  (first: the package sets OMP_WAIT_POLICY=PASSIVE before torch loads)
+import wyoming_gsv  # noqa: F401  (first: the package sets its thread settings before numpy and torch load)
 import torch
 import torch.nn.functional as F
 from timing import medians_ms, timed

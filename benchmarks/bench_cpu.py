@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import wyoming_gsv  # noqa: F401  (first: the package sets OMP_WAIT_POLICY=PASSIVE before torch loads)
+import wyoming_gsv  # noqa: F401  (first: the package sets its thread settings before numpy and torch load)
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,9 +86,10 @@ def request(runtime: Runtime, chunking: str, **overrides: object) -> Request:
 
 
 def gemv_floor_ms(model: torch.nn.Module, reps: int = 20) -> float:
-    """One decode step's weight matmuls alone on one row (bench_t2s's floor), median ms."""
+    """One decode step's weight matmuls alone on one row, by the model's own linears
+    (bench_t2s's GemvLinear floor), median ms."""
     with torch.inference_mode():
-        return 1000 * median_wall_s(_gemv_floor(model), reps)
+        return 1000 * median_wall_s(_gemv_floor(model, own_linears=True), reps)
 
 
 def decode_ms_per_token(runtime: Runtime, reps: int) -> float:

@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+import wyoming_gsv  # noqa: E402,F401  (first: the package sets its thread settings before numpy and torch load)
+
 from conftest import FIXTURES, unpack_xz  # noqa: E402
 from fake_hub import serve_hub  # noqa: E402
 from server_client import describe, ha_synthesize  # noqa: E402

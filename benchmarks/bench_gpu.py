@@ -34,8 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads (see bench_model.py)
-
+import wyoming_gsv  # noqa: F401  (first: the package sets its thread settings before numpy and torch load)
 import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-import wyoming_gsv  # noqa: F401  (first: the package sets OMP_WAIT_POLICY=PASSIVE before torch loads)
+import wyoming_gsv  # noqa: F401  (first: the package sets its thread settings before numpy and torch load)
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

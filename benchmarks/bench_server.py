@@ -32,9 +32,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import wyoming_gsv  # noqa: F401  (first: the package sets its thread settings before numpy and torch load)
 import numpy as np
 import soundfile
-import wyoming_gsv  # noqa: F401  (first: the package sets OMP_WAIT_POLICY=PASSIVE before torch loads)
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent

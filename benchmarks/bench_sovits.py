@@ -23,7 +23,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-import wyoming_gsv  # noqa: F401  (first: the package sets OMP_WAIT_POLICY=PASSIVE before torch loads)
+import wyoming_gsv  # noqa: F401  (first: the package sets its thread settings before numpy and torch load)
 import torch
 
 from wyoming_gsv.gsv.sovits import SovitsConfig, SovitsModel, reference_spectrogram

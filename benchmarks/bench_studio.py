@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import wyoming_gsv  # noqa: F401  (first: the package sets OMP_WAIT_POLICY=PASSIVE before torch loads)
+import wyoming_gsv  # noqa: F401  (first: the package sets its thread settings before numpy and torch load)
 import numpy as np
 import soundfile
 import torch

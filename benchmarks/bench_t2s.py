@@ -3,7 +3,9 @@
 Measured per thread count: prefill at ~100 and ~300 positions; decode ms/token through
 `Text2Semantic.generate` (model step + sampler + bookkeeping) and the bare model step; and the
 "GEMV floor" of one step: only its weight matmuls (24 x in_proj, out_proj, linear1, linear2, plus
-the predict layer) on a [1, 512] vector, timed in the same run. Also the opt-in int8-weight
+the predict layer) on a [1, 512] vector, timed in the same run, with torch's F.linear (MKL) and
+with the model's own `GemvLinear` (numpy's OpenBLAS, one thread); and `generate` with the model's
+linears run by F.linear, as before GemvLinear (the baseline of "ratio" there). Also the opt-in int8-weight
 mode (`Text2Semantic.quantize_int8`, not bit-exact) against the same fp32 floor, and at 2+
 threads both with their decode steps on one thread (`--decode-threads 1`). Random weights
 cost exactly what real weights cost. `value` is the median wall time, `cpu` the median process
@@ -18,14 +20,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import wyoming_gsv  # noqa: F401  (first: the package sets OMP_WAIT_POLICY=PASSIVE before torch loads)
+import wyoming_gsv  # noqa: F401  (first: the package sets its thread settings before numpy and torch load)
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from timing import medians_ms, now, timed  # noqa: E402
-from wyoming_gsv.gsv.t2s import KVCache, SamplingParams, T2SConfig, Text2Semantic  # noqa: E402
+from wyoming_gsv.gsv.t2s import (  # noqa: E402
+    EncoderLayer,
+    GemvLinear,
+    KVCache,
+    SamplingParams,
+    T2SConfig,
+    Text2Semantic,
+)
 
 V2_CONFIG = T2SConfig(embedding_dim=512, num_heads=16, num_layers=24, phoneme_vocab_size=732,
                       vocab_size=1025, eos=1024, early_stop_num=50 * 54)
@@ -120,22 +129,37 @@ def _model_step(model: Text2Semantic, kv_len: int) -> Callable[[], None]:
     return step
 
 
-def _gemv_floor(model: Text2Semantic) -> Callable[[], None]:
-    """Only the weight matmuls of one decode step, on a [1, 512] vector."""
-    head = model.ar_predict_layer.weight
-    x = torch.randn(1, V2_CONFIG.embedding_dim, dtype=head.dtype)
-    hidden = torch.randn(1, 4 * V2_CONFIG.embedding_dim, dtype=head.dtype)
-    layers = list(model.h.layers)
+def _gemv_floor(model: Text2Semantic, own_linears: bool = False) -> Callable[[], None]:
+    """Only the weight matmuls of one decode step, on a [1, 512] vector: by torch's F.linear, or
+    (`own_linears`) by the model's linear modules themselves (GemvLinear: numpy's BLAS)."""
+    head = model.ar_predict_layer
+    x = torch.randn(1, V2_CONFIG.embedding_dim, dtype=head.weight.dtype)
+    hidden = torch.randn(1, 4 * V2_CONFIG.embedding_dim, dtype=head.weight.dtype)
+    products = [(x, head)]
+    for layer in model.h.layers:
+        attn = layer.self_attn
+        products += [(x, attn.in_proj), (x, attn.out_proj), (x, layer.linear1), (hidden, layer.linear2)]
 
     def matmuls() -> None:
-        for layer in layers:
-            F.linear(x, layer.self_attn.in_proj.weight, layer.self_attn.in_proj.bias)
-            F.linear(x, layer.self_attn.out_proj.weight, layer.self_attn.out_proj.bias)
-            F.linear(x, layer.linear1.weight, layer.linear1.bias)
-            F.linear(hidden, layer.linear2.weight, layer.linear2.bias)
-        F.linear(x, head)
+        for rows, linear in products:
+            if own_linears:
+                linear(rows)
+            else:
+                F.linear(rows, linear.weight, linear.bias)
 
     return matmuls
+
+
+def with_torch_linears(model: Text2Semantic) -> Text2Semantic:
+    """The model with its decode-step matmuls run by F.linear (torch's BLAS), as before
+    GemvLinear: the same module objects, their class changed back to nn.Linear."""
+    for module in model.modules():
+        if type(module) is GemvLinear:
+            module.__class__ = torch.nn.Linear
+    for layer in model.h.layers:
+        assert isinstance(layer, EncoderLayer)
+        layer.bind()
+    return model
 
 
 def _timed_in(fn: Callable[[], None], context: Callable[[], object]) -> tuple[float, float]:
@@ -151,6 +175,7 @@ def bench_t2s(threads: int, model: Text2Semantic | None = None,
     torch.set_num_threads(threads)
     model = model or build_v2_model()
     int8_model = int8_model or build_v2_model().quantize_int8()
+    torch_model = with_torch_linears(build_v2_model())
     rows = []
     for text_len, prompt_len in PREFILL_SHAPES:
         wall, cpu = prefill_ms(model, text_len, prompt_len, repeats=3)
@@ -162,17 +187,21 @@ def bench_t2s(threads: int, model: Text2Semantic | None = None,
     rows.append(Row("t2s", f"prefill {kv_len} positions, int8 weights", threads, wall, "ms",
                     "fp32 prefill", rows[-1].value, cpu, rows[-1].cpu))
 
-    step, floor = _model_step(model, kv_len), _gemv_floor(model)
+    # The torch floor on the torch-linears model: its weights keep nn.Linear's [out, in] layout.
+    step, floor = _model_step(model, kv_len), _gemv_floor(torch_model)
+    own_floor = _gemv_floor(model, own_linears=True)
     int8_step = _model_step(int8_model, kv_len)
     per_round = DECODE_STEPS // rounds
     samples: dict[str, list[tuple[float, float]]] = {
-        name: [] for name in ("generate", "step", "no_grad", "floor", "int8", "int8 generate",
-                              "generate 1", "int8 generate 1")}
+        name: [] for name in ("generate", "torch generate", "step", "no_grad", "floor", "own floor",
+                              "int8", "int8 generate", "generate 1", "int8 generate 1")}
     for _ in range(2):  # warm-up
-        for fn in (step, floor, int8_step):
+        for fn in (step, floor, own_floor, int8_step):
             _timed_in(fn, torch.inference_mode)
     for round_index in range(rounds):
         samples["generate"] += _generate_gaps(model, text_len, prompt_len, per_round, round_index)
+        samples["torch generate"] += _generate_gaps(torch_model, text_len, prompt_len, per_round,
+                                                    round_index)
         samples["int8 generate"] += _generate_gaps(int8_model, text_len, prompt_len, per_round,
                                                    round_index)
         if threads > 1:  # decode steps on one thread, prefill on all (what --decode-threads 1 does)
@@ -184,26 +213,31 @@ def bench_t2s(threads: int, model: Text2Semantic | None = None,
             samples["step"].append(_timed_in(step, torch.inference_mode))
             samples["no_grad"].append(_timed_in(step, torch.no_grad))
             samples["floor"].append(_timed_in(floor, torch.inference_mode))
+            samples["own floor"].append(_timed_in(own_floor, torch.inference_mode))
             samples["int8"].append(_timed_in(int8_step, torch.inference_mode))
     ms = {name: medians_ms(values) for name, values in samples.items() if values}
 
     def decode_row(measure: str, name: str, baseline: str) -> Row:
-        label = {"floor": "GEMV floor", "step": "inference_mode step"}[baseline]
+        label = {"floor": "GEMV floor (torch)", "own floor": "GEMV floor (GemvLinear)",
+                 "step": "inference_mode step", "torch generate": "generate, torch linears"}[baseline]
         return Row("t2s", measure, threads, ms[name][0], "ms/token", label, ms[baseline][0],
                    ms[name][1], ms[baseline][1])
 
     rows += [
-        Row("t2s", "GEMV floor of one step (fp32)", threads, ms["floor"][0], "ms",
+        Row("t2s", "GEMV floor of one step (fp32, torch F.linear)", threads, ms["floor"][0], "ms",
             cpu=ms["floor"][1]),
-        decode_row(f"model step, KV {kv_len}", "step", "floor"),
+        decode_row("GEMV floor of one step (fp32, GemvLinear)", "own floor", "floor"),
+        decode_row(f"model step, KV {kv_len}", "step", "own floor"),
         decode_row(f"model step, KV {kv_len}, no_grad", "no_grad", "step"),
-        decode_row(f"decode via generate, KV {kv_len}+", "generate", "floor"),
+        decode_row(f"decode via generate, KV {kv_len}+", "generate", "own floor"),
+        decode_row(f"decode via generate, KV {kv_len}+, torch linears", "torch generate", "floor"),
+        decode_row(f"decode via generate, KV {kv_len}+ (vs torch linears)", "generate", "torch generate"),
         decode_row(f"model step, KV {kv_len}, int8 weights", "int8", "floor"),
         decode_row("decode via generate, int8 weights", "int8 generate", "floor"),
     ]
     if threads > 1:
         rows += [
-            decode_row("decode via generate, steps on 1 thread", "generate 1", "floor"),
+            decode_row("decode via generate, steps on 1 thread", "generate 1", "own floor"),
             decode_row("decode via generate, int8, steps on 1 thread", "int8 generate 1", "floor"),
         ]
     return rows

@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 import statistics
 
+import wyoming_gsv  # noqa: F401  (first: the package sets its thread settings before numpy and torch load)
 import numpy as np
-import wyoming_gsv  # noqa: F401  (first: the package sets OMP_WAIT_POLICY=PASSIVE before torch loads)
 import torch
 
 from timing import median_wall_s, timed

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 
-import wyoming_gsv  # noqa: F401  (first: the package sets OMP_WAIT_POLICY=PASSIVE before torch loads)
+import wyoming_gsv  # noqa: F401  (first: the package sets its thread settings before numpy and torch load)
 import torch
 
 from bench_sovits import build_real_v2

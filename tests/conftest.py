@@ -9,6 +9,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import wyoming_gsv  # noqa: F401  (first: the package sets its thread settings before numpy and torch load)
 import numpy as np
 import pytest
 

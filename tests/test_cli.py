@@ -194,14 +194,18 @@ def test_unusable_device_is_a_clear_error(
     assert expected in capsys.readouterr().err
 
 
-# Reports OMP_WAIT_POLICY at the moment `import torch` starts, then runs the entry point (a CLI
-# command, or a benchmark script's module level).
+# Reports OMP_WAIT_POLICY at the moment `import torch` starts and OPENBLAS_NUM_THREADS when
+# `import numpy` starts, then runs the entry point (a CLI command, or a benchmark script's module
+# level).
 _WATCH_TORCH_IMPORT = """
 import importlib.abc, os, runpy, sys
 class Watch(importlib.abc.MetaPathFinder):
+    watched = {"torch": "OMP_WAIT_POLICY", "numpy": "OPENBLAS_NUM_THREADS"}
     def find_spec(self, name, path, target=None):
-        if name == "torch":
-            print("OMP_WAIT_POLICY at torch import:", os.environ.get("OMP_WAIT_POLICY"), flush=True)
+        variable = self.watched.pop(name, None)
+        if variable is not None:
+            print(f"{variable} at {name} import:", os.environ.get(variable), flush=True)
+        if not self.watched:
             sys.meta_path.remove(self)
         return None
 sys.meta_path.insert(0, Watch())
@@ -227,22 +231,25 @@ def _entry_points(tmp_path: Path) -> list[list[str]]:
 
 def test_every_entry_point_sets_passive_omp_wait_before_torch_loads(tmp_path: Path) -> None:
     """A spinning OpenMP pool made 2 threads many times slower on a busy machine; every entry
-    point that loads torch must have OMP_WAIT_POLICY=PASSIVE set first (unless the user set it)."""
+    point that loads torch must have OMP_WAIT_POLICY=PASSIVE set first (unless the user set it).
+    Likewise OPENBLAS_NUM_THREADS=1 before numpy loads: numpy's BLAS runs the GPT's decode
+    matmuls (GemvLinear), and more of its threads spin between them."""
     import os
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    loaded = 0
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OPENBLAS_NUM_THREADS")}
+    loaded = {"torch": 0, "numpy": 0}
     for command in _entry_points(tmp_path):
         result = subprocess.run(
             [sys.executable, "-c", _WATCH_TORCH_IMPORT, *command], env=env, capture_output=True, text=True, timeout=300
         )
         assert result.returncode == 0, f"{command}: {result.stderr[-500:]}"
-        lines = [line for line in result.stdout.splitlines() if line.startswith("OMP_WAIT_POLICY at torch import")]
-        assert not lines or lines[0].endswith("PASSIVE"), f"{command}: {lines[0]}"
-        loaded += bool(lines)
-    assert loaded >= 2  # the CLI and the model benchmarks do load torch
+        for module, variable, value in (("torch", "OMP_WAIT_POLICY", "PASSIVE"), ("numpy", "OPENBLAS_NUM_THREADS", "1")):
+            lines = [line for line in result.stdout.splitlines() if line.startswith(f"{variable} at {module} import")]
+            assert not lines or lines[0].endswith(f": {value}"), f"{command}: {lines[0]}"
+            loaded[module] += bool(lines)
+    assert loaded["torch"] >= 2 and loaded["numpy"] >= 2  # the CLI and the model benchmarks load both
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])

@@ -16,6 +16,7 @@ from wyoming_gsv.gsv.t2s import (
     KV_BUCKETS,
     MIN_TOKENS_BEFORE_EOS,
     CapturedStep,
+    GemvLinear,
     GenerationCancelled,
     Int8Linear,
     KVCache,
@@ -496,3 +497,64 @@ def test_int8_mode_is_close_but_opt_in(v2_tiny: Path, model: Text2Semantic, gold
     with pytest.raises(ValueError, match="float32"):
         Text2Semantic.from_checkpoint(load_gpt_checkpoint(v2_tiny / "s1_tiny_v2.ckpt"),
                                       dtype=torch.bfloat16).quantize_int8()
+
+
+def test_gemv_linear_runs_one_row_through_numpy_and_keeps_nn_linear_otherwise(monkeypatch) -> None:
+    """One fp32 CPU row: numpy's BLAS on the weight moved (once) to the [in, out] layout, the
+    same values as F.linear; several rows, a row that needs grad, other dtypes: F.linear itself."""
+    torch.manual_seed(0)
+    linear = GemvLinear(48, 80)
+    reference = torch.nn.Linear(48, 80)
+    reference.load_state_dict(linear.state_dict())
+    row, rows = torch.randn(1, 48), torch.randn(5, 48)
+    with torch.inference_mode():
+        expected, expected_rows = reference(row), reference(rows)
+
+    with torch.inference_mode():
+        assert torch.allclose(linear(row), expected, atol=1e-6, rtol=1e-5)
+    assert linear.weight.t().is_contiguous()  # moved to the transposed layout
+    assert torch.equal(linear.weight, reference.weight)  # same values, same state dict
+    assert set(linear.state_dict()) == {"weight", "bias"}
+
+    calls: list[int] = []
+    plain_linear = torch.nn.functional.linear
+    monkeypatch.setattr(torch.nn.functional, "linear", lambda x, *rest: calls.append(x.shape[0]) or plain_linear(x, *rest))
+    with torch.inference_mode():
+        assert torch.allclose(linear(row), expected, atol=1e-6, rtol=1e-5)
+        assert calls == []  # one row: numpy
+        assert torch.allclose(linear(rows), expected_rows, atol=1e-6, rtol=1e-5)
+        assert calls == [5]  # several rows: F.linear
+    assert torch.allclose(linear(row.clone().requires_grad_()), expected, atol=1e-6, rtol=1e-5)
+    assert calls == [5, 1]  # a row that needs grad: F.linear (autograd goes through it)
+    with torch.inference_mode():
+        linear.double()
+        assert linear(row.double()).dtype == torch.float64
+    assert calls == [5, 1, 1]  # float64: F.linear
+
+
+def test_gemv_linear_follows_replaced_weights() -> None:
+    """Weights loaded later (load_state_dict(assign=True), .to()) are the ones a row meets."""
+    torch.manual_seed(0)
+    linear, other = GemvLinear(16, 24), torch.nn.Linear(16, 24)
+    row = torch.randn(1, 16)
+    with torch.inference_mode():
+        linear(row)  # the numpy views of the first weights are cached
+    linear.load_state_dict(other.state_dict(), assign=True)
+    with torch.inference_mode():
+        assert torch.allclose(linear(row), other(row), atol=1e-6, rtol=1e-5)
+        linear.weight.mul_(2)  # in place: the cached views share the storage
+        assert torch.allclose(linear(row), torch.nn.functional.linear(row, linear.weight, linear.bias),
+                              atol=1e-6, rtol=1e-5)
+
+
+def test_decode_steps_use_gemv_linear_with_the_official_tokens(model: Text2Semantic, golden, inputs) -> None:
+    """Every matmul of a decode step is a GemvLinear (the prefill-only BERT projection is not);
+    after a generation their weights sit in the numpy layout, and the golden streams hold
+    (test_batched_path_stream, test_naive_path_stream run the same model)."""
+    phones, bert, prompt = inputs
+    decode_linears = [m for m in model.h.modules() if isinstance(m, torch.nn.Linear)] + [model.ar_predict_layer]
+    assert len(decode_linears) == 4 * model.config.num_layers + 1
+    assert all(type(m) is GemvLinear for m in decode_linears)
+    assert type(model.bert_proj) is torch.nn.Linear
+    model.generate(phones, bert, prompt, GREEDY)
+    assert all(m.weight.t().is_contiguous() for m in decode_linears)

@@ -6,7 +6,8 @@ buffers set up once per model and KV size class and reused (`setup_caches`), a p
 official mask (text columns bidirectional, audio causal, text rows never see audio) and a lean
 single-token decode step. The step runs over exactly the valid KV columns (CPU), or at static
 shapes per KV bucket, eagerly or captured as a CUDA graph and replayed per token (GPU). The
-opt-in int8 mode swaps `nn.Linear` modules for `Int8Linear`.
+step's matmuls are `GemvLinear`s (one row on the CPU: numpy's BLAS); the opt-in int8 mode swaps
+them for `Int8Linear`.
 
 The sampler reproduces `AR.models.utils.logits_to_probs` + `sample` exactly: repetition
 penalty over the whole history (prompt included, in place), top-p, temperature, top-k, then
@@ -208,6 +209,38 @@ class SinePosition(nn.Module):
         return (self.alpha.float() * pe).to(dtype)
 
 
+class GemvLinear(nn.Linear):
+    """`nn.Linear` whose one-row products on the CPU in fp32 (every matmul of a decode step) run
+    through numpy's BLAS (OpenBLAS, one thread: wyoming_gsv sets OPENBLAS_NUM_THREADS) on the
+    weight stored transposed ([in, out] contiguous, its fastest layout there). A decode step
+    only streams the weights through the core, and torch's CPU BLAS (MKL) did that at ~10 GB/s
+    on the AMD EPYC here against ~16 GB/s for OpenBLAS: the real v2 GPT's step went from 35 to
+    25 ms (benchmarks/bench_t2s.py). Several rows (the prefill), other devices and dtypes keep
+    F.linear. Parameters and state dict are nn.Linear's."""
+
+    _numpy: tuple[int, Any, Any] | None = None  # (weight data_ptr, weight [in, out], bias) as numpy
+
+    def forward(self, rows: Tensor) -> Tensor:
+        if rows.shape[0] != 1 or rows.dtype != torch.float32 or rows.device.type != "cpu" or rows.requires_grad:
+            return F.linear(rows, self.weight, self.bias)
+        cached = self._numpy
+        if cached is None or cached[0] != self.weight.data_ptr():
+            cached = self._numpy = self._numpy_weights()
+        out = rows.numpy() @ cached[1]
+        if cached[2] is not None:
+            out += cached[2]
+        return torch.from_numpy(out)
+
+    def _numpy_weights(self) -> tuple[int, Any, Any]:
+        """Numpy views of the weights, the weight first moved to the transposed layout (once)."""
+        if not self.weight.t().is_contiguous():
+            with torch.inference_mode(False):  # a plain tensor, usable outside inference mode too
+                self.weight.data = self.weight.detach().t().contiguous().t()
+        weight = self.weight.detach()
+        bias = None if self.bias is None else self.bias.detach().numpy()
+        return weight.data_ptr(), weight.t().numpy(), bias
+
+
 class SelfAttention(nn.Module):
     """Fused q,k,v projection plus output projection. The official state dict stores the fused
     projection like `nn.MultiheadAttention` (`in_proj_weight`, `in_proj_bias`); state-dict hooks
@@ -217,8 +250,8 @@ class SelfAttention(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.in_proj = nn.Linear(dim, 3 * dim)
-        self.out_proj = nn.Linear(dim, dim)
+        self.in_proj = GemvLinear(dim, 3 * dim)
+        self.out_proj = GemvLinear(dim, dim)
         self.register_load_state_dict_pre_hook(self._from_official_names)
         self.register_state_dict_post_hook(self._to_official_names)
 
@@ -301,8 +334,8 @@ class EncoderLayer(nn.Module):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.self_attn = SelfAttention(dim)
-        self.linear1 = nn.Linear(dim, 4 * dim)
-        self.linear2 = nn.Linear(4 * dim, dim)
+        self.linear1 = GemvLinear(dim, 4 * dim)
+        self.linear2 = GemvLinear(4 * dim, dim)
         self.norm1 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         self.norm2 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         self._refs: _LayerRefs | None = None
@@ -501,7 +534,7 @@ class Text2Semantic(nn.Module):
         self.ar_audio_embedding = TokenEmbedding(config.vocab_size, dim)
         self.ar_audio_position = SinePosition(dim)
         self.h = Encoder(dim, config.num_heads, config.num_layers)
-        self.ar_predict_layer = nn.Linear(dim, config.vocab_size, bias=False)
+        self.ar_predict_layer = GemvLinear(dim, config.vocab_size, bias=False)
         # How decode steps run when a call does not say; None: default_decode_mode.
         self.decode_mode: DecodeMode | None = None
         # Intra-op threads for the CPU decode steps (fewer than the caller's only); None: the
