@@ -145,8 +145,9 @@ def bench(data_dir: Path, threads: int, reps: int, tokens: int, precision: str) 
     load_before = os.getloadavg()
     settings = RuntimeSettings(data_dir=data_dir, threads=threads, precision=precision, overlap=False,
                                use_fallback=False)
-    runtimes = {"overlap": Runtime(replace(settings, overlap=True)), "serial": Runtime(settings)}
-    if threads >= 2:  # the GPT's steps on every thread, as before their thread count was timed
+    runtimes = {"serial": Runtime(settings)}
+    if threads >= 2:  # the overlap needs two threads; so do steps on every thread (before their count was timed)
+        runtimes["overlap"] = Runtime(replace(settings, overlap=True))
         runtimes["all-thread steps"] = Runtime(replace(settings, decode_threads=threads))
     for runtime in runtimes.values():
         runtime.warm_up()
