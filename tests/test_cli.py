@@ -147,6 +147,8 @@ def test_phonemize_bad_mode_is_a_clean_error(capsys: pytest.CaptureFixture[str])
         # bound of 0 meant no bound at all.
         (["--samples-per-chunk", "0"], "--samples-per-chunk: must be 1 or more, got 0"),
         (["--max-queue", "0"], "--max-queue: must be 1 or more"),
+        (["--concurrent-requests", "0"], "--concurrent-requests: must be 1 or more, got 0"),
+        (["--concurrent-requests", "two"], "--concurrent-requests: must be a whole number, got 'two'"),
         (["--max-chars", "-5"], "--max-chars: must be 1 or more"),
         (["--threads", "x"], "--threads: must be a whole number, got 'x'"),
         (["--min-chunk-tokens", "0"], "--min-chunk-tokens: must be 1 or more"),
@@ -320,3 +322,20 @@ def test_overlap_is_on_by_default_where_it_can_be() -> None:
     assert worker_threads(RuntimeSettings(data_dir=Path("/d"), threads=2, overlap=False)) == (2, 0)
     assert worker_threads(RuntimeSettings(data_dir=Path("/d"), threads=1)) == (1, 0)
     assert worker_threads(RuntimeSettings(data_dir=Path("/d"), threads=4, device="cuda")) == (4, 0)
+
+
+def test_concurrent_requests_flag_and_its_device_default() -> None:
+    """Unset, the device decides: 4 requests at once on CUDA (their GPTs batched), 1 on the CPU;
+    above 1 the CPU's GPT/SoVITS overlap worker steps aside (the batcher's thread is the overlap)."""
+    from wyoming_gsv.synthesis.runtime import RuntimeSettings, concurrent_requests, worker_threads
+
+    assert runtime_settings(parse_args(["serve", "--data-dir", "/d"])).concurrent_requests is None
+    flagged = runtime_settings(parse_args(["serve", "--data-dir", "/d", "--concurrent-requests", "3"]))
+    assert flagged.concurrent_requests == 3 and concurrent_requests(flagged) == 3
+    assert concurrent_requests(RuntimeSettings(data_dir=Path("/d"), device="cuda")) == 4
+    assert concurrent_requests(RuntimeSettings(data_dir=Path("/d"), device="cuda:1")) == 4
+    assert concurrent_requests(RuntimeSettings(data_dir=Path("/d"), device="cpu")) == 1
+    assert concurrent_requests(RuntimeSettings(data_dir=Path("/d"), device="cuda", concurrent_requests=1)) == 1
+    assert worker_threads(RuntimeSettings(data_dir=Path("/d"), threads=4, concurrent_requests=2)) == (4, 0)
+    with pytest.raises(ValueError, match="concurrent_requests must be 1 or more"):
+        RuntimeSettings(data_dir=Path("/d"), concurrent_requests=0)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import __version__
+from .synthesis.engine import CUDA_CONCURRENT_REQUESTS
 from .synthesis.session import DEFAULT_MAX_CHARS
 
 # The package sets OMP_WAIT_POLICY=PASSIVE (see __init__); nothing here imports torch at the top,
@@ -128,6 +129,13 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-queue", type=_positive_int, default=8, help="requests waiting for the engine (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--concurrent-requests",
+        type=_positive_int,
+        metavar="N",
+        help="requests spoken at once; above 1 their GPT steps are batched together and one request's "
+        f"vocoding overlaps the others' GPT (default: {CUDA_CONCURRENT_REQUESTS} on CUDA, 1 on the CPU)",
     )
     parser.add_argument("--samples-per-chunk", type=_positive_int, default=2048, help="audio samples per chunk event")
     parser.add_argument("--no-warm-up", action="store_true", help="listen before the models are loaded")
@@ -432,6 +440,7 @@ def runtime_settings(args: argparse.Namespace) -> Any:
         gpt_int8=args.gpt_int8,
         overlap=args.overlap,
         max_queue=getattr(args, "max_queue", 8),
+        concurrent_requests=getattr(args, "concurrent_requests", None),
         max_chars=getattr(args, "max_chars", DEFAULT_MAX_CHARS),
         default_voice=getattr(args, "voice", None),
         param_overrides={k: v for k, v in overrides.items() if v is not None},

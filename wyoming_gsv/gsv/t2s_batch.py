@@ -82,7 +82,8 @@ class ContinuousBatcher:
     `generate` would return (or raises GenerationCancelled / ValueError through it)."""
 
     def __init__(self, model: Text2Semantic, max_rows: int = 8, max_len: int = DEFAULT_MAX_LEN,
-                 mode: DecodeMode | None = None) -> None:
+                 mode: DecodeMode | None = None,
+                 on_start: Callable[[], None] | None = None) -> None:
         mode = mode or ("graph" if model.device.type == "cuda" else "bucketed")
         if mode == "exact":
             raise ValueError("rows of different lengths need the static-shape step "
@@ -97,6 +98,8 @@ class ContinuousBatcher:
         self._wake = threading.Condition()
         self._closed = False
         self._thread: threading.Thread | None = None
+        # Runs first on the worker thread started by start() (e.g. to give it its own CUDA stream).
+        self._on_start = on_start
 
     # ---------------------------------------------------------------------------- requests
 
@@ -141,6 +144,14 @@ class ContinuousBatcher:
             self._cache = None
 
     def _serve(self) -> None:
+        if self._on_start is not None:
+            try:
+                self._on_start()
+            except Exception as err:  # no worker: every request, now or later, fails instead of waiting
+                with self._wake:
+                    self._closed = True
+                self._fail_all(err)
+                return
         while True:
             with self._wake:
                 while not self._closed and not self._waiting and not self._rows:

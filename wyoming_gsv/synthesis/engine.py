@@ -1,10 +1,11 @@
-"""One engine per device: a worker thread runs sentences of every session, in order, off the event loop."""
+"""One engine per device: worker threads run sentences of every session, in order, off the event loop."""
 
 from __future__ import annotations
 
 import logging
 import queue
 import threading
+import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
@@ -13,6 +14,11 @@ from typing import Callable
 from .speech import EngineBusy, Speaker, Speech
 
 _LOGGER = logging.getLogger(__name__)
+
+# Requests spoken at once (workers) on a CUDA device unless set: their GPTs share each decode
+# step (a step for several rows costs about what one row's does) and their vocoding overlaps on
+# the GPU. On the CPU one request already keeps the cores busy: one worker there.
+CUDA_CONCURRENT_REQUESTS = 4
 
 # Called on the worker thread: (sentence index, audio piece or None, error or None, last). Each
 # sentence gets zero or more pieces, then exactly one call with last=True (and no audio).
@@ -38,39 +44,56 @@ class EngineJob:
 
 
 class Engine:
-    """Owns the worker thread; jobs queue with a bound and run one sentence at a time."""
+    """Owns the worker threads; jobs queue with a bound and run one sentence at a time. With
+    several workers, several jobs run at once (each on one worker at a time, so a job's
+    sentences stay in order)."""
 
     def __init__(
-        self, max_queue: int = 8, name: str = "gsv-engine", on_start: Callable[[], None] | None = None
+        self,
+        max_queue: int = 8,
+        name: str = "gsv-engine",
+        on_start: Callable[[], None] | None = None,
+        workers: int = 1,
     ) -> None:
+        if workers < 1:
+            raise ValueError(f"an engine needs at least one worker, got {workers}")
         self.max_queue = max_queue
-        self._on_start = on_start  # runs first on the worker thread (e.g. its torch thread count)
+        self._on_start = on_start  # runs first on every worker thread (e.g. its torch thread count)
         # Unbounded: submit() bounds new requests only, so a stream already being answered is
         # never told "busy" when its next sentence arrives after its worker turn ended.
         self._queue: queue.Queue[EngineJob | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        names = [name] if workers == 1 else [f"{name}-{number}" for number in range(workers)]
+        self._threads = [threading.Thread(target=self._run, name=thread_name, daemon=True) for thread_name in names]
         self._started = False
         self._closed = False
         self._jobs: "weakref.WeakSet[EngineJob]" = weakref.WeakSet()  # to cancel at close
         self._jobs_lock = threading.Lock()
 
+    @property
+    def workers(self) -> int:
+        return len(self._threads)
+
     def start(self) -> None:
         if not self._started:
             self._started = True
-            self._thread.start()
+            for thread in self._threads:
+                thread.start()
 
     def close(self, timeout: float | None = 10.0) -> bool:
-        """Stop the worker: the running sentence stops at its next check (a generated token) and
-        every waiting job is cancelled. False if the worker is still busy after `timeout`."""
+        """Stop the workers: running sentences stop at their next check (a generated token) and
+        every waiting job is cancelled. False if a worker is still busy after `timeout`."""
         if self._started and not self._closed:
             self._closed = True
             with self._jobs_lock:
                 jobs = list(self._jobs)
             for job in jobs:
                 job.cancel()
-            self._queue.put(None)
-            self._thread.join(timeout)
-        return not self._thread.is_alive()
+            for _thread in self._threads:
+                self._queue.put(None)  # one stop mark per worker
+            deadline = None if timeout is None else time.monotonic() + timeout
+            for thread in self._threads:
+                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads)
 
     def submit(self, job: EngineJob, index: int, sentence: str) -> None:
         """Queue one sentence of a job; raises EngineBusy when too many requests are waiting."""

@@ -1,6 +1,10 @@
 """The GPT-SoVITS backend: models loaded once per process, voice bundles, one sentence at a time.
 
-Runs on the engine's worker thread only (models are not shared across threads).
+Runs on the engine's worker threads. With one worker, each sentence's GPT runs on it
+(`Text2Semantic.generate`). With several (concurrent requests), the GPT of every request runs on
+one `ContinuousBatcher` thread per model pair, sharing its decode steps, while each worker
+vocodes its own request's chunks as the tokens come; what the workers share (models, bundles,
+the text frontend) is behind the backend's lock.
 """
 
 from __future__ import annotations
@@ -8,8 +12,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import queue
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NoReturn
@@ -36,11 +43,12 @@ from ..gsv.speaker import SpeakerEncoder
 from ..gsv.ssl import SSL_SAMPLE_RATE, HubertEncoder, ssl_pad_samples
 from ..gsv.streaming import StreamDecoder, StreamingConfig, TokenChunker, to_int16
 from ..gsv.t2s import BERT_DIM, GenerationCancelled, SamplingParams, Text2Semantic, intra_op_threads
+from ..gsv.t2s_batch import ContinuousBatcher, DecodeRequest
 from ..text.frontend import TextFrontend
 from ..text.segmentation import SPLITS, EmptyTextError, pre_seg_text
 from ..voices import BundleCache, ModelPaths, Voice, VoiceBundle, VoiceParams, bundle_key, file_identity
 from .decode_threads import choose_decode_threads
-from .pipeline import AudioWorker, PendingAudio
+from .pipeline import AudioWorker, PendingAudio, settle_cuda_work, use_own_cuda_stream
 from .speech import Emit, ShouldStop, Speech, SynthesisError
 
 _LOGGER = logging.getLogger(__name__)
@@ -72,6 +80,10 @@ def code_fingerprint(paths: tuple[Path, ...] = BUNDLE_CODE) -> str:
 
 # How SoVITS work is run: at once (run_now), or handed to the vocoder worker (PendingAudio.submit).
 RunAudio = Callable[[Callable[[], None]], None]
+# Mixed into a request's seed for its SoVITS generator when the GPT samples on the batcher's
+# thread: the two draw at the same time there, so sharing one generator would make the audio
+# depend on which thread drew first.
+AUDIO_SEED_SALT = 0x5EED_A0D10
 
 
 def run_now(task: Callable[[], None]) -> None:
@@ -92,6 +104,9 @@ class BackendSettings:
     # The GPT's decode steps on the CPU run on this many threads (at most the caller's); None:
     # measured for each model before it first speaks (choose_decode_threads).
     decode_threads: int | None = None
+    # Requests spoken at once (the engine's workers): above 1, their GPTs share decode steps on
+    # one ContinuousBatcher per model pair, with this many rows.
+    concurrent_requests: int = 1
 
 
 @dataclass
@@ -102,6 +117,11 @@ class ModelPair:
     sovits: SovitsBase  # SovitsModel (v1/v2 family) or SovitsV3Model (v3/v4)
     text_version: str
     decode_threads_set: bool = False  # t2s.decode_threads chosen (before the pair first speaks)
+    # With concurrent requests: the GPT's batcher (started on first use), the sentences using it
+    # now, and whether the pair was unloaded (its batcher closes when the last of them ends).
+    batcher: ContinuousBatcher | None = None
+    batcher_users: int = 0
+    evicted: bool = False
 
 
 @dataclass
@@ -152,19 +172,30 @@ class GsvBackend:
         return _output_rate_of_file(voice.sovits) if voice is not None else SUPPORTED_OUTPUT_RATE
 
     def audio_worker(self) -> AudioWorker | None:
-        """The SoVITS worker thread when GPT and SoVITS overlap (started on first use)."""
-        if self.settings.vocoder_threads <= 0:
+        """The SoVITS worker thread when GPT and SoVITS overlap (started on first use). None when
+        the GPT batches: its batcher's thread already runs beside the worker that vocodes."""
+        if self.settings.vocoder_threads <= 0 or self.batches:
             return None
         with self._lock:
             if self._audio_worker is None:
                 self._audio_worker = AudioWorker(self.settings.vocoder_threads)
             return self._audio_worker
 
+    @property
+    def batches(self) -> bool:
+        """Whether the GPTs of concurrent requests share a ContinuousBatcher."""
+        return self.settings.concurrent_requests > 1
+
     def close(self) -> None:
         with self._lock:
             worker, self._audio_worker = self._audio_worker, None
+            batchers = [pair.batcher for pair in self._pairs.values() if pair.batcher is not None]
+            for pair in self._pairs.values():
+                pair.batcher = None
         if worker is not None:
             worker.close()
+        for batcher in batchers:
+            batcher.close()  # sentences still waiting on it end as cancelled
 
     # ------------------------------------------------------------------ models
     @property
@@ -190,6 +221,7 @@ class GsvBackend:
             if known is None or known[0] != identity:
                 _LOGGER.info("Loading %s from %s", what, path)
                 self._shared[what] = (identity, load(path, self.device, self.settings.dtype))
+                settle_cuda_work(self.device)  # other workers use it at once, on their own streams
             return self._shared[what][1]
 
     def model_pair(self, gpt: Path, sovits: Path) -> ModelPair:
@@ -212,10 +244,40 @@ class GsvBackend:
                     pair.t2s.quantize_int8()
                 except ValueError as err:
                     _LOGGER.warning("Keeping float GPT weights: %s", err)
+            settle_cuda_work(self.device)  # other workers use it at once, on their own streams
             self._pairs[key] = pair
+            retired: list[ContinuousBatcher] = []
             while len(self._pairs) > self.settings.max_model_pairs:
-                self._pairs.popitem(last=False)
-            return pair
+                _key, evicted = self._pairs.popitem(last=False)
+                evicted.evicted = True
+                if evicted.batcher is not None and evicted.batcher_users == 0:
+                    retired.append(evicted.batcher)
+                    evicted.batcher = None
+        for batcher in retired:
+            batcher.close()  # idle: nothing is cancelled
+        return pair
+
+    @contextmanager
+    def batcher(self, pair: ModelPair) -> Iterator[ContinuousBatcher]:
+        """The pair's GPT batcher (started on first use) for one sentence. A pair unloaded
+        meanwhile keeps it until its last sentence is done, then closes it."""
+        with self._lock:
+            if pair.batcher is None:
+                on_start = (lambda: use_own_cuda_stream(self.device)) if self.device.type == "cuda" else None
+                pair.batcher = ContinuousBatcher(pair.t2s, max_rows=self.settings.concurrent_requests, on_start=on_start)
+                pair.batcher.start()
+            pair.batcher_users += 1
+            batcher = pair.batcher
+        try:
+            yield batcher
+        finally:
+            with self._lock:
+                pair.batcher_users -= 1
+                retired = pair.evicted and pair.batcher_users == 0 and pair.batcher is batcher
+                if retired:
+                    pair.batcher = None
+            if retired:
+                batcher.close()
 
     def set_decode_threads(self, pair: ModelPair) -> None:
         """Chooses the pair's GPT decode threads before it first generates (not at load: building a
@@ -271,6 +333,7 @@ class GsvBackend:
                 except OSError as err:  # e.g. a data dir mounted read-only: speak anyway
                     _LOGGER.warning("Cannot cache the bundle of voice %r (%s); it is rebuilt each start", name, err)
             bundle = bundle.to(self.device, self.settings.dtype)
+            settle_cuda_work(self.device)  # other workers use it at once, on their own streams
             self._bundles[name] = (voice, key, bundle)
             return bundle
 
@@ -341,16 +404,20 @@ class GsvBackend:
     # ------------------------------------------------------------------ text
     def text_features(self, text: str, mode: str, version: str, *, other_scripts: bool = False) -> TextFeatures:
         """Phone ids and BERT features (BERT only for Chinese segments, zeros elsewhere);
-        ``other_scripts``: spans in a script ``mode`` does not read are read in ``auto`` mode."""
-        phonemized = self.frontend.phonemize(text, mode, version, other_scripts=other_scripts)
-        parts = []
-        for segment in phonemized.segments:
-            if not segment.phone_ids:
-                continue
-            if segment.lang == "zh" and segment.word2ph:
-                parts.append(self.bert().features(segment.norm_text, segment.word2ph).float().cpu())
-            else:
-                parts.append(torch.zeros(BERT_DIM, len(segment.phone_ids)))
+        ``other_scripts``: spans in a script ``mode`` does not read are read in ``auto`` mode.
+        Under the backend's lock: the frontend (its dictionaries and segmenters) is not made for
+        several threads, and one lock, not two, since bundles are built under it and the BERT
+        model loads under it (two locks taken in both orders could deadlock)."""
+        with self._lock:
+            phonemized = self.frontend.phonemize(text, mode, version, other_scripts=other_scripts)
+            parts = []
+            for segment in phonemized.segments:
+                if not segment.phone_ids:
+                    continue
+                if segment.lang == "zh" and segment.word2ph:
+                    parts.append(self.bert().features(segment.norm_text, segment.word2ph).float().cpu())
+                else:
+                    parts.append(torch.zeros(BERT_DIM, len(segment.phone_ids)))
         return TextFeatures(
             phone_ids=torch.tensor(phonemized.phone_ids, dtype=torch.int64),
             bert=torch.cat(parts, dim=1) if parts else torch.zeros(BERT_DIM, 0),
@@ -367,13 +434,16 @@ class GsvBackend:
         generator: torch.Generator | None,
         emit: Emit,
         run_audio: RunAudio = run_now,
+        audio_generator: torch.Generator | None = None,
     ) -> None:
         """GPT then SoVITS for one sentence, then the silence between sentences. With sub-sentence
         streaming (upstream's streaming modes) the audio goes to `emit` chunk by chunk while the
         GPT is still generating; otherwise (or for a model without streaming) as one piece.
         Every SoVITS call and emit goes through `run_audio` (at once, or in order on the
-        vocoder worker while the GPT goes on)."""
+        vocoder worker while the GPT goes on). `generator` drives the GPT's sampling and, unless
+        `audio_generator` is given, SoVITS's noise too."""
         device, dtype = self.device, self.settings.dtype
+        noise = generator if audio_generator is None else audio_generator
         self.set_decode_threads(pair)
         phones = torch.cat([bundle.prompt_phones, target.phone_ids.to(device)])
         bert = torch.cat([bundle.prompt_bert, target.bert.to(device, dtype)], dim=1)
@@ -388,17 +458,23 @@ class GsvBackend:
         streaming = streaming_config(params, pair.sovits)
         stream = None
         if streaming is not None:
-            stream = SentenceStream(pair, target_phones, bundle.ge, params, streaming, sampling, generator, emit, run_audio)
+            stream = SentenceStream(pair, target_phones, bundle.ge, params, streaming, sampling, noise, emit, run_audio)
+        on_token = stream.on_token if stream is not None else None
         try:
-            codes = pair.t2s.generate(
-                phones,
-                bert,
-                bundle.prompt_codes,
-                sampling,
-                generator=generator,
-                should_stop=should_stop,
-                on_token=stream.on_token if stream is not None else None,
-            )
+            if self.batches:
+                with self.batcher(pair) as batcher:
+                    request = DecodeRequest(phones, bert, bundle.prompt_codes, sampling, generator, should_stop)
+                    codes = decode_in_batch(batcher, request, on_token, device)
+            else:
+                codes = pair.t2s.generate(
+                    phones,
+                    bert,
+                    bundle.prompt_codes,
+                    sampling,
+                    generator=generator,
+                    should_stop=should_stop,
+                    on_token=on_token,
+                )
         except GenerationCancelled:
             return
         if should_stop():
@@ -415,18 +491,48 @@ class GsvBackend:
                     context = PromptContext(bundle.extras["prompt_features"][None], bundle.extras["prompt_mel"][None])
                     audio = pair.sovits.synthesize(
                         codes, target_phones, bundle.ge, context, sample_steps=params.sample_steps, speed=params.speed,
-                        generator=generator,
+                        generator=noise,
                     )
                 else:
                     audio = pair.sovits.decode(
                         codes, target_phones, bundle.ge, speed=params.speed, noise_scale=params.noise_scale,
-                        generator=generator,
+                        generator=noise,
                     )
                 emit(Speech(rate=rate, samples=to_int16(audio)))
 
             run_audio(vocode)
         gap = np.zeros(int(self.settings.sentence_gap * rate), dtype=np.int16)
         run_audio(lambda: emit(Speech(rate=rate, samples=gap)))
+
+
+def decode_in_batch(
+    batcher: ContinuousBatcher, request: DecodeRequest, on_token: Callable[[int], None] | None, device: torch.device
+) -> torch.Tensor:
+    """The sentence's GPT tokens (as `generate` returns them) from the shared batcher. Its thread
+    only queues each token; the calling thread hands them to `on_token` (the streamed SoVITS
+    chunks), so a chunk is vocoded here while the batcher already computes the next steps.
+    Raises what the batcher raises (GenerationCancelled, a bad request's ValueError, a failed
+    step's error); a failing `on_token` takes the request out of the batch at its next step."""
+    tokens: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+    abandoned = threading.Event()
+    should_stop = request.should_stop
+    request.should_stop = lambda: abandoned.is_set() or (should_stop is not None and should_stop())
+    request.on_token = tokens.put if on_token is not None else None
+    settle_cuda_work(device)  # the batcher reads the inputs on its own stream
+    future = batcher.submit(request)
+    # Runs once the request has left the batch, however it left (after its last token): the
+    # wait below always ends.
+    future.add_done_callback(lambda _done: tokens.put(None))
+    try:
+        # In inference mode as within `generate`: the chunks join SoVITS's outputs in place.
+        with torch.inference_mode():
+            while (token := tokens.get()) is not None:
+                if on_token is not None:
+                    on_token(token)
+    except BaseException:
+        abandoned.set()
+        raise
+    return future.result()
 
 
 def streaming_config(params: VoiceParams, sovits: SovitsBase) -> StreamingConfig | None:
@@ -518,8 +624,11 @@ class GsvSpeaker:
         self.params = params
         self.mode = mode  # text language mode of this request
         self._generator: torch.Generator | None = None
+        self._audio_generator: torch.Generator | None = None  # SoVITS's own, when the GPT batches
         if params.seed is not None:
             self._generator = torch.Generator(backend.device).manual_seed(params.seed)
+            if backend.batches:
+                self._audio_generator = torch.Generator(backend.device).manual_seed(params.seed ^ AUDIO_SEED_SALT)
         self._audio_started = False  # the request's first SoVITS call went out
 
     def prepare(self) -> None:
@@ -594,7 +703,7 @@ class GsvSpeaker:
             except EmptyTextError:
                 continue
             self.backend.speak_features(
-                pair, bundle, target, self.params, should_stop, self._generator, emit, run_audio
+                pair, bundle, target, self.params, should_stop, self._generator, emit, run_audio, self._audio_generator
             )
 
 

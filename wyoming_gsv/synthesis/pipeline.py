@@ -104,3 +104,17 @@ class AudioWorker:
                 _LOGGER.exception("Audio worker task failed")
             finally:
                 self._queue.task_done()
+
+
+def use_own_cuda_stream(device: torch.device) -> None:
+    """Give the calling thread a CUDA stream of its own. PyTorch's current stream is per thread
+    and starts as the device's default stream, on which the work of every thread would queue;
+    on streams of their own, one request's SoVITS overlaps another's and the batcher's GPT."""
+    torch.cuda.set_stream(torch.cuda.Stream(device))
+
+
+def settle_cuda_work(device: torch.device) -> None:
+    """Wait for the calling thread's queued GPU work, so another thread, on its own stream, can
+    read what it made (a no-op off CUDA)."""
+    if device.type == "cuda":
+        torch.cuda.current_stream(device).synchronize()

@@ -13,9 +13,10 @@ import torch
 from ..download import ModelFetcher
 from ..text.sentences import SentenceSplitter
 from ..voices import BundleCache, ModelPaths, Voice, VoiceRegistry
-from .engine import Engine
+from .engine import CUDA_CONCURRENT_REQUESTS, Engine
 from .fallback import PiperFallback
 from .gsv_backend import BackendSettings, GsvBackend
+from .pipeline import use_own_cuda_stream
 from .service import ServiceSettings, TtsService
 from .session import DEFAULT_MAX_CHARS
 
@@ -67,18 +68,46 @@ class RuntimeSettings:
     # (the one --fetch-models brings); None: v2 first, as `wyoming-gsv download` defaults to.
     model_version: str | None = None
     fallback_on_error: bool = False  # the fallback voice answers when a GPT-SoVITS voice fails
+    # Requests spoken at once (engine workers; above 1 their GPTs are batched); None: decided by
+    # the device (concurrent_requests()).
+    concurrent_requests: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.concurrent_requests is not None and self.concurrent_requests < 1:
+            raise ValueError(f"concurrent_requests must be 1 or more, got {self.concurrent_requests}")
 
     @property
     def dtype(self) -> torch.dtype:
         return resolve_dtype(self.precision, self.device)[0]
 
 
+def concurrent_requests(settings: RuntimeSettings) -> int:
+    """Requests spoken at once: as set, else by the device (CUDA_CONCURRENT_REQUESTS on CUDA, 1 on the CPU)."""
+    if settings.concurrent_requests is not None:
+        return settings.concurrent_requests
+    return CUDA_CONCURRENT_REQUESTS if settings.device.startswith("cuda") else 1
+
+
 def worker_threads(settings: RuntimeSettings) -> tuple[int, int]:
-    """(GPT threads, vocoder threads); 0 vocoder threads: SoVITS runs on the GPT's thread."""
+    """(GPT threads, vocoder threads); 0 vocoder threads: SoVITS runs on the GPT's thread (or,
+    with concurrent requests, the GPT on the batcher's thread beside it)."""
     threads = settings.threads or torch.get_num_threads()
-    if settings.overlap is False or threads < 2 or not settings.device.startswith("cpu"):
+    if (
+        settings.overlap is False
+        or threads < 2
+        or not settings.device.startswith("cpu")
+        or concurrent_requests(settings) > 1
+    ):
         return threads, 0
     return threads - threads // 2, threads // 2
+
+
+def engine_worker_start(gpt_threads: int, device: torch.device, concurrent: int) -> None:
+    """Runs first on every engine worker: its own OpenMP team size, and with concurrent requests
+    on CUDA its own stream (so one request's SoVITS does not queue behind another's)."""
+    torch.set_num_threads(gpt_threads)
+    if concurrent > 1 and device.type == "cuda":
+        use_own_cuda_stream(device)
 
 
 def resolve_dtype(precision: str, device: str) -> tuple[torch.dtype, str | None]:
@@ -113,7 +142,7 @@ def cpu_has_native(dtype: torch.dtype) -> bool:
 
 
 class Runtime:
-    """Owns the engine thread; `close()` stops it."""
+    """Owns the engine's threads; `close()` stops them."""
 
     def __init__(self, settings: RuntimeSettings) -> None:
         if settings.threads:
@@ -123,6 +152,7 @@ class Runtime:
             _LOGGER.warning(precision_warning)
         self.settings = settings
         gpt_threads, vocoder_threads = worker_threads(settings)
+        concurrent = concurrent_requests(settings)
         self.models = ModelPaths.resolve(
             settings.data_dir,
             hubert=settings.hubert,
@@ -145,6 +175,7 @@ class Runtime:
                 gpt_int8=settings.gpt_int8,
                 vocoder_threads=vocoder_threads,
                 decode_threads=settings.decode_threads,
+                concurrent_requests=concurrent,
             ),
             on_broken=lambda voice_id, problem: self.service.voice_unusable(voice_id, problem),
         )
@@ -152,10 +183,12 @@ class Runtime:
         # The background model download (--fetch-models), set by the CLI: its status() (a
         # download.FetchStatus, to_dict() for JSON) is what a page shows. None without one.
         self.model_fetcher: ModelFetcher | None = None
+        device = torch.device(settings.device)
         self.engine = Engine(
             max_queue=settings.max_queue,
             name=f"gsv-engine-{settings.device}",
-            on_start=lambda: torch.set_num_threads(gpt_threads),  # the engine thread's own OpenMP team
+            on_start=lambda: engine_worker_start(gpt_threads, device, concurrent),
+            workers=concurrent,
         )
         self.service = TtsService(
             self.registry,
