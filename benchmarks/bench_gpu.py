@@ -5,9 +5,11 @@
 
 Real v2 shapes with seeded random weights (GPT 24 x 512, SoVITS v2, HuBERT-base; nothing to
 download). Three tables:
-1. GPT decode: tokens/s at batch 1 and 4, ms per step, prefill ms and VRAM peak, for the eager
-   steps ("exact": attention over exactly the valid KV; "bucketed": the static-shape step run
-   eagerly) and the captured one ("graph": that step replayed as a CUDA graph per KV bucket).
+1. GPT decode: tokens/s at batch 1 and 4, ms per step, prefill ms, VRAM peak and the first
+   run's seconds (captures, compilation), for the eager steps ("exact": attention over exactly
+   the valid KV; "bucketed": the static-shape step run eagerly) and the captured ones ("graph":
+   that step and the sampler replayed as one CUDA graph per KV bucket, its layers uncompiled;
+   "graph+compile": the same with the layers through torch.compile, the default).
    The EOS row of the random GPT is zeroed so that every row runs the full `--tokens`. Last
    row: 4 separate requests through the continuous batcher (wall time includes their prefills;
    "ms/step" is then the total over the tokens of one row).
@@ -67,8 +69,21 @@ def cuda_problem(device: str) -> str | None:
     return None
 
 
-def modes_for(device: torch.device) -> tuple[DecodeMode, ...]:
-    return ("exact", "bucketed", "graph") if device.type == "cuda" else ("exact", "bucketed")
+# Row label -> (decode mode, layers through torch.compile).
+STEP_VARIANTS: dict[str, tuple[DecodeMode, bool]] = {
+    "exact": ("exact", False),
+    "bucketed": ("bucketed", False),
+    "graph": ("graph", False),
+    "graph+compile": ("graph", True),
+}
+
+
+def variants_for(device: torch.device) -> list[str]:
+    return list(STEP_VARIANTS) if device.type == "cuda" else ["exact", "bucketed"]
+
+
+def use_variant(model: Text2Semantic, variant: str) -> None:
+    model.decode_mode, model.compile_steps = STEP_VARIANTS[variant]
 
 
 def synchronize(device: torch.device) -> None:
@@ -98,6 +113,7 @@ class DecodeRow:
     step_ms: float
     prefill_ms: float
     vram_mib: float
+    first_run_s: float
 
 
 def gpt_model(device: torch.device, dtype: torch.dtype) -> Text2Semantic:
@@ -106,7 +122,7 @@ def gpt_model(device: torch.device, dtype: torch.dtype) -> Text2Semantic:
     return model.to(device=device, dtype=dtype)
 
 
-def measure_decode(model: Text2Semantic, batch: int, mode: DecodeMode, tokens: int,
+def measure_decode(model: Text2Semantic, batch: int, variant: str, tokens: int,
                    reps: int) -> DecodeRow:
     """Median wall time of `generate_batch` for `tokens` tokens per row, minus the median time of
     the same call stopped after its first token (prefill + one sample)."""
@@ -118,15 +134,20 @@ def measure_decode(model: Text2Semantic, batch: int, mode: DecodeMode, tokens: i
     def run(max_tokens: int) -> Callable[[], object]:
         params = SamplingParams(top_k=15, max_tokens=max_tokens, early_stop=10_000)
         return lambda: model.generate_batch(
-            rows_phones, rows_bert, prompt, params, mode=mode,
+            rows_phones, rows_bert, prompt, params,
             generator=torch.Generator(device).manual_seed(0))
 
+    use_variant(model, variant)
     reset_peak(device)
-    run(tokens)()  # warm-up: allocates the buffers, captures the graph of every bucket used
+    started = time.perf_counter()
+    run(tokens)()  # warm-up: allocates the buffers, captures (and compiles) every bucket's step
+    synchronize(device)
+    first_run = time.perf_counter() - started
     first = median_wall_s(run(1), reps, lambda: synchronize(device))
     full = median_wall_s(run(tokens), reps, lambda: synchronize(device))
     step = (full - first) / (tokens - 1)
-    return DecodeRow(batch, mode, batch / step, 1000 * step, 1000 * first, peak_mib(device))
+    return DecodeRow(batch, variant, batch / step, 1000 * step, 1000 * first, peak_mib(device),
+                     first_run)
 
 
 def measure_batcher(model: Text2Semantic, requests: int, tokens: int, reps: int) -> DecodeRow:
@@ -145,11 +166,13 @@ def measure_batcher(model: Text2Semantic, requests: int, tokens: int, reps: int)
         assert all(len(future.result()) == tokens - 1 for future in futures)
 
     reset_peak(device)
+    started = time.perf_counter()
     run()  # warm-up: buffers and graphs
+    first_run = time.perf_counter() - started
     total = median_wall_s(run, reps, lambda: synchronize(device))
     batcher.close()
     return DecodeRow(requests, f"{batcher.mode}, batcher", requests * tokens / total,
-                     1000 * total / tokens, float("nan"), peak_mib(device))
+                     1000 * total / tokens, float("nan"), peak_mib(device), first_run)
 
 
 def decode_table(device: torch.device, dtype: torch.dtype, tokens: int,
@@ -157,22 +180,24 @@ def decode_table(device: torch.device, dtype: torch.dtype, tokens: int,
     model = gpt_model(device, dtype)
     rows = []
     for batch in (1, 4):
-        for mode in modes_for(device):
-            rows.append(measure_decode(model, batch, mode, tokens, reps))
+        for variant in variants_for(device):
+            rows.append(measure_decode(model, batch, variant, tokens, reps))
+    use_variant(model, variants_for(device)[-1])
+    model.decode_mode = None  # the batcher: its own default (graph on CUDA), compiled layers
     rows.append(measure_batcher(model, 4, tokens, reps))
     return rows
 
 
 def print_decode(rows: list[DecodeRow]) -> None:
     header = (f"{'batch':>5} {'mode':<18} {'tokens/s':>9} {'ms/step':>8} {'prefill ms':>10} "
-              f"{'VRAM MiB':>9} {'vs exact':>8}")
+              f"{'VRAM MiB':>9} {'first run s':>11} {'vs exact':>8}")
     print(header)
     print("-" * len(header))
     exact = {row.batch: row.tokens_per_s for row in rows if row.mode == "exact"}
     for row in rows:
         ratio = row.tokens_per_s / exact.get(row.batch, float("nan"))
         print(f"{row.batch:>5} {row.mode:<18} {row.tokens_per_s:9.1f} {row.step_ms:8.3f} "
-              f"{row.prefill_ms:10.2f} {row.vram_mib:9.1f} {ratio:8.2f}")
+              f"{row.prefill_ms:10.2f} {row.vram_mib:9.1f} {row.first_run_s:11.2f} {ratio:8.2f}")
 
 
 # ----------------------------------------------------------------------------- 2. end to end
@@ -198,9 +223,11 @@ def speak_once(speaker, sentences: list[str]) -> tuple[float, float, float]:
     pieces: list[tuple[float, int, int]] = []
     start = time.perf_counter()
     for sentence in sentences:
-        speaker.speak(sentence, lambda: False,
-                      lambda speech: pieces.append((time.perf_counter(), speech.samples.size,
-                                                    speech.rate)))
+        pending = speaker.speak(sentence, lambda: False,
+                                lambda speech: pieces.append((time.perf_counter(),
+                                                              speech.samples.size, speech.rate)))
+        if pending is not None:  # the CPU's vocoder worker still finishing the sentence
+            pending.wait()
     total = time.perf_counter() - start
     first = next(stamp for stamp, size, _rate in pieces if size) - start
     return first, total, sum(size / rate for _stamp, size, rate in pieces)
@@ -217,26 +244,26 @@ def speech_table(data_dir: Path, device: str, precision: str, reps: int) -> list
     speaker = runtime.backend.speaker(voice, voice.params, voice.language)
     target = torch.device(device)
     rows = []
-    for mode in modes_for(target):
-        pair.t2s.decode_mode = mode
+    for variant in variants_for(target):
+        use_variant(pair.t2s, variant)
         for name, sentences in ANNOUNCEMENTS.items():
-            speak_once(speaker, sentences)  # warm-up (graph capture, cuDNN choices)
+            speak_once(speaker, sentences)  # warm-up (graph capture, compilation, cuDNN choices)
             reset_peak(target)
             runs = [speak_once(speaker, sentences) for _ in range(reps)]
             first, total, audio = (statistics.median(run[i] for run in runs) for i in range(3))
-            rows.append(SpeechRow(name, mode, 1000 * first, total, audio, peak_mib(target)))
-    pair.t2s.decode_mode = None
+            rows.append(SpeechRow(name, variant, 1000 * first, total, audio, peak_mib(target)))
+    pair.t2s.decode_mode, pair.t2s.compile_steps = None, True
     return rows
 
 
 def print_speech(rows: list[SpeechRow]) -> None:
-    header = (f"{'text':<20} {'GPT steps':<9} {'first audio ms':>14} {'total s':>8} "
+    header = (f"{'text':<20} {'GPT steps':<13} {'first audio ms':>14} {'total s':>8} "
               f"{'audio s':>8} {'RTF':>6} {'VRAM MiB':>9} {'TTFA vs exact':>13}")
     print(header)
     print("-" * len(header))
     exact = {row.text: row.ttfa_ms for row in rows if row.mode == "exact"}
     for row in rows:
-        print(f"{row.text:<20} {row.mode:<9} {row.ttfa_ms:14.1f} {row.total_s:8.3f} "
+        print(f"{row.text:<20} {row.mode:<13} {row.ttfa_ms:14.1f} {row.total_s:8.3f} "
               f"{row.audio_s:8.2f} {row.rtf:6.3f} {row.vram_mib:9.1f} "
               f"{row.ttfa_ms / exact[row.text]:13.2f}")
 

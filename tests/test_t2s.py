@@ -26,6 +26,8 @@ from wyoming_gsv.gsv.t2s import (
     kv_bucket,
     logits_to_probs,
     make_generator,
+    penalise_in_place,
+    penalised_history_prefix,
     sample_from_probs,
 )
 
@@ -558,3 +560,87 @@ def test_decode_steps_use_gemv_linear_with_the_official_tokens(model: Text2Seman
     assert type(model.bert_proj) is torch.nn.Linear
     model.generate(phones, bert, prompt, GREEDY)
     assert all(m.weight.t().is_contiguous() for m in decode_linears)
+
+
+# ------------------------------------------------------------------------------ fused sampler
+
+
+def test_static_history_penalty_equals_the_in_place_one() -> None:
+    """Columns past `seen` (stale tokens of an earlier sentence, repeats) must not count."""
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(3, 40, generator=gen)
+    history = torch.randint(0, 40, (3, 16), generator=gen)
+    history[:, 6:9] = history[:, :3]  # repeats inside the seen prefix
+    seen = torch.tensor([9, 12, 1])
+    static = penalised_history_prefix(logits, history, seen, 1.35)
+    for row, count in enumerate(seen.tolist()):
+        expected = logits[row : row + 1].clone()
+        penalise_in_place(expected, history[row : row + 1, :count], 1.35)
+        assert torch.equal(static[row : row + 1], expected)
+    assert not torch.equal(static, logits)
+
+
+def test_bucketed_sampling_with_top_p_and_temperature_matches_exact_mode(
+        model: Text2Semantic, eos_prone_model: Text2Semantic, inputs, golden) -> None:
+    """The fused static step samples as the eager sampler does: same generator, same tokens."""
+    phones, bert, prompt = inputs
+    params = SamplingParams(top_k=20, top_p=0.8, temperature=0.7, repetition_penalty=1.2,
+                            max_tokens=120, early_stop=10_000)
+    runs = [model.generate(phones, bert, prompt, params, generator=make_generator(11), mode=mode)
+            for mode in ("exact", "bucketed")]
+    assert len(runs[0]) > 20 and runs[0].tolist() == runs[1].tolist()
+    rows_phones, rows_bert, rows_prompt = _sentences(golden)
+    batches = [eos_prone_model.generate_batch(rows_phones, rows_bert, rows_prompt, params,
+                                              generator=make_generator(5), mode=mode)
+               for mode in ("exact", "bucketed")]
+    assert [row.tolist() for row in batches[0]] == [row.tolist() for row in batches[1]]
+
+
+def test_a_failed_compile_falls_back_to_uncompiled_layers(
+        v2_tiny: Path, inputs, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """torch.compile needing a compiler the host lacks must cost speed, not the request."""
+    phones, bert, prompt = inputs
+    fresh = Text2Semantic.from_checkpoint(load_gpt_checkpoint(v2_tiny / "s1_tiny_v2.ckpt"))
+    calls: list[int] = []
+
+    def failing_layer(*_args) -> torch.Tensor:
+        calls.append(1)
+        raise RuntimeError("InductorError: no working C compiler")
+
+    monkeypatch.setattr(fresh, "_compiled_layer",
+                        lambda: None if fresh._compile_failure else failing_layer)
+    prefix = len(phones) + len(prompt)
+    token, position = torch.tensor([5]), torch.tensor([prefix])
+    cache = fresh.setup_caches(1, prefix + 1)
+    with torch.inference_mode():
+        cache.make_finite()
+        fresh.prefill([phones], [bert], prompt, cache)
+        compiled = [fresh.decode_step(token, position, position - len(phones), cache,
+                                      kv_bucket(prefix + 1), compiled=True) for _ in range(2)]
+        eager = fresh.decode_step(token, position, position - len(phones), cache,
+                                  kv_bucket(prefix + 1))
+    fresh.release_caches(cache)
+    assert calls == [1]  # tried once, then uncompiled for good
+    assert all(torch.equal(logits, eager) for logits in compiled)
+    assert "torch.compile of the decode step failed" in caplog.text
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_graph_samples_like_the_eager_static_step(v2_tiny: Path, inputs) -> None:
+    """The sampler inside the captured graph draws what the eager one draws (same kernels, the
+    noise from the same generator); compiled layers keep greedy decoding's tokens."""
+    phones, bert, prompt = inputs
+    cuda = Text2Semantic.from_checkpoint(load_gpt_checkpoint(v2_tiny / "s1_tiny_v2.ckpt"),
+                                         device="cuda")
+    params = SamplingParams(top_k=20, top_p=0.8, temperature=0.7, max_tokens=300,
+                            early_stop=10_000)
+    cuda.compile_steps = False
+    runs = [cuda.generate(phones, bert, prompt, params, generator=make_generator(11, "cuda"),
+                          mode=mode) for mode in ("bucketed", "graph")]
+    assert runs[0].tolist() == runs[1].tolist()
+    cuda.compile_steps = True
+    greedy = SamplingParams(top_k=1, max_tokens=300, early_stop=10_000)
+    assert cuda.generate(phones, bert, prompt, greedy).tolist() == \
+        cuda.generate(phones, bert, prompt, greedy, mode="bucketed").tolist()
+    assert cuda._compile_failure is None

@@ -147,11 +147,34 @@ def logits_to_probs(logits: Tensor, previous_tokens: Tensor | None, *, top_k: in
     """Probabilities [B, V] from logits [B, V]. The repetition penalty is applied IN PLACE on
     `logits` (upstream does this, and the EOS check reads the penalised logits afterwards)."""
     if previous_tokens is not None and repetition_penalty != 1.0 and previous_tokens.numel():
-        index = previous_tokens.long()
-        score = logits.gather(1, index)
-        score = torch.where(score < 0, score * repetition_penalty, score / repetition_penalty)
-        logits.scatter_(1, index, score)
+        penalise_in_place(logits, previous_tokens.long(), repetition_penalty)
+    return filtered_probs(logits, top_k=top_k, top_p=top_p, temperature=temperature)
 
+
+def penalise_in_place(logits: Tensor, index: Tensor, repetition_penalty: float) -> None:
+    """Upstream's repetition penalty on the columns `index` [B, N] of `logits` [B, V]: negative
+    scores multiplied, positive ones divided (a token seen twice is penalised once)."""
+    score = logits.gather(1, index)
+    score = torch.where(score < 0, score * repetition_penalty, score / repetition_penalty)
+    logits.scatter_(1, index, score)
+
+
+def penalised_history_prefix(logits: Tensor, history: Tensor, seen: Tensor,
+                             repetition_penalty: float) -> Tensor:
+    """`logits` [B, V] penalised for the tokens in the first `seen` [B] columns of `history`
+    [B, C], at static shapes (what a CUDA graph can hold): the columns past `seen` point at a
+    scratch column V that is dropped again. A new tensor; the same values as penalising
+    `history[:, :seen]` in place."""
+    width = logits.shape[1]
+    padded = F.pad(logits, (0, 1))
+    columns = torch.arange(history.shape[1], device=history.device)
+    penalise_in_place(padded, torch.where(columns < seen[:, None], history, width),
+                      repetition_penalty)
+    return padded[:, :width]
+
+
+def filtered_probs(logits: Tensor, *, top_k: int, top_p: float, temperature: float) -> Tensor:
+    """Top-p, temperature, top-k, softmax (upstream's order)."""
     if top_p < 1.0:
         sorted_logits, sorted_index = torch.sort(logits, dim=-1, descending=True)
         cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
@@ -309,8 +332,10 @@ def swap_linears_for_int8(module: nn.Module) -> None:
 
 
 # Where one step writes its keys/values: a slice of cache columns shared by every row
-# (prefill, exact decode) or per-row (row, head, column) index tensors (static-shape decode).
-CacheSlot = tuple[slice, slice, slice] | tuple[Tensor, Tensor, Tensor]
+# (prefill, exact decode), or each row's column as a scatter index [B, H, 1, head_dim]
+# (static-shape decode: one scatter per cache, where index tensors cost an index_put kernel
+# and two copies on the GPU).
+CacheSlot = tuple[slice, slice, slice] | Tensor
 
 
 class _LayerRefs(NamedTuple):
@@ -329,16 +354,15 @@ class _LayerRefs(NamedTuple):
 class EncoderLayer(nn.Module):
     """Post-norm block: x = LN1(x + MHA(x)); x = LN2(x + W2 relu(W1 x))."""
 
-    def __init__(self, dim: int, num_heads: int) -> None:
+    def __init__(self, dim: int) -> None:
         super().__init__()
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
         self.self_attn = SelfAttention(dim)
         self.linear1 = GemvLinear(dim, 4 * dim)
         self.linear2 = GemvLinear(4 * dim, dim)
         self.norm1 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         self.norm2 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         self._refs: _LayerRefs | None = None
+        self._weights: LayerWeights | None = None
 
     def bind(self) -> _LayerRefs:
         """Resolve the submodules' forwards and norm weights once: nn.Module attribute lookups
@@ -351,37 +375,88 @@ class EncoderLayer(nn.Module):
         return self._refs
 
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> EncoderLayer:
-        self._refs = None
+        self._refs = self._weights = None
         return super()._apply(fn, *args, **kwargs)
 
     def forward(self, rows: Tensor, length: int, k_cache: Tensor, v_cache: Tensor,
                 slot: CacheSlot, span: int, attn_mask: Tensor | None) -> Tensor:
-        """rows [B*T, D] (T = `length` tokens per row) whose keys/values go to `slot` of the
-        k/v caches [B, H, S, hd]; attention reads cache columns 0..span-1 (`attn_mask`
-        [B, 1, T, span] marks the valid ones). Returns the new rows [B*T, D].
+        return layer_forward(rows, length, self._refs or self.bind(), k_cache, v_cache, slot, span,
+                             attn_mask)
 
-        A single-token decode step is bound by reading the weights, so the rest is kept to as
-        few ops as possible: flat rows between layers, fused bias, in-place relu/residual."""
-        in_proj, out_proj, ffn_in, ffn_out, norm1_w, norm1_b, norm2_w, norm2_b = (
-            self._refs or self.bind())
-        count, dim = rows.shape
-        batch = count // length
-        qkv = in_proj(rows).view(batch, length, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.transpose(1, 3).unbind(2)  # each [B, H, T, hd]
+    def weights(self) -> LayerWeights | None:
+        """The float weights in `float_layer_forward`'s order; None once swapped for int8."""
+        if isinstance(self.linear1, Int8Linear):
+            return None
+        if self._weights is None:
+            attn = self.self_attn
+            self._weights = LayerWeights(
+                attn.in_proj.weight, attn.in_proj.bias, attn.out_proj.weight, attn.out_proj.bias,
+                self.linear1.weight, self.linear1.bias, self.linear2.weight, self.linear2.bias,
+                self.norm1.weight, self.norm1.bias, self.norm2.weight, self.norm2.bias)
+        return self._weights
+
+
+class LayerWeights(NamedTuple):
+    in_w: Tensor
+    in_b: Tensor
+    out_w: Tensor
+    out_b: Tensor
+    ffn_in_w: Tensor
+    ffn_in_b: Tensor
+    ffn_out_w: Tensor
+    ffn_out_b: Tensor
+    norm1_w: Tensor
+    norm1_b: Tensor
+    norm2_w: Tensor
+    norm2_b: Tensor
+
+
+def layer_forward(rows: Tensor, length: int, refs: _LayerRefs, k_cache: Tensor, v_cache: Tensor,
+                  slot: CacheSlot, span: int, attn_mask: Tensor | None) -> Tensor:
+    """One layer: rows [B*T, D] (T = `length` tokens per row) whose keys/values go to `slot` of
+    the k/v caches [B, H, S, hd]; attention reads cache columns 0..span-1 (`attn_mask`
+    [B, 1, T, span], boolean or additive, marks the valid ones). Returns the new rows [B*T, D].
+
+    A single-token decode step is bound by reading the weights, so the rest is kept to as few
+    ops as possible: flat rows between layers, fused bias, in-place relu/residual."""
+    in_proj, out_proj, ffn_in, ffn_out, norm1_w, norm1_b, norm2_w, norm2_b = refs
+    count, dim = rows.shape
+    batch = count // length
+    heads = k_cache.shape[1]
+    qkv = in_proj(rows).view(batch, length, 3, heads, dim // heads)
+    q, k, v = qkv.transpose(1, 3).unbind(2)  # each [B, H, T, hd]
+    if isinstance(slot, Tensor):
+        k_cache.scatter_(2, slot, k)
+        v_cache.scatter_(2, slot, v)
+    else:
         k_cache[slot] = k
         v_cache[slot] = v
-        attn = F.scaled_dot_product_attention(q, k_cache[:, :, :span], v_cache[:, :, :span],
-                                              attn_mask=attn_mask)
-        attn = attn.transpose(1, 2).reshape(count, dim)
-        rows = F.layer_norm(out_proj(attn).add_(rows), (dim,), norm1_w, norm1_b, LAYER_NORM_EPS)
-        out = ffn_out(ffn_in(rows).relu_())
-        return F.layer_norm(out.add_(rows), (dim,), norm2_w, norm2_b, LAYER_NORM_EPS)
+    attn = F.scaled_dot_product_attention(q, k_cache[:, :, :span], v_cache[:, :, :span],
+                                          attn_mask=attn_mask)
+    attn = attn.transpose(1, 2).reshape(count, dim)
+    rows = F.layer_norm(out_proj(attn).add_(rows), (dim,), norm1_w, norm1_b, LAYER_NORM_EPS)
+    out = ffn_out(ffn_in(rows).relu_())
+    return F.layer_norm(out.add_(rows), (dim,), norm2_w, norm2_b, LAYER_NORM_EPS)
+
+
+def float_layer_forward(rows: Tensor, length: int, weights: LayerWeights, k_cache: Tensor,
+                        v_cache: Tensor, slot: CacheSlot, span: int,
+                        attn_mask: Tensor | None) -> Tensor:
+    """`layer_forward` with the weights as arguments: what `torch.compile` turns into one
+    program for every layer (weights as inputs, not constants), fusing the residual adds into
+    the norms and the cache writes into one kernel."""
+    w = weights
+    refs = _LayerRefs(lambda x: F.linear(x, w.in_w, w.in_b), lambda x: F.linear(x, w.out_w, w.out_b),
+                      lambda x: F.linear(x, w.ffn_in_w, w.ffn_in_b),
+                      lambda x: F.linear(x, w.ffn_out_w, w.ffn_out_b),
+                      w.norm1_w, w.norm1_b, w.norm2_w, w.norm2_b)
+    return layer_forward(rows, length, refs, k_cache, v_cache, slot, span, attn_mask)
 
 
 class Encoder(nn.Module):
-    def __init__(self, dim: int, num_heads: int, num_layers: int) -> None:
+    def __init__(self, dim: int, num_layers: int) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(EncoderLayer(dim, num_heads) for _ in range(num_layers))
+        self.layers = nn.ModuleList(EncoderLayer(dim) for _ in range(num_layers))
 
 
 def kv_bucket(length: int) -> int:
@@ -405,11 +480,9 @@ class KVCache:
     v: Tensor
     valid: Tensor
     history: Tensor
-    row_index: Tensor  # [batch, 1, 1]: with head_index, a per-row write slot
-    head_index: Tensor  # [1, heads, 1]
     audio_pe: Tensor | None = None  # [capacity, D], set by Text2Semantic.setup_caches
     zeroed: bool = False  # every column holds a finite value (needed when a step reads past valid)
-    graphs: dict[tuple[int, int], CapturedStep] = field(default_factory=dict)
+    graphs: dict[tuple, CapturedStep] = field(default_factory=dict)  # see _captured
     root: KVCache | None = None  # the full-size buffers this is a view of
 
     @classmethod
@@ -423,8 +496,6 @@ class KVCache:
             v=make(shape, device=device, dtype=dtype),
             valid=torch.zeros(batch, max_len, dtype=torch.bool, device=device),
             history=torch.zeros(batch, max_len, dtype=torch.long, device=device),
-            row_index=torch.arange(batch, device=device)[:, None, None],
-            head_index=torch.arange(config.num_heads, device=device)[None, :, None],
             zeroed=zeroed,
         )
 
@@ -445,8 +516,7 @@ class KVCache:
         its captured graphs, which are keyed by row count)."""
         full, end = self.full, start + count
         return replace(full, k=full.k[:, start:end], v=full.v[:, start:end],
-                       valid=full.valid[start:end], history=full.history[start:end],
-                       row_index=full.row_index[:count], root=full)
+                       valid=full.valid[start:end], history=full.history[start:end], root=full)
 
     def move_row(self, source: int, target: int, columns: int) -> None:
         """Copy row `source` (its first `columns` KV columns, its flags and history) to row
@@ -473,45 +543,79 @@ class KVCache:
             full.zeroed = True
 
 
-class CapturedStep:
-    """`Text2Semantic.decode_step` for a fixed (rows, KV span), captured as a CUDA graph on the
-    first call and replayed for every later token of that shape (no per-layer launches)."""
+class SamplerSpec(NamedTuple):
+    """How a fused step samples (fixed per captured graph): the request's settings, and whether
+    EOS may be drawn yet (not in the first MIN_TOKENS_BEFORE_EOS tokens)."""
 
-    def __init__(self, model: Text2Semantic, cache: KVCache, span: int) -> None:
-        self.model, self.cache, self.span = model, cache, span
+    eos_allowed: bool
+    top_k: int
+    top_p: float
+    temperature: float
+    repetition_penalty: float
+
+
+class CapturedStep:
+    """A static-shape step for fixed (rows, KV span[, sampler]), captured as a CUDA graph on
+    the first call and replayed for every later token of that shape (no per-op launches).
+    Without a sampler it is `Text2Semantic.decode_step` and returns the logits (the batcher
+    samples row by row). With one it is `Text2Semantic.fused_step`: the caller draws the noise
+    into `noise` (the request's own generator, outside the graph), and the graph samples,
+    writes the history and advances its own tokens/positions/audio_index, so a token costs one
+    replay and one read of [samples, ended] (the eager sampler cost ~0.5 ms of launches per
+    token on an H200, a third of the step)."""
+
+    def __init__(self, model: Text2Semantic, cache: KVCache, span: int,
+                 sampler: SamplerSpec | None = None) -> None:
+        self.model, self.cache, self.span, self.sampler = model, cache, span, sampler
         device = cache.k.device
         self.tokens = torch.zeros(cache.batch, dtype=torch.long, device=device)
         self.positions = torch.zeros_like(self.tokens)
         self.audio_index = torch.zeros_like(self.tokens)
+        self.noise = None
+        if sampler is not None:
+            width = model.config.vocab_size if sampler.eos_allowed else model.config.eos
+            self.noise = torch.ones(cache.batch, width, device=device)
         self.graph: Any = None
-        self.logits: Tensor | None = None
+        self.output: Tensor | None = None
 
     def __call__(self, tokens: Tensor, positions: Tensor, audio_index: Tensor) -> Tensor:
-        self.tokens.copy_(tokens)
-        self.positions.copy_(positions)
-        self.audio_index.copy_(audio_index)
+        for buffer, value in ((self.tokens, tokens), (self.positions, positions),
+                              (self.audio_index, audio_index)):
+            if value is not buffer:  # a fused step's own outputs come back as its inputs
+                buffer.copy_(value)
         if self.graph is None:
             self._capture()
         self.graph.replay()
-        assert self.logits is not None
-        return self.logits
+        assert self.output is not None
+        return self.output
 
     def _step(self) -> Tensor:
-        return self.model.decode_step(self.tokens, self.positions, self.audio_index, self.cache,
-                                      self.span)
+        if self.sampler is None:
+            return self.model.decode_step(self.tokens, self.positions, self.audio_index,
+                                          self.cache, self.span, compiled=True)
+        assert self.noise is not None
+        return self.model.fused_step(self.tokens, self.positions, self.audio_index, self.noise,
+                                     self.cache, self.span, self.sampler, compiled=True)
 
     def _capture(self) -> None:
-        # Warm up on a side stream first (cuBLAS handles, kernel choice), as torch.cuda.graphs
-        # requires. The warm-up runs the real step on the real inputs: the replay that follows
-        # writes the same cache column again, so nothing is disturbed.
+        # Warm up on a side stream first (compilation, cuBLAS handles, kernel choice), as
+        # torch.cuda.graphs requires. The warm-up runs the real step on the real inputs: the
+        # replay that follows writes the same cache and history columns again, and a fused
+        # step's inputs, which it advances, are put back first.
+        inputs = (self.tokens, self.positions, self.audio_index)
+        saved = [buffer.clone() for buffer in inputs]
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             self._step()
         torch.cuda.current_stream().wait_stream(side)
+        for buffer, value in zip(inputs, saved):
+            buffer.copy_(value)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.model.graph_pool()):
-            self.logits = self._step()
+        # thread_local: other threads (SoVITS of other requests) may use the GPU meanwhile.
+        with torch.cuda.graph(graph, pool=self.model.graph_pool(),
+                              capture_error_mode="thread_local"):
+            self.output = self._step()
         self.graph = graph
 
 
@@ -533,7 +637,7 @@ class Text2Semantic(nn.Module):
         self.ar_text_position = SinePosition(dim)
         self.ar_audio_embedding = TokenEmbedding(config.vocab_size, dim)
         self.ar_audio_position = SinePosition(dim)
-        self.h = Encoder(dim, config.num_heads, config.num_layers)
+        self.h = Encoder(dim, config.num_layers)
         self.ar_predict_layer = GemvLinear(dim, config.vocab_size, bias=False)
         # How decode steps run when a call does not say; None: default_decode_mode.
         self.decode_mode: DecodeMode | None = None
@@ -546,6 +650,11 @@ class Text2Semantic(nn.Module):
         self._cache_pool_lock = threading.Lock()
         self._graph_pool: Any = None
         self._graph_failure: str | None = None  # set when a capture failed: decode eagerly
+        # Captured steps run their layers through torch.compile (CUDA only): 461 -> 245 kernels
+        # per step of the real v2 GPT (benchmarks/bench_gpu.py).
+        self.compile_steps = True
+        self._compiled: Callable[..., Tensor] | None = None
+        self._compile_failure: str | None = None
 
     # ---------------------------------------------------------------------------- loading
 
@@ -662,24 +771,75 @@ class Text2Semantic(nn.Module):
                             attn_mask)
 
     def decode_step(self, tokens: Tensor, positions: Tensor, audio_index: Tensor,
-                    cache: KVCache, span: int) -> Tensor:
+                    cache: KVCache, span: int, *, compiled: bool = False) -> Tensor:
         """One token per row at static shapes (what a CUDA graph captures): token ids [B] at
         cache columns `positions` [B] with audio positions `audio_index` [B]; attention over
-        the first `span` columns (a KV bucket), masked to the valid ones. Logits [B, V]."""
+        the first `span` columns (a KV bucket), masked to the valid ones. Logits [B, V].
+        `compiled`: the layers through torch.compile where this model allows it."""
         x = self.ar_audio_embedding(tokens) + cache.audio_pe[audio_index]
-        valid = cache.valid.scatter_(1, positions[:, None], True)
-        slot = (cache.row_index, cache.head_index, positions[:, None, None])
-        return self._layers(x[:, None], cache, slot, span, valid[:, None, None, :span])
+        valid = cache.valid.scatter_(1, positions[:, None], True)[:, None, None, :span]
+        # Additive, built once per step: a boolean mask is converted in every layer's attention.
+        mask = torch.full(valid.shape, -math.inf, dtype=x.dtype, device=x.device).masked_fill_(valid, 0.0)
+        config = self.config
+        slot = positions[:, None, None, None].expand(-1, config.num_heads, 1, config.head_dim)
+        return self._layers(x[:, None], cache, slot, span, mask, compiled=compiled)
+
+    def fused_step(self, tokens: Tensor, positions: Tensor, audio_index: Tensor, noise: Tensor,
+                   cache: KVCache, span: int, sampler: SamplerSpec, *,
+                   compiled: bool = False) -> Tensor:
+        """`decode_step`, then each row's sample (the sampler above at static shapes, with the
+        exponential `noise` [B, V or EOS] drawn by the caller), written to the history; the
+        inputs advance in place to the next step. Returns [2, B]: the samples, and whether each
+        row ended (EOS drawn, or EOS the argmax of the penalised logits)."""
+        eos = self.config.eos
+        logits = self.decode_step(tokens, positions, audio_index, cache, span,
+                                  compiled=compiled).float()
+        if not sampler.eos_allowed:
+            logits = logits[:, :eos]  # EOS is the last column
+        seen = audio_index + 1  # history columns so far: the prompt, then every earlier sample
+        if sampler.repetition_penalty != 1.0:
+            logits = penalised_history_prefix(logits, cache.history, seen,
+                                              sampler.repetition_penalty)
+        probs = filtered_probs(logits, top_k=sampler.top_k, top_p=sampler.top_p,
+                               temperature=sampler.temperature)
+        sampled = sample_from_probs(probs, noise=noise)
+        ended = (sampled == eos) | (logits.argmax(dim=-1) == eos)
+        cache.history.scatter_(1, seen[:, None], sampled[:, None])
+        tokens.copy_(sampled)
+        positions += 1
+        audio_index += 1
+        return torch.stack((sampled, ended.long()))
 
     def _layers(self, x: Tensor, cache: KVCache, slot: CacheSlot, span: int,
-                attn_mask: Tensor | None) -> Tensor:
+                attn_mask: Tensor | None, *, compiled: bool = False) -> Tensor:
         """x [B, T, D] through every layer; logits of each row's last position [B, V]."""
         batch, length, dim = x.shape
         rows = x.reshape(batch * length, dim)
+        compiled_layer = self._compiled_layer() if compiled else None
         for layer, k_cache, v_cache in zip(self.h.layers, cache.k, cache.v):
+            weights = layer.weights() if compiled_layer is not None else None
+            if weights is not None:
+                try:
+                    rows = compiled_layer(rows, length, weights, k_cache, v_cache, slot, span,
+                                          attn_mask)
+                    continue
+                except Exception as err:  # no compiler, an unsupported op: eager from now on
+                    self._compile_failure = f"{type(err).__name__}: {err}"
+                    _LOGGER.warning("torch.compile of the decode step failed, running it "
+                                    "uncompiled from now on: %s", self._compile_failure)
+                    compiled_layer = None
             # .forward directly: nn.Module.__call__ costs ~10 us x 24 layers per token.
             rows = layer.forward(rows, length, k_cache, v_cache, slot, span, attn_mask)
         return self.ar_predict_layer(rows.view(batch, length, dim)[:, -1])
+
+    def _compiled_layer(self) -> Callable[..., Tensor] | None:
+        """`float_layer_forward` compiled (one program for every layer, shapes specialised and
+        then made dynamic by torch.compile as buckets change), or None: off, not CUDA, failed."""
+        if not self.compile_steps or self.device.type != "cuda" or self._compile_failure:
+            return None
+        if self._compiled is None:
+            self._compiled = torch.compile(float_layer_forward, fullgraph=True)
+        return self._compiled
 
     # ---------------------------------------------------------------------------- generation
 
@@ -786,7 +946,8 @@ class Text2Semantic(nn.Module):
                 mode: DecodeMode, cache: KVCache) -> list[_Row]:
         """The shared decode loop (upstream `infer_panel_batch_infer` / `infer_panel_naive`).
         Rows that end are dropped from the batch (cache, history, masks), as upstream does.
-        One host sync per step: the sampled tokens and their EOS flags, read together."""
+        One host sync per step: the sampled tokens and their EOS flags, read together. In the
+        static modes every step after the first is a `fused_step` (sampling included)."""
         cfg, device = self.config, self.device
         prompt_len = 0 if prompt is None else prompt.numel()
         prefix_len = max(p.numel() for p in phone_ids) + prompt_len
@@ -801,14 +962,22 @@ class Text2Semantic(nn.Module):
         active = list(range(len(phone_ids)))  # batch position -> row index
 
         logits = self.prefill(phone_ids, bert, prompt, cache)
+        sampled = torch.empty(0, dtype=torch.long)  # each step's samples; the first from the prefill
         step_threads = self.step_threads()
         for step in range(max_steps):
             if should_stop is not None and should_stop():
                 raise GenerationCancelled()
             with intra_op_threads(step_threads):  # the model step and sampler; on_token as called
-                if step > 0:  # feed the previous sample; it sits at cache column prefix_len + step - 1
-                    length = prefix_len + step
-                    if mode == "exact":
+                if step > 0 and mode != "exact":
+                    sampler = SamplerSpec(step >= MIN_TOKENS_BEFORE_EOS, params.top_k, params.top_p,
+                                          params.temperature, params.repetition_penalty)
+                    sampled, positions, audio_index, out = self._fused(
+                        sampled, positions, audio_index, cache, prefix_len + step, sampler,
+                        generator, graphed=mode == "graph")
+                    tokens, ended = out.tolist()
+                else:
+                    if step > 0:  # exact: feed the previous sample at cache column prefix_len + step - 1
+                        length = prefix_len + step
                         token_emb = self.ar_audio_embedding(sampled)[:, None]
                         token_emb = token_emb + cache.audio_pe[prompt_len + step - 1]
                         mask = None
@@ -816,23 +985,18 @@ class Text2Semantic(nn.Module):
                             cache.valid[:, length - 1] = True
                             mask = cache.valid[:, None, None, :length]
                         logits = self.forward_cached(token_emb, cache, length - 1, mask)
-                    else:
-                        logits = self.static_step(sampled, positions, audio_index, cache, length,
-                                                  graphed=mode == "graph")
-                        positions += 1
-                        audio_index += 1
-
-                logits = logits.float()  # sampling in fp32 (a no-op for fp32 models)
-                if step < MIN_TOKENS_BEFORE_EOS:
-                    logits = logits[:, : cfg.eos]  # EOS is the last column
-                probs = logits_to_probs(logits, cache.history[:, : prompt_len + step],
-                                        top_k=params.top_k, top_p=params.top_p,
-                                        temperature=params.temperature,
-                                        repetition_penalty=params.repetition_penalty)
-                sampled = sample_from_probs(probs, generator=generator)
-                # Upstream stops on a sampled EOS or an EOS argmax of the (penalised) logits.
-                ended_now = (sampled == cfg.eos) | (logits.argmax(dim=-1) == cfg.eos)
-                tokens, ended = torch.stack((sampled, ended_now.long())).tolist()
+                    logits = logits.float()  # sampling in fp32 (a no-op for fp32 models)
+                    if step < MIN_TOKENS_BEFORE_EOS:
+                        logits = logits[:, : cfg.eos]  # EOS is the last column
+                    probs = logits_to_probs(logits, cache.history[:, : prompt_len + step],
+                                            top_k=params.top_k, top_p=params.top_p,
+                                            temperature=params.temperature,
+                                            repetition_penalty=params.repetition_penalty)
+                    sampled = sample_from_probs(probs, generator=generator)
+                    # Upstream stops on a sampled EOS or an EOS argmax of the (penalised) logits.
+                    ended_now = (sampled == cfg.eos) | (logits.argmax(dim=-1) == cfg.eos)
+                    tokens, ended = torch.stack((sampled, ended_now.long())).tolist()
+                    cache.history[:, prompt_len + step] = sampled
             for position, token in enumerate(tokens):
                 row = rows[active[position]]
                 if ended[position]:
@@ -841,7 +1005,6 @@ class Text2Semantic(nn.Module):
                     row.tokens.append(token)
                     if on_token is not None:
                         on_token(token)
-            cache.history[:, prompt_len + step] = sampled
 
             if (early_stop is not None and step + 1 > early_stop) or step == max_steps - 1:
                 break  # early stop / hard cap for every row still running
@@ -857,6 +1020,31 @@ class Text2Semantic(nn.Module):
                 active = [active[position] for position in keep]
         return rows
 
+    def _fused(self, tokens: Tensor, positions: Tensor, audio_index: Tensor, cache: KVCache,
+               length: int, sampler: SamplerSpec, generator: torch.Generator | None, *,
+               graphed: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One `fused_step` at the KV bucket of `length`, replayed from its CUDA graph when
+        `graphed` (captured on first use, kept with the cache): (tokens, positions,
+        audio_index) to feed next, and [samples, ended]. The noise is drawn here, as the
+        eager sampler draws it, so the same generator gives the same tokens either way."""
+        span = kv_bucket(length)
+        width = self.config.vocab_size if sampler.eos_allowed else self.config.eos
+        step = self._captured(cache, (cache.batch, span, sampler), sampler) if graphed else None
+        if step is not None:
+            assert step.noise is not None
+            step.noise.exponential_(1.0, generator=generator)
+            try:
+                out = step(tokens, positions, audio_index)
+                return step.tokens, step.positions, step.audio_index, out
+            except RuntimeError as err:
+                self._capture_failed(cache, (cache.batch, span, sampler), err)
+                noise = step.noise
+        else:
+            noise = torch.empty(tokens.shape[0], width, device=tokens.device)
+            noise.exponential_(1.0, generator=generator)
+        out = self.fused_step(tokens, positions, audio_index, noise, cache, span, sampler)
+        return tokens, positions, audio_index, out
+
     def static_step(self, tokens: Tensor, positions: Tensor, audio_index: Tensor,
                     cache: KVCache, length: int, *, graphed: bool) -> Tensor:
         """`decode_step` at the KV bucket of `length` (the cache holds `length` columns after
@@ -865,19 +1053,28 @@ class Text2Semantic(nn.Module):
         fails (a driver or op that graphs do not support) is logged once, and this model then
         decodes eagerly: slower, never broken."""
         span = kv_bucket(length)
-        if graphed and self._graph_failure is None:
-            key = (cache.batch, span)
-            step = cache.graphs.get(key)
-            if step is None:
-                step = cache.graphs[key] = CapturedStep(self, cache, span)
+        step = self._captured(cache, (cache.batch, span), None) if graphed else None
+        if step is not None:
             try:
                 return step(tokens, positions, audio_index)
             except RuntimeError as err:
-                del cache.graphs[key]
-                self._graph_failure = str(err)
-                _LOGGER.warning("CUDA graph capture failed, decoding eagerly from now on: %s",
-                                err)
+                self._capture_failed(cache, (cache.batch, span), err)
         return self.decode_step(tokens, positions, audio_index, cache, span)
+
+    def _captured(self, cache: KVCache, key: tuple, sampler: SamplerSpec | None) -> CapturedStep | None:
+        """The cache's captured step for `key` ((rows, span) or (rows, span, sampler)), made on
+        first use; None once a capture has failed on this model."""
+        if self._graph_failure is not None:
+            return None
+        step = cache.graphs.get(key)
+        if step is None:
+            step = cache.graphs[key] = CapturedStep(self, cache, key[1], sampler)
+        return step
+
+    def _capture_failed(self, cache: KVCache, key: tuple, err: RuntimeError) -> None:
+        del cache.graphs[key]
+        self._graph_failure = str(err)
+        _LOGGER.warning("CUDA graph capture failed, decoding eagerly from now on: %s", err)
 
 
 def official_slice(tokens: list[int], finished_by_eos: bool, has_prompt: bool,
