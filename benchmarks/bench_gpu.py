@@ -17,7 +17,8 @@ download). Three tables:
    server streams): time to first audio for a short and a two-sentence announcement, total
    time, audio seconds, RTF = total / audio, VRAM peak; eager ("exact") against captured.
 3. Unless `--no-server`: the same through the real server over TCP (`bench_server.py`'s client,
-   `--device` as given, default settings: captured steps).
+   `--device` as given, default settings: captured steps), then 4 streamed answers sent at
+   once (concurrent requests share the GPT's steps).
 Each sentence runs to the GPT's early stop (`--sentence-tokens`, 25 per second of audio), as in
 bench_server.py. Targets (issue 13): >= 1000 tokens/s at batch 1 and first audio <= 80 ms for
 the short announcement. Without a CUDA device it refuses with one line (exit status 2);
@@ -48,6 +49,7 @@ from timing import median_wall_s  # noqa: E402
 from wyoming_gsv.gsv.t2s import DecodeMode, SamplingParams, Text2Semantic  # noqa: E402
 from wyoming_gsv.gsv.t2s_batch import ContinuousBatcher, DecodeRequest  # noqa: E402
 
+CONCURRENT_CLIENTS = 4  # table 3: streamed answers sent at the same time
 PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 TEXT_PHONES, PROMPT_TOKENS = 70, 100  # reference + target phones, a 4 s reference's tokens
 ANNOUNCEMENTS = {
@@ -268,6 +270,20 @@ def print_speech(rows: list[SpeechRow]) -> None:
               f"{row.ttfa_ms / exact[row.text]:13.2f}")
 
 
+async def measure_with_concurrency(port: int, reps: int) -> list:
+    """bench_server's sequential requests, then CONCURRENT_CLIENTS streamed answers at once
+    (first audio: the last client's; RTF: wall time over all their audio), median of `reps`."""
+    from bench_server import TEXTS, Run, concurrently, measure
+
+    rows = await measure(port, reps)
+    name, text = list(TEXTS.items())[-1]
+    await concurrently(port, text, CONCURRENT_CLIENTS)  # warm-up: the batched steps' graphs
+    runs = [await concurrently(port, text, CONCURRENT_CLIENTS) for _ in range(reps)]
+    median = Run(*(statistics.median(getattr(run, field) for run in runs)
+                   for field in ("ttfa", "total", "audio_seconds")))
+    return rows + [(f"{CONCURRENT_CLIENTS} x {name}", "streaming, at once", median)]
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -309,8 +325,9 @@ def main() -> int:
             print("\n3. Real server over TCP (default settings)")
             server_args = argparse.Namespace(threads=args.threads, device=args.device,
                                              reps=args.reps)
-            for text, mode, run in run_server(data_dir, server_args, ["--precision", precision]):
-                print(f"{text:<27} {mode:<14} first audio {1000 * run.ttfa:8.1f} ms  total "
+            for text, mode, run in run_server(data_dir, server_args, ["--precision", precision],
+                                              measure_with_concurrency):
+                print(f"{text:<27} {mode:<22} first audio {1000 * run.ttfa:8.1f} ms  total "
                       f"{run.total:6.3f} s  audio {run.audio_seconds:5.2f} s  RTF "
                       f"{run.total / run.audio_seconds:6.3f}")
     print(f"\nload average {os.getloadavg()[0]:.2f}")

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -218,7 +218,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_server(data_dir: Path, args: argparse.Namespace, flags: list[str]) -> list[tuple[str, str, Run]]:
+Measure = Callable[[int, int], Awaitable[list[tuple[str, str, Run]]]]
+
+
+async def concurrently(port: int, text: str, clients: int) -> Run:
+    """`clients` streamed requests of `text` at once: the last first audio, the wall time until
+    every one is done, and the audio of all of them."""
+    start = time.perf_counter()
+    runs = await asyncio.gather(*(streaming(port, text) for _ in range(clients)))
+    return Run(max(run.ttfa for run in runs), time.perf_counter() - start,
+               sum(run.audio_seconds for run in runs))
+
+
+def run_server(data_dir: Path, args: argparse.Namespace, flags: list[str],
+               measure_runs: Measure = measure) -> list[tuple[str, str, Run]]:
     port = free_port()
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     command = [sys.executable, "-m", "wyoming_gsv", "--uri", f"tcp://127.0.0.1:{port}", "--data-dir", str(data_dir),
@@ -228,7 +241,7 @@ def run_server(data_dir: Path, args: argparse.Namespace, flags: list[str]) -> li
         t0 = time.perf_counter()
         asyncio.run(wait_ready(port, process))
         print(f"server ({' '.join(flags) or 'defaults'}) ready in {time.perf_counter() - t0:.1f} s")
-        return asyncio.run(measure(port, args.reps))
+        return asyncio.run(measure_runs(port, args.reps))
     finally:
         process.terminate()
         process.wait(30)
