@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import queue
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -48,7 +47,7 @@ from ..text.frontend import TextFrontend
 from ..text.segmentation import SPLITS, EmptyTextError, pre_seg_text
 from ..voices import BundleCache, ModelPaths, Voice, VoiceBundle, VoiceParams, bundle_key, file_identity
 from .decode_threads import choose_decode_threads
-from .pipeline import AudioWorker, PendingAudio, settle_cuda_work, use_own_cuda_stream
+from .pipeline import AudioWorker, PendingAudio, decode_in_batch, settle_cuda_work, use_own_cuda_stream
 from .speech import Emit, ShouldStop, Speech, SynthesisError
 
 _LOGGER = logging.getLogger(__name__)
@@ -503,36 +502,6 @@ class GsvBackend:
             run_audio(vocode)
         gap = np.zeros(int(self.settings.sentence_gap * rate), dtype=np.int16)
         run_audio(lambda: emit(Speech(rate=rate, samples=gap)))
-
-
-def decode_in_batch(
-    batcher: ContinuousBatcher, request: DecodeRequest, on_token: Callable[[int], None] | None, device: torch.device
-) -> torch.Tensor:
-    """The sentence's GPT tokens (as `generate` returns them) from the shared batcher. Its thread
-    only queues each token; the calling thread hands them to `on_token` (the streamed SoVITS
-    chunks), so a chunk is vocoded here while the batcher already computes the next steps.
-    Raises what the batcher raises (GenerationCancelled, a bad request's ValueError, a failed
-    step's error); a failing `on_token` takes the request out of the batch at its next step."""
-    tokens: queue.SimpleQueue[int | None] = queue.SimpleQueue()
-    abandoned = threading.Event()
-    should_stop = request.should_stop
-    request.should_stop = lambda: abandoned.is_set() or (should_stop is not None and should_stop())
-    request.on_token = tokens.put if on_token is not None else None
-    settle_cuda_work(device)  # the batcher reads the inputs on its own stream
-    future = batcher.submit(request)
-    # Runs once the request has left the batch, however it left (after its last token): the
-    # wait below always ends.
-    future.add_done_callback(lambda _done: tokens.put(None))
-    try:
-        # In inference mode as within `generate`: the chunks join SoVITS's outputs in place.
-        with torch.inference_mode():
-            while (token := tokens.get()) is not None:
-                if on_token is not None:
-                    on_token(token)
-    except BaseException:
-        abandoned.set()
-        raise
-    return future.result()
 
 
 def streaming_config(params: VoiceParams, sovits: SovitsBase) -> StreamingConfig | None:

@@ -1,10 +1,14 @@
-"""GPT and SoVITS on two workers: while the vocoder turns chunk n into audio, the GPT makes n+1.
+"""GPT and SoVITS on two threads: while the vocoder turns chunk n into audio, the GPT makes n+1.
 
-The engine's thread runs the GPT; an `AudioWorker` thread runs every SoVITS call, in the order
-they were handed over, each thread with its own torch intra-op threads. A sentence's audio is
-tracked by a `PendingAudio`: the engine reports the sentence finished from the worker, after its
-last piece, so pieces and sentence ends reach the session in order while the GPT goes on with
-the next sentence.
+On the CPU with one request at a time, the engine's thread runs the GPT; an `AudioWorker` thread
+runs every SoVITS call, in the order they were handed over, each thread with its own torch
+intra-op threads. A sentence's audio is tracked by a `PendingAudio`: the engine reports the
+sentence finished from the worker, after its last piece, so pieces and sentence ends reach the
+session in order while the GPT goes on with the next sentence.
+
+With concurrent requests, the GPT runs on a `ContinuousBatcher`'s thread and each request's own
+engine worker vocodes its chunks (`decode_in_batch`); on CUDA each of those threads has its own
+stream (`use_own_cuda_stream`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import threading
 from typing import Callable
 
 import torch
+
+from ..gsv.t2s_batch import ContinuousBatcher, DecodeRequest
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -118,3 +124,33 @@ def settle_cuda_work(device: torch.device) -> None:
     read what it made (a no-op off CUDA)."""
     if device.type == "cuda":
         torch.cuda.current_stream(device).synchronize()
+
+
+def decode_in_batch(
+    batcher: ContinuousBatcher, request: DecodeRequest, on_token: Callable[[int], None] | None, device: torch.device
+) -> torch.Tensor:
+    """The sentence's GPT tokens (as `generate` returns them) from the shared batcher. Its thread
+    only queues each token; the calling thread hands them to `on_token` (the streamed SoVITS
+    chunks), so a chunk is vocoded here while the batcher already computes the next steps.
+    Raises what the batcher raises (GenerationCancelled, a bad request's ValueError, a failed
+    step's error); a failing `on_token` takes the request out of the batch at its next step."""
+    tokens: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+    abandoned = threading.Event()
+    should_stop = request.should_stop
+    request.should_stop = lambda: abandoned.is_set() or (should_stop is not None and should_stop())
+    request.on_token = tokens.put if on_token is not None else None
+    settle_cuda_work(device)  # the batcher reads the inputs on its own stream
+    future = batcher.submit(request)
+    # Runs once the request has left the batch, however it left (after its last token): the
+    # wait below always ends.
+    future.add_done_callback(lambda _done: tokens.put(None))
+    try:
+        # In inference mode as within `generate`: the chunks join SoVITS's outputs in place.
+        with torch.inference_mode():
+            while (token := tokens.get()) is not None:
+                if on_token is not None:
+                    on_token(token)
+    except BaseException:
+        abandoned.set()
+        raise
+    return future.result()
