@@ -233,7 +233,7 @@ def test_a_failing_step_fails_the_waiting_request(model, batcher, golden, monkey
     def broken_step(*_args, **_kwargs):
         raise RuntimeError("the decode step broke")
 
-    monkeypatch.setattr(model, "static_step", broken_step)
+    monkeypatch.setattr(model, "decode_step", broken_step)  # every static step (fused or not) runs it
     with ThreadPoolExecutor(1) as pool:
         waiting = pool.submit(decode_in_batch, batcher, _request(golden), lambda _token: None, torch.device("cpu"))
         with pytest.raises(RuntimeError, match="the decode step broke"):

@@ -113,6 +113,38 @@ def test_each_request_keeps_its_sampling_settings_and_seed(model, golden) -> Non
     assert len({tuple(tokens) for tokens in alone}) == 3
 
 
+def test_rows_sharing_their_settings_sample_in_the_fused_step(model, golden,
+                                                               monkeypatch) -> None:
+    """Same settings, own seeds, joining at different steps: once every running row may draw
+    EOS (or none may), they take the fused step, each row's noise from its own generator, and
+    still get the tokens each gets alone."""
+    params = SamplingParams(top_k=15, top_p=0.9, temperature=0.8, max_tokens=80,
+                            early_stop=10_000)
+    requests = _requests(golden, 3, params=params)
+    seeds = [5, 6, 7]
+    for request, seed in zip(requests, seeds):
+        request.generator = make_generator(seed)
+    fused_rows: list[int] = []
+    sample_static = model.sample_static
+
+    def counting(tokens, *args, **kwargs):
+        fused_rows.append(tokens.shape[0])
+        return sample_static(tokens, *args, **kwargs)
+
+    monkeypatch.setattr(model, "sample_static", counting)
+    batcher = ContinuousBatcher(model, max_rows=3)
+    futures = [batcher.submit(requests[0])]
+    _steps(batcher, 4)
+    futures += [batcher.submit(request) for request in requests[1:]]
+    batcher.run_until_idle()
+    monkeypatch.undo()
+    alone = [_alone(model, request, make_generator(seed))
+             for request, seed in zip(requests, seeds)]
+    assert [f.result().tolist() for f in futures] == alone
+    assert len({tuple(tokens) for tokens in alone}) == 3
+    assert 1 in fused_rows and 3 in fused_rows  # alone, then all three rows in one fused step
+
+
 def test_a_cancelled_request_leaves_at_the_next_step(model, golden) -> None:
     seen: list[int] = []
     requests = _requests(golden, 3, params=GREEDY)

@@ -971,9 +971,10 @@ class Text2Semantic(nn.Module):
                 if step > 0 and mode != "exact":
                     sampler = SamplerSpec(step >= MIN_TOKENS_BEFORE_EOS, params.top_k, params.top_p,
                                           params.temperature, params.repetition_penalty)
-                    sampled, positions, audio_index, out = self._fused(
+                    sampled, positions, audio_index, out = self.sample_static(
                         sampled, positions, audio_index, cache, prefix_len + step, sampler,
-                        generator, graphed=mode == "graph")
+                        lambda noise: noise.exponential_(1.0, generator=generator),
+                        graphed=mode == "graph")
                     tokens, ended = out.tolist()
                 else:
                     if step > 0:  # exact: feed the previous sample at cache column prefix_len + step - 1
@@ -1020,28 +1021,31 @@ class Text2Semantic(nn.Module):
                 active = [active[position] for position in keep]
         return rows
 
-    def _fused(self, tokens: Tensor, positions: Tensor, audio_index: Tensor, cache: KVCache,
-               length: int, sampler: SamplerSpec, generator: torch.Generator | None, *,
-               graphed: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """One `fused_step` at the KV bucket of `length`, replayed from its CUDA graph when
-        `graphed` (captured on first use, kept with the cache): (tokens, positions,
-        audio_index) to feed next, and [samples, ended]. The noise is drawn here, as the
-        eager sampler draws it, so the same generator gives the same tokens either way."""
+    def sample_static(self, tokens: Tensor, positions: Tensor, audio_index: Tensor,
+                      cache: KVCache, length: int, sampler: SamplerSpec,
+                      draw_noise: Callable[[Tensor], object], *,
+                      graphed: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One `fused_step` at the KV bucket of `length` (the longest row's columns after it),
+        replayed from its CUDA graph when `graphed` (captured on first use, kept with the
+        cache): (tokens, positions, audio_index) to feed next, and [samples, ended].
+        `draw_noise` fills the exponential noise [rows, V or EOS] as the eager sampler draws
+        it (the same generators in the same order), so the tokens are the same either way."""
         span = kv_bucket(length)
-        width = self.config.vocab_size if sampler.eos_allowed else self.config.eos
-        step = self._captured(cache, (cache.batch, span, sampler), sampler) if graphed else None
+        key = (cache.batch, span, sampler)
+        step = self._captured(cache, key, sampler) if graphed else None
         if step is not None:
             assert step.noise is not None
-            step.noise.exponential_(1.0, generator=generator)
+            draw_noise(step.noise)
             try:
                 out = step(tokens, positions, audio_index)
                 return step.tokens, step.positions, step.audio_index, out
             except RuntimeError as err:
-                self._capture_failed(cache, (cache.batch, span, sampler), err)
+                self._capture_failed(cache, key, err)
                 noise = step.noise
         else:
+            width = self.config.vocab_size if sampler.eos_allowed else self.config.eos
             noise = torch.empty(tokens.shape[0], width, device=tokens.device)
-            noise.exponential_(1.0, generator=generator)
+            draw_noise(noise)
         out = self.fused_step(tokens, positions, audio_index, noise, cache, span, sampler)
         return tokens, positions, audio_index, out
 

@@ -32,6 +32,7 @@ from .t2s import (
     DecodePath,
     GenerationCancelled,
     KVCache,
+    SamplerSpec,
     SamplingParams,
     Text2Semantic,
     kv_bucket,
@@ -94,6 +95,8 @@ class ContinuousBatcher:
         self._cache: KVCache | None = None
         self._rows: list[_Row] = []  # row i of the cache, in order; touched by step() only
         self._next_tokens: Tensor | None = None  # each row's last sample, to feed next [rows]
+        # A fused step's advanced (tokens, positions, audio_index), valid while the rows stay.
+        self._fused_state: tuple[Tensor, ...] | None = None
         self._waiting: deque[tuple[DecodeRequest, Future[Tensor]]] = deque()
         self._wake = threading.Condition()
         self._closed = False
@@ -171,22 +174,67 @@ class ContinuousBatcher:
                 future.set_exception(error)
         for row in self._rows:
             row.future.set_exception(error)
-        self._rows, self._next_tokens = [], None
+        self._rows, self._next_tokens, self._fused_state = [], None, None
 
     # ---------------------------------------------------------------------------- one round
 
     @torch.inference_mode()
     def step(self) -> None:
         """Cancelled rows leave; the running rows advance one decode step; waiting requests
-        join (prefill) while rows are free; every row then draws its next sample."""
+        join (prefill) while rows are free; every row then draws its next sample. Running rows
+        that share their sampling settings take the fused step (sampler inside the CUDA
+        graph); otherwise, and for the rows that just joined, the sampler runs row by row."""
         cache = self._buffers()
         self._leave([index for index, row in enumerate(self._rows)
                      if row.request.should_stop is not None and row.request.should_stop()],
                     cache, GenerationCancelled)
-        logits = [self._decode_running(cache)] if self._rows else []
+        drawn: list[tuple[Tensor, list[int], list[int]]] = []  # (samples, tokens, ended) in row order
+        logits: list[Tensor] = []
+        if self._rows:
+            sampler = self._shared_sampler()
+            if sampler is not None:
+                drawn.append(self._sample_fused(cache, sampler))
+            else:
+                self._fused_state = None  # the graph's own inputs fall behind: fed afresh
+                logits.append(self._decode_running(cache))
+        sampled_rows = len(drawn[0][1]) if drawn else 0
         logits += self._admit(cache)
         if logits:
-            self._sample(cache, torch.cat(logits) if len(logits) > 1 else logits[0])
+            drawn.append(self._sample(cache, sampled_rows,
+                                      torch.cat(logits) if len(logits) > 1 else logits[0]))
+        if drawn:
+            self._record(drawn, cache)
+
+    def _shared_sampler(self) -> SamplerSpec | None:
+        """The settings every running row samples with this step, if they are the same."""
+        specs = {SamplerSpec(row.samples >= MIN_TOKENS_BEFORE_EOS, row.request.params.top_k,
+                             row.request.params.top_p, row.request.params.temperature,
+                             row.request.params.repetition_penalty) for row in self._rows}
+        return specs.pop() if len(specs) == 1 else None
+
+    def _sample_fused(self, cache: KVCache,
+                      sampler: SamplerSpec) -> tuple[Tensor, list[int], list[int]]:
+        """One fused step for the running rows: fed from the graph's own advanced inputs while
+        the rows stay the same, else from the rows' book-keeping."""
+        rows = self._rows
+        state = self._fused_state
+        if state is None:
+            assert self._next_tokens is not None
+            device = cache.k.device
+            state = (self._next_tokens,
+                     torch.tensor([row.prefix_len + row.samples - 1 for row in rows], device=device),
+                     torch.tensor([row.prompt_len + row.samples - 1 for row in rows], device=device))
+
+        def draw_noise(noise: Tensor) -> None:  # each row from its own generator, in row order
+            for index, row in enumerate(rows):
+                noise[index : index + 1].exponential_(1.0, generator=row.request.generator)
+
+        length = max(row.prefix_len + row.samples for row in rows)
+        *state, out = self.model.sample_static(*state, cache.rows(len(rows)), length, sampler,
+                                               draw_noise, graphed=self.mode == "graph")
+        self._fused_state = tuple(state)
+        tokens, ended = out.tolist()
+        return state[0], tokens, ended
 
     def _buffers(self) -> KVCache:
         if self._cache is None:
@@ -234,20 +282,25 @@ class ContinuousBatcher:
             joined.append(model.prefill([request.phone_ids], [request.bert], request.prompt,
                                         cache.rows(1, start=len(self._rows))))
             self._rows.append(row)
+            self._fused_state = None
         return joined
 
-    def _sample(self, cache: KVCache, logits: Tensor) -> None:
-        """Each row sampled as `generate` samples one sentence; one host sync for all rows."""
+    def _sample(self, cache: KVCache, first: int,
+                logits: Tensor) -> tuple[Tensor, list[int], list[int]]:
+        """Rows `first`.. sampled one by one as `generate` samples one sentence (their logits
+        in order); one host sync for all of them. Their samples go to the history."""
         eos, history = self.model.config.eos, cache.full.history
+        rows = self._rows[first:]
         logits = logits.float()
         samples, ends = [], []
-        for index, row in enumerate(self._rows):
+        for index, row in enumerate(rows):
             row_logits = logits[index : index + 1]
             if row.samples < MIN_TOKENS_BEFORE_EOS:
                 row_logits = row_logits[:, :eos]
             params = row.request.params
             probs = logits_to_probs(row_logits,
-                                    history[index : index + 1, : row.prompt_len + row.samples],
+                                    history[first + index : first + index + 1,
+                                            : row.prompt_len + row.samples],
                                     top_k=params.top_k, top_p=params.top_p,
                                     temperature=params.temperature,
                                     repetition_penalty=params.repetition_penalty)
@@ -256,9 +309,15 @@ class ContinuousBatcher:
         sampled = torch.cat(samples)
         tokens, ended = torch.stack((sampled, torch.cat(ends).long())).tolist()
         device = sampled.device
-        history[torch.arange(len(self._rows), device=device),
-                torch.tensor([row.prompt_len + row.samples for row in self._rows],
+        history[torch.arange(first, first + len(rows), device=device),
+                torch.tensor([row.prompt_len + row.samples for row in rows],
                              device=device)] = sampled
+        return sampled, tokens, ended
+
+    def _record(self, drawn: list[tuple[Tensor, list[int], list[int]]], cache: KVCache) -> None:
+        """Every row's new sample: its tokens and callbacks, the rows that end, the next feed."""
+        tokens = [token for _samples, row_tokens, _ended in drawn for token in row_tokens]
+        ended = [end for _samples, _tokens, row_ended in drawn for end in row_ended]
         finished, failed = [], []
         for index, row in enumerate(self._rows):
             step = row.samples
@@ -283,13 +342,16 @@ class ContinuousBatcher:
                                                  row.request.path))
         for index, err in failed:
             self._rows[index].future.set_exception(err)
-        self._next_tokens = sampled
+        self._next_tokens = (drawn[0][0] if len(drawn) == 1
+                             else torch.cat([samples for samples, _tokens, _ended in drawn]))
         self._leave(sorted(finished + [index for index, _err in failed]), cache, None)
 
     def _leave(self, indices: list[int], cache: KVCache,
                error: type[BaseException] | None) -> None:
         """Rows `indices` leave (failing with `error` if given); the last row fills each hole."""
         order = list(range(len(self._rows)))
+        if indices:
+            self._fused_state = None
         for hole in sorted(indices, reverse=True):
             if error is not None:
                 self._rows[hole].future.set_exception(error())
