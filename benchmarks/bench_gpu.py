@@ -15,7 +15,8 @@ download). Three tables:
    "ms/step" is then the total over the tokens of one row).
 2. In process, the backend as the server builds it (default settings, so streaming as the
    server streams): time to first audio for a short and a two-sentence announcement, total
-   time, audio seconds, RTF = total / audio, VRAM peak; eager ("exact") against captured.
+   time, audio seconds, RTF = total / audio, VRAM peak; eager ("exact") against captured, one
+   request at a time, then (CUDA) the default: the GPT on the concurrent requests' batcher.
 3. Unless `--no-server`: the same through the real server over TCP (`bench_server.py`'s client,
    `--device` as given, default settings: captured steps), then 4 streamed answers sent at
    once (concurrent requests share the GPT's steps).
@@ -236,25 +237,43 @@ def speak_once(speaker, sentences: list[str]) -> tuple[float, float, float]:
 
 
 def speech_table(data_dir: Path, device: str, precision: str, reps: int) -> list[SpeechRow]:
+    """Every step variant with one request at a time (concurrent_requests=1: the GPT runs in
+    the engine's thread, one sentence after another), then on CUDA the server's default
+    (concurrent requests: the GPT steps on the batcher's thread)."""
+    target = torch.device(device)
+    rows = []
+    runtime, pair, speaker = backend_speaker(data_dir, device, precision, concurrent_requests=1)
+    for variant in variants_for(target):
+        use_variant(pair.t2s, variant)
+        rows += speech_rows(speaker, variant, reps, target)
+    runtime.close()
+    if target.type == "cuda":
+        runtime, pair, speaker = backend_speaker(data_dir, device, precision)
+        rows += speech_rows(speaker, "batcher", reps, target)
+        runtime.close()
+    return rows
+
+
+def backend_speaker(data_dir: Path, device: str, precision: str, **settings):
+    """A runtime as the server builds it, its benchmark voice's models and a speaker."""
     from wyoming_gsv.synthesis.runtime import Runtime, RuntimeSettings
 
     runtime = Runtime(RuntimeSettings(data_dir=data_dir, device=device, precision=precision,
-                                      use_fallback=False))
+                                      use_fallback=False, **settings))
     voice = runtime.registry.get("bench")
     assert voice is not None, "the benchmark voice did not load"
     pair, _bundle = runtime.backend.prepare(voice)
-    speaker = runtime.backend.speaker(voice, voice.params, voice.language)
-    target = torch.device(device)
+    return runtime, pair, runtime.backend.speaker(voice, voice.params, voice.language)
+
+
+def speech_rows(speaker, label: str, reps: int, device: torch.device) -> list[SpeechRow]:
     rows = []
-    for variant in variants_for(target):
-        use_variant(pair.t2s, variant)
-        for name, sentences in ANNOUNCEMENTS.items():
-            speak_once(speaker, sentences)  # warm-up (graph capture, compilation, cuDNN choices)
-            reset_peak(target)
-            runs = [speak_once(speaker, sentences) for _ in range(reps)]
-            first, total, audio = (statistics.median(run[i] for run in runs) for i in range(3))
-            rows.append(SpeechRow(name, variant, 1000 * first, total, audio, peak_mib(target)))
-    pair.t2s.decode_mode, pair.t2s.compile_steps = None, True
+    for name, sentences in ANNOUNCEMENTS.items():
+        speak_once(speaker, sentences)  # warm-up (graph capture, compilation, cuDNN choices)
+        reset_peak(device)
+        runs = [speak_once(speaker, sentences) for _ in range(reps)]
+        first, total, audio = (statistics.median(run[i] for run in runs) for i in range(3))
+        rows.append(SpeechRow(name, label, 1000 * first, total, audio, peak_mib(device)))
     return rows
 
 
@@ -267,7 +286,7 @@ def print_speech(rows: list[SpeechRow]) -> None:
     for row in rows:
         print(f"{row.text:<20} {row.mode:<13} {row.ttfa_ms:14.1f} {row.total_s:8.3f} "
               f"{row.audio_s:8.2f} {row.rtf:6.3f} {row.vram_mib:9.1f} "
-              f"{row.ttfa_ms / exact[row.text]:13.2f}")
+              f"{row.ttfa_ms / exact.get(row.text, float('nan')):13.2f}")
 
 
 async def measure_with_concurrency(port: int, reps: int) -> list:
