@@ -409,6 +409,20 @@ async def port(runtime: Runtime):
         yield port
 
 
+def test_warm_up_batches_two_sentences(data_dir: Path, monkeypatch) -> None:
+    """With concurrent requests the warm-up speaks twice at once, so the GPT's batched steps
+    (several rows: on CUDA their own compiled program and graphs) exist before the first
+    requests come."""
+    spy = BatcherSpy(monkeypatch)
+    spy.hold_until_submitted(2)
+    with started_runtime(data_dir, concurrent_requests=2):
+        assert len(spy.submitted) == 2 and max(spy.rows_after_step) == 2
+    monkeypatch.undo()
+    spy_alone = BatcherSpy(monkeypatch)
+    with started_runtime(data_dir, concurrent_requests=1):
+        assert spy_alone.submitted == []  # one request at a time: no batcher
+
+
 def test_the_runtime_serves_two_requests_at_once(runtime: Runtime) -> None:
     assert runtime.engine.workers == 2
     assert runtime.backend.batches and runtime.backend.audio_worker() is None

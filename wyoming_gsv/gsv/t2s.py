@@ -412,9 +412,9 @@ class LayerWeights(NamedTuple):
 
 
 def layer_forward(rows: Tensor, length: int, refs: _LayerRefs, k_cache: Tensor, v_cache: Tensor,
-                  slot: CacheSlot, span: int, attn_mask: Tensor | None) -> Tensor:
+                  slot: CacheSlot, span: int | None, attn_mask: Tensor | None) -> Tensor:
     """One layer: rows [B*T, D] (T = `length` tokens per row) whose keys/values go to `slot` of
-    the k/v caches [B, H, S, hd]; attention reads cache columns 0..span-1 (`attn_mask`
+    the k/v caches [B, H, S, hd]; attention reads cache columns 0..span-1 (None: all; `attn_mask`
     [B, 1, T, span], boolean or additive, marks the valid ones). Returns the new rows [B*T, D].
 
     A single-token decode step is bound by reading the weights, so the rest is kept to as few
@@ -440,7 +440,7 @@ def layer_forward(rows: Tensor, length: int, refs: _LayerRefs, k_cache: Tensor, 
 
 
 def float_layer_forward(rows: Tensor, length: int, weights: LayerWeights, k_cache: Tensor,
-                        v_cache: Tensor, slot: CacheSlot, span: int,
+                        v_cache: Tensor, slot: CacheSlot, span: int | None,
                         attn_mask: Tensor | None) -> Tensor:
     """`layer_forward` with the weights as arguments: what `torch.compile` turns into one
     program for every layer (weights as inputs, not constants), fusing the residual adds into
@@ -816,11 +816,17 @@ class Text2Semantic(nn.Module):
         batch, length, dim = x.shape
         rows = x.reshape(batch * length, dim)
         compiled_layer = self._compiled_layer() if compiled else None
+        if compiled_layer is not None and attn_mask is not None:
+            # One program for every KV bucket: the span is a dynamic size, not a constant.
+            torch._dynamo.mark_dynamic(attn_mask, 3)
         for layer, k_cache, v_cache in zip(self.h.layers, cache.k, cache.v):
             weights = layer.weights() if compiled_layer is not None else None
             if weights is not None:
+                keys, values = k_cache[:, :, :span], v_cache[:, :, :span]
+                torch._dynamo.mark_dynamic(keys, 2)
+                torch._dynamo.mark_dynamic(values, 2)
                 try:
-                    rows = compiled_layer(rows, length, weights, k_cache, v_cache, slot, span,
+                    rows = compiled_layer(rows, length, weights, keys, values, slot, None,
                                           attn_mask)
                     continue
                 except Exception as err:  # no compiler, an unsupported op: eager from now on
@@ -833,8 +839,8 @@ class Text2Semantic(nn.Module):
         return self.ar_predict_layer(rows.view(batch, length, dim)[:, -1])
 
     def _compiled_layer(self) -> Callable[..., Tensor] | None:
-        """`float_layer_forward` compiled (one program for every layer, shapes specialised and
-        then made dynamic by torch.compile as buckets change), or None: off, not CUDA, failed."""
+        """`float_layer_forward` compiled (one program for every layer and KV bucket; a batch of
+        several rows, or other buffers, compile once more), or None: off, not CUDA, failed."""
         if not self.compile_steps or self.device.type != "cuda" or self._compile_failure:
             return None
         if self._compiled is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,16 +215,23 @@ class Runtime:
         if ready:
             voice = ready[0]
             started = time.perf_counter()
+            # With concurrent requests two at once: the GPT's batched steps (several rows) are
+            # compiled and captured now, not while the day's first two requests wait.
+            speakers = 2 if concurrent_requests(self.settings) > 1 else 1
             try:
-                speaker = self.backend.speaker(voice, voice.params, voice.language)
-                pending = speaker.speak(WARM_UP_TEXT.get(voice.language, WARM_UP_TEXT["en"]), lambda: False, lambda _: None)
-                if pending is not None:
-                    pending.wait()
+                with ThreadPoolExecutor(speakers) as pool:
+                    list(pool.map(lambda _: self._speak_warm_up(voice), range(speakers)))
                 _LOGGER.info("Warmed up with voice %r in %.2f s", voice.id, time.perf_counter() - started)
             except Exception as err:
                 _LOGGER.warning("Warm-up synthesis failed (%s); serving anyway", err)
         if self.settings.fallback_on_error or not ready:
             self._warm_up_fallback()
+
+    def _speak_warm_up(self, voice: Voice) -> None:
+        speaker = self.backend.speaker(voice, voice.params, voice.language)
+        pending = speaker.speak(WARM_UP_TEXT.get(voice.language, WARM_UP_TEXT["en"]), lambda: False, lambda _: None)
+        if pending is not None:
+            pending.wait()
 
     def prepare_voices(self) -> list[Voice]:
         """Load the models and build (or load) the bundle of every voice; the ready ones.
