@@ -188,6 +188,8 @@ def decode_table(device: torch.device, dtype: torch.dtype, tokens: int,
     use_variant(model, variants_for(device)[-1])
     model.decode_mode = None  # the batcher: its own default (graph on CUDA), compiled layers
     rows.append(measure_batcher(model, 4, tokens, reps))
+    if model._compile_failure:
+        print(f"torch.compile failed, the compiled rows ran uncompiled: {model._compile_failure}")
     return rows
 
 
