@@ -193,6 +193,26 @@ def decode_table(device: torch.device, dtype: torch.dtype, tokens: int,
     return rows
 
 
+def prefill_new_lengths(device: torch.device, dtype: torch.dtype, lengths: int = 5) -> str:
+    """The prefill at lengths not run before, first call against the same length again: what
+    a sentence of a new length pays once (e.g. attention plans built per shape)."""
+    model = gpt_model(device, dtype)
+    first, again = [], []
+    for extra in range(lengths):
+        phones, bert, prompt = random_inputs(TEXT_PHONES + 7 * extra + 1, PROMPT_TOKENS)
+        cache = model.setup_caches(1, TEXT_PHONES + 7 * extra + 1 + PROMPT_TOKENS + 1)
+        for times in (first, again):
+            synchronize(device)
+            started = time.perf_counter()
+            with torch.inference_mode():
+                model.prefill([phones], [bert], prompt, cache)
+            synchronize(device)
+            times.append(1000 * (time.perf_counter() - started))
+        model.release_caches(cache)
+    return (f"prefill at {lengths} new lengths: first call {statistics.median(first):.1f} ms, "
+            f"the same length again {statistics.median(again):.1f} ms (medians)")
+
+
 def print_decode(rows: list[DecodeRow]) -> None:
     header = (f"{'batch':>5} {'mode':<18} {'tokens/s':>9} {'ms/step':>8} {'prefill ms':>10} "
               f"{'VRAM MiB':>9} {'first run s':>11} {'vs exact':>8}")
@@ -334,6 +354,7 @@ def main() -> int:
     print(f"\n1. GPT decode, {args.tokens} tokens per row, prefix {TEXT_PHONES} phones + "
           f"{PROMPT_TOKENS} prompt tokens")
     print_decode(decode_table(device, PRECISIONS[precision], args.tokens, args.reps))
+    print(prefill_new_lengths(device, PRECISIONS[precision]))
 
     from bench_server import build_data_dir, run_server
 

@@ -20,6 +20,7 @@ from wyoming_gsv.gsv.t2s import (
     GenerationCancelled,
     Int8Linear,
     KVCache,
+    SamplerSpec,
     SamplingParams,
     T2SConfig,
     Text2Semantic,
@@ -644,3 +645,22 @@ def test_cuda_graph_samples_like_the_eager_static_step(v2_tiny: Path, inputs) ->
     assert cuda.generate(phones, bert, prompt, greedy).tolist() == \
         cuda.generate(phones, bert, prompt, greedy, mode="bucketed").tolist()
     assert cuda._compile_failure is None
+
+
+def test_captured_steps_are_kept_per_shape_sampler_and_compilation(model: Text2Semantic) -> None:
+    """A graph captured with uncompiled layers must not serve once compilation is switched on
+    (benchmarks compare the two), nor one sampler's graph another's."""
+    cache = model.setup_caches(2, 300)
+    greedy = SamplerSpec(True, 1, 1.0, 1.0, 1.35)
+    try:
+        first = model._captured(cache, 256, greedy)
+        assert model._captured(cache.rows(2), 256, greedy) is first  # row views share the graphs
+        assert model._captured(cache, 512, greedy) is not first
+        assert model._captured(cache, 256, greedy._replace(top_k=15)) is not first
+        assert model._captured(cache, 256, None) is not first
+        model.compile_steps = not model.compile_steps
+        assert model._captured(cache, 256, greedy) is not first
+    finally:
+        model.compile_steps = True
+        cache.graphs.clear()
+        model.release_caches(cache)

@@ -482,7 +482,7 @@ class KVCache:
     history: Tensor
     audio_pe: Tensor | None = None  # [capacity, D], set by Text2Semantic.setup_caches
     zeroed: bool = False  # every column holds a finite value (needed when a step reads past valid)
-    graphs: dict[tuple, CapturedStep] = field(default_factory=dict)  # see _captured
+    graphs: dict[tuple, CapturedStep] = field(default_factory=dict)  # see Text2Semantic._captured
     root: KVCache | None = None  # the full-size buffers this is a view of
 
     @classmethod
@@ -1037,8 +1037,7 @@ class Text2Semantic(nn.Module):
         `draw_noise` fills the exponential noise [rows, V or EOS] as the eager sampler draws
         it (the same generators in the same order), so the tokens are the same either way."""
         span = kv_bucket(length)
-        key = (cache.batch, span, sampler)
-        step = self._captured(cache, key, sampler) if graphed else None
+        step = self._captured(cache, span, sampler) if graphed else None
         if step is not None:
             assert step.noise is not None
             draw_noise(step.noise)
@@ -1046,7 +1045,7 @@ class Text2Semantic(nn.Module):
                 out = step(tokens, positions, audio_index)
                 return step.tokens, step.positions, step.audio_index, out
             except RuntimeError as err:
-                self._capture_failed(cache, key, err)
+                self._capture_failed(cache, step, err)
                 noise = step.noise
         else:
             width = self.config.vocab_size if sampler.eos_allowed else self.config.eos
@@ -1063,26 +1062,28 @@ class Text2Semantic(nn.Module):
         fails (a driver or op that graphs do not support) is logged once, and this model then
         decodes eagerly: slower, never broken."""
         span = kv_bucket(length)
-        step = self._captured(cache, (cache.batch, span), None) if graphed else None
+        step = self._captured(cache, span, None) if graphed else None
         if step is not None:
             try:
                 return step(tokens, positions, audio_index)
             except RuntimeError as err:
-                self._capture_failed(cache, (cache.batch, span), err)
+                self._capture_failed(cache, step, err)
         return self.decode_step(tokens, positions, audio_index, cache, span)
 
-    def _captured(self, cache: KVCache, key: tuple, sampler: SamplerSpec | None) -> CapturedStep | None:
-        """The cache's captured step for `key` ((rows, span) or (rows, span, sampler)), made on
-        first use; None once a capture has failed on this model."""
+    def _captured(self, cache: KVCache, span: int, sampler: SamplerSpec | None) -> CapturedStep | None:
+        """The cache's captured step for its rows, `span` and `sampler` (and whether the layers
+        are compiled), made on first use; None once a capture has failed on this model."""
         if self._graph_failure is not None:
             return None
+        key = (cache.batch, span, sampler, self.compile_steps)
         step = cache.graphs.get(key)
         if step is None:
-            step = cache.graphs[key] = CapturedStep(self, cache, key[1], sampler)
+            step = cache.graphs[key] = CapturedStep(self, cache, span, sampler)
         return step
 
-    def _capture_failed(self, cache: KVCache, key: tuple, err: RuntimeError) -> None:
-        del cache.graphs[key]
+    def _capture_failed(self, cache: KVCache, step: CapturedStep, err: RuntimeError) -> None:
+        for key in [key for key, kept in cache.graphs.items() if kept is step]:
+            del cache.graphs[key]  # in place: every row view of the cache shares this dict
         self._graph_failure = str(err)
         _LOGGER.warning("CUDA graph capture failed, decoding eagerly from now on: %s", err)
 
