@@ -309,3 +309,24 @@ def test_overlap_first_piece_waits_its_turn_behind_a_busy_worker(setup) -> None:
         overlapped.close()
     assert order[0] == "earlier audio"
     assert set(order[1:]) == {"gsv-vocoder"}
+
+
+def test_a_seed_gives_the_same_audio_serial_overlapped_and_batched(setup) -> None:
+    """The GPT and SoVITS draw from generators of their own: overlapped (vocoder worker) or
+    batched (concurrent requests), where they draw at the same time, a seed still gives the
+    audio of the serial path."""
+    backend, voice = setup
+    params = replace(voice.params, top_k=15, noise_scale=0.6, seed=4321, min_chunk_tokens=4)
+    serial = np.concatenate([p.samples for p in _speak(backend, voice, params)])
+    for settings in (BackendSettings(vocoder_threads=1), BackendSettings(concurrent_requests=2)):
+        other = GsvBackend(backend.models, backend.cache, settings, frontend=backend.frontend)
+        pieces: list[Speech] = []
+        try:
+            pending = other.speaker(voice, params, "en").speak(TEXT, lambda: False, pieces.append)
+            if pending is not None:
+                pending.wait()
+        finally:
+            other.close()
+        audio = np.concatenate([p.samples for p in pieces])
+        assert audio.shape == serial.shape, settings
+        assert np.abs(audio.astype(int) - serial.astype(int)).max() <= 2, settings

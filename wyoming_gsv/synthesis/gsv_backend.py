@@ -79,9 +79,10 @@ def code_fingerprint(paths: tuple[Path, ...] = BUNDLE_CODE) -> str:
 
 # How SoVITS work is run: at once (run_now), or handed to the vocoder worker (PendingAudio.submit).
 RunAudio = Callable[[Callable[[], None]], None]
-# Mixed into a request's seed for its SoVITS generator when the GPT samples on the batcher's
-# thread: the two draw at the same time there, so sharing one generator would make the audio
-# depend on which thread drew first.
+# Mixed into a request's seed for its SoVITS generator. The GPT and SoVITS draw at the same time
+# when they overlap (the CPU's vocoder worker, the GPU's batcher), so one shared generator made a
+# seed's audio depend on which thread drew first; with their own, a seed gives the same audio in
+# every path (serial, overlapped, batched).
 AUDIO_SEED_SALT = 0x5EED_A0D10
 
 
@@ -439,10 +440,10 @@ class GsvBackend:
         streaming (upstream's streaming modes) the audio goes to `emit` chunk by chunk while the
         GPT is still generating; otherwise (or for a model without streaming) as one piece.
         Every SoVITS call and emit goes through `run_audio` (at once, or in order on the
-        vocoder worker while the GPT goes on). `generator` drives the GPT's sampling and, unless
-        `audio_generator` is given, SoVITS's noise too."""
+        vocoder worker while the GPT goes on). `generator` drives the GPT's sampling,
+        `audio_generator` SoVITS's noise (None: the default generators)."""
         device, dtype = self.device, self.settings.dtype
-        noise = generator if audio_generator is None else audio_generator
+        noise = audio_generator
         self.set_decode_threads(pair)
         phones = torch.cat([bundle.prompt_phones, target.phone_ids.to(device)])
         bert = torch.cat([bundle.prompt_bert, target.bert.to(device, dtype)], dim=1)
@@ -585,19 +586,18 @@ def prompt_text(voice: Voice) -> str:
 
 
 class GsvSpeaker:
-    """A voice with its settings for one request; the seed (if any) drives one generator."""
+    """A voice with its settings for one request; the seed (if any) drives its two generators."""
 
     def __init__(self, backend: GsvBackend, voice: Voice, params: VoiceParams, mode: str) -> None:
         self.backend = backend
         self.voice = voice
         self.params = params
         self.mode = mode  # text language mode of this request
-        self._generator: torch.Generator | None = None
-        self._audio_generator: torch.Generator | None = None  # SoVITS's own, when the GPT batches
+        self._generator: torch.Generator | None = None  # the GPT's sampling
+        self._audio_generator: torch.Generator | None = None  # SoVITS's noise
         if params.seed is not None:
             self._generator = torch.Generator(backend.device).manual_seed(params.seed)
-            if backend.batches:
-                self._audio_generator = torch.Generator(backend.device).manual_seed(params.seed ^ AUDIO_SEED_SALT)
+            self._audio_generator = torch.Generator(backend.device).manual_seed(params.seed ^ AUDIO_SEED_SALT)
         self._audio_started = False  # the request's first SoVITS call went out
 
     def prepare(self) -> None:
