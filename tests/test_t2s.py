@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -438,19 +439,29 @@ def test_a_failed_graph_capture_falls_back_to_the_eager_step(
 
     monkeypatch.setattr(CapturedStep, "_capture", failing_capture)
     prefix = len(phones) + len(prompt)
-    token, position = torch.tensor([5]), torch.tensor([prefix])
-    cache = fresh.setup_caches(1, prefix + 10)
-    with torch.inference_mode():
-        cache.make_finite()
-        fresh.prefill([phones], [bert], prompt, cache)
-        graphed = [fresh.static_step(token, position, position - len(phones), cache,
-                                     prefix + 1, graphed=True) for _ in range(2)]
-        eager = fresh.decode_step(token, position, position - len(phones), cache,
-                                  kv_bucket(prefix + 1))
-    fresh.release_caches(cache)
+    graphed, eager, cache = _twice_then_eager(
+        fresh, inputs, lambda token, position, cache: fresh.static_step(
+            token, position, position - len(phones), cache, prefix + 1, graphed=True))
     assert captures == [kv_bucket(prefix + 1)]  # tried once, then eager for good
     assert all(torch.equal(logits, eager) for logits in graphed)
     assert "CUDA graph capture failed, decoding eagerly" in caplog.text and not cache.graphs
+
+
+def _twice_then_eager(model: Text2Semantic, inputs, step: Callable) -> tuple[list, torch.Tensor, KVCache]:
+    """After a prefill: `step(token, position, cache)` twice at the first decode position, then
+    the eager static step there (its logits to compare against), and the cache used."""
+    phones, bert, prompt = inputs
+    prefix = len(phones) + len(prompt)
+    token, position = torch.tensor([5]), torch.tensor([prefix])
+    cache = model.setup_caches(1, prefix + 10)
+    with torch.inference_mode():
+        cache.make_finite()
+        model.prefill([phones], [bert], prompt, cache)
+        stepped = [step(token, position, cache) for _ in range(2)]
+        eager = model.decode_step(token, position, position - len(phones), cache,
+                                  kv_bucket(prefix + 1))
+    model.release_caches(cache)
+    return stepped, eager, cache
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -611,17 +622,10 @@ def test_a_failed_compile_falls_back_to_uncompiled_layers(
 
     monkeypatch.setattr(fresh, "_compiled_layer",
                         lambda: None if fresh._compile_failure else failing_layer)
-    prefix = len(phones) + len(prompt)
-    token, position = torch.tensor([5]), torch.tensor([prefix])
-    cache = fresh.setup_caches(1, prefix + 1)
-    with torch.inference_mode():
-        cache.make_finite()
-        fresh.prefill([phones], [bert], prompt, cache)
-        compiled = [fresh.decode_step(token, position, position - len(phones), cache,
-                                      kv_bucket(prefix + 1), compiled=True) for _ in range(2)]
-        eager = fresh.decode_step(token, position, position - len(phones), cache,
-                                  kv_bucket(prefix + 1))
-    fresh.release_caches(cache)
+    span = kv_bucket(len(phones) + len(prompt) + 1)
+    compiled, eager, _cache = _twice_then_eager(
+        fresh, inputs, lambda token, position, cache: fresh.decode_step(
+            token, position, position - len(phones), cache, span, compiled=True))
     assert calls == [1]  # tried once, then uncompiled for good
     assert all(torch.equal(logits, eager) for logits in compiled)
     assert "torch.compile of the decode step failed" in caplog.text

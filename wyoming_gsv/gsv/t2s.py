@@ -397,6 +397,8 @@ class EncoderLayer(nn.Module):
 
 
 class LayerWeights(NamedTuple):
+    """One layer's parameters as plain tensors (what a compiled program takes as inputs)."""
+
     in_w: Tensor
     in_b: Tensor
     out_w: Tensor

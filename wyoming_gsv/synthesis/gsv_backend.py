@@ -443,7 +443,6 @@ class GsvBackend:
         vocoder worker while the GPT goes on). `generator` drives the GPT's sampling,
         `audio_generator` SoVITS's noise (None: the default generators)."""
         device, dtype = self.device, self.settings.dtype
-        noise = audio_generator
         self.set_decode_threads(pair)
         phones = torch.cat([bundle.prompt_phones, target.phone_ids.to(device)])
         bert = torch.cat([bundle.prompt_bert, target.bert.to(device, dtype)], dim=1)
@@ -458,7 +457,7 @@ class GsvBackend:
         streaming = streaming_config(params, pair.sovits)
         stream = None
         if streaming is not None:
-            stream = SentenceStream(pair, target_phones, bundle.ge, params, streaming, sampling, noise, emit, run_audio)
+            stream = SentenceStream(pair, target_phones, bundle.ge, params, streaming, sampling, audio_generator, emit, run_audio)
         on_token = stream.on_token if stream is not None else None
         try:
             if self.batches:
@@ -491,12 +490,12 @@ class GsvBackend:
                     context = PromptContext(bundle.extras["prompt_features"][None], bundle.extras["prompt_mel"][None])
                     audio = pair.sovits.synthesize(
                         codes, target_phones, bundle.ge, context, sample_steps=params.sample_steps, speed=params.speed,
-                        generator=noise,
+                        generator=audio_generator,
                     )
                 else:
                     audio = pair.sovits.decode(
                         codes, target_phones, bundle.ge, speed=params.speed, noise_scale=params.noise_scale,
-                        generator=noise,
+                        generator=audio_generator,
                     )
                 emit(Speech(rate=rate, samples=to_int16(audio)))
 
