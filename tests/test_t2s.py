@@ -27,6 +27,7 @@ from wyoming_gsv.gsv.t2s import (
     Text2Semantic,
     kv_bucket,
     logits_to_probs,
+    float_layer_forward,
     make_generator,
     penalise_in_place,
     penalised_history_prefix,
@@ -668,3 +669,26 @@ def test_captured_steps_are_kept_per_shape_sampler_and_compilation(model: Text2S
         model.compile_steps = True
         cache.graphs.clear()
         model.release_caches(cache)
+
+
+def test_compiled_layers_decode_like_the_uncompiled_ones(v2_tiny: Path, inputs,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The program every CUDA box runs by default, compiled here by the CPU's inductor: its
+    cache writes (a scatter into a view of the KV buffer) land, and one program serves the KV
+    buckets a long sentence crosses, with the tokens of the uncompiled layers."""
+    phones, bert, prompt = inputs
+    fresh = Text2Semantic.from_checkpoint(load_gpt_checkpoint(v2_tiny / "s1_tiny_v2.ckpt"))
+    compiled = torch.compile(float_layer_forward, fullgraph=True)
+    monkeypatch.setattr(fresh, "_compiled_layer", lambda: compiled)
+    decode_step = fresh.decode_step
+    monkeypatch.setattr(fresh, "decode_step",
+                        lambda *args, **kwargs: decode_step(*args, **{**kwargs, "compiled": True}))
+    long_run = SamplingParams(top_k=15, max_tokens=300, early_stop=10_000)
+    assert len(phones) + len(prompt) < KV_BUCKETS[0] < len(phones) + len(prompt) + 300
+    ours = fresh.generate(phones, bert, prompt, long_run, generator=make_generator(3),
+                          mode="bucketed")
+    monkeypatch.undo()
+    reference = fresh.generate(phones, bert, prompt, long_run, generator=make_generator(3),
+                               mode="bucketed")
+    assert fresh._compile_failure is None
+    assert len(ours) == 299 and ours.tolist() == reference.tolist()
