@@ -614,8 +614,10 @@ class CapturedStep:
         for buffer, value in zip(inputs, saved):
             buffer.copy_(value)
         graph = torch.cuda.CUDAGraph()
-        # thread_local: other threads (SoVITS of other requests) may use the GPU meanwhile.
-        with torch.cuda.graph(graph, pool=self.model.graph_pool(),
+        # thread_local: other threads (SoVITS of other requests) may use the GPU meanwhile; its
+        # own stream: torch.cuda.graph's default capture stream is one for the whole process,
+        # and two batchers (two model pairs) may capture at the same time.
+        with torch.cuda.graph(graph, pool=self.model.graph_pool(), stream=side,
                               capture_error_mode="thread_local"):
             self.output = self._step()
         self.graph = graph
