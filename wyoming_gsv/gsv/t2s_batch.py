@@ -6,9 +6,11 @@ already running advance by one `Text2Semantic.decode_step` together (per-row cac
 audio positions and valid-column masks, so rows of different lengths share it; on CUDA a graph
 per (row count, KV bucket)). Each row keeps its own sampling settings and generator and is
 sampled exactly as `Text2Semantic.generate` samples a single sentence, so with deterministic
-settings a request's tokens do not depend on the other rows. A row that ends (EOS, early stop,
-its token cap) or whose `should_stop()` turns True leaves before the next step; the last row
-moves into its place, keeping the running rows contiguous.
+settings a request's tokens do not depend on the other rows. Rows that share their settings
+(the usual case: one voice) are sampled inside the step (`Text2Semantic.sample_static`, on CUDA
+one graph per row count, bucket and settings), each from its own generator. A row that ends
+(EOS, early stop, its token cap) or whose `should_stop()` turns True leaves before the next
+step; the last row moves into its place, keeping the running rows contiguous.
 
 `step()` runs one round on the caller's thread (tests drive it directly); `start()` runs rounds
 on a worker thread until `close()`.
