@@ -12,7 +12,8 @@ download). Three tables:
    "graph+compile": the same with the layers through torch.compile, the default).
    The EOS row of the random GPT is zeroed so that every row runs the full `--tokens`. Last
    row: 4 separate requests through the continuous batcher (wall time includes their prefills;
-   "ms/step" is then the total over the tokens of one row).
+   "ms/step" is then the total over the tokens of one row). Then one line: the prefill at
+   lengths not run before against the same lengths again (a cost paid per new shape).
 2. In process, the backend as the server builds it (default settings, so streaming as the
    server streams): time to first audio for a short and a two-sentence announcement, total
    time, audio seconds, RTF = total / audio, VRAM peak; eager ("exact") against captured, one
