@@ -200,6 +200,22 @@ def sample_from_probs(probs: Tensor, *, generator: torch.Generator | None = None
     return torch.argmax(probs / noise, dim=-1)
 
 
+def sample_rows(logits: Tensor, previous_tokens: Tensor, params: SamplingParams, *, eos: int,
+                eos_allowed: bool, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """Upstream's sampling of rows sharing their settings, eagerly: logits [B, V] (sampled in
+    fp32; the penalty lands in place when they already are), the tokens so far [B, N] ->
+    (samples [B], ended [B]). Upstream stops on a sampled EOS or an EOS argmax of the
+    penalised logits; before `eos_allowed`, EOS (the last column) is not drawn."""
+    logits = logits.float()
+    if not eos_allowed:
+        logits = logits[:, :eos]
+    probs = logits_to_probs(logits, previous_tokens, top_k=params.top_k, top_p=params.top_p,
+                            temperature=params.temperature,
+                            repetition_penalty=params.repetition_penalty)
+    sampled = sample_from_probs(probs, generator=generator)
+    return sampled, (sampled == eos) | (logits.argmax(dim=-1) == eos)
+
+
 # --------------------------------------------------------------------------------------------
 # Modules (names mirror the official state dict)
 
@@ -555,6 +571,10 @@ class SamplerSpec(NamedTuple):
     temperature: float
     repetition_penalty: float
 
+    def width(self, config: T2SConfig) -> int:
+        """The logits columns sampled from: all, or all but EOS (the last) before it may come."""
+        return config.vocab_size if self.eos_allowed else config.eos
+
 
 class CapturedStep:
     """A static-shape step for fixed (rows, KV span[, sampler]), captured as a CUDA graph on
@@ -575,8 +595,7 @@ class CapturedStep:
         self.audio_index = torch.zeros_like(self.tokens)
         self.noise = None
         if sampler is not None:
-            width = model.config.vocab_size if sampler.eos_allowed else model.config.eos
-            self.noise = torch.ones(cache.batch, width, device=device)
+            self.noise = torch.ones(cache.batch, sampler.width(model.config), device=device)
         self.graph: Any = None
         self.output: Tensor | None = None
 
@@ -798,8 +817,7 @@ class Text2Semantic(nn.Module):
         eos = self.config.eos
         logits = self.decode_step(tokens, positions, audio_index, cache, span,
                                   compiled=compiled).float()
-        if not sampler.eos_allowed:
-            logits = logits[:, :eos]  # EOS is the last column
+        logits = logits[:, : sampler.width(self.config)]
         seen = audio_index + 1  # history columns so far: the prompt, then every earlier sample
         if sampler.repetition_penalty != 1.0:
             logits = penalised_history_prefix(logits, cache.history, seen,
@@ -996,16 +1014,9 @@ class Text2Semantic(nn.Module):
                             cache.valid[:, length - 1] = True
                             mask = cache.valid[:, None, None, :length]
                         logits = self.forward_cached(token_emb, cache, length - 1, mask)
-                    logits = logits.float()  # sampling in fp32 (a no-op for fp32 models)
-                    if step < MIN_TOKENS_BEFORE_EOS:
-                        logits = logits[:, : cfg.eos]  # EOS is the last column
-                    probs = logits_to_probs(logits, cache.history[:, : prompt_len + step],
-                                            top_k=params.top_k, top_p=params.top_p,
-                                            temperature=params.temperature,
-                                            repetition_penalty=params.repetition_penalty)
-                    sampled = sample_from_probs(probs, generator=generator)
-                    # Upstream stops on a sampled EOS or an EOS argmax of the (penalised) logits.
-                    ended_now = (sampled == cfg.eos) | (logits.argmax(dim=-1) == cfg.eos)
+                    sampled, ended_now = sample_rows(
+                        logits, cache.history[:, : prompt_len + step], params, eos=cfg.eos,
+                        eos_allowed=step >= MIN_TOKENS_BEFORE_EOS, generator=generator)
                     tokens, ended = torch.stack((sampled, ended_now.long())).tolist()
                     cache.history[:, prompt_len + step] = sampled
             for position, token in enumerate(tokens):
@@ -1052,8 +1063,7 @@ class Text2Semantic(nn.Module):
                 self._capture_failed(cache, step, err)
                 noise = step.noise
         else:
-            width = self.config.vocab_size if sampler.eos_allowed else self.config.eos
-            noise = torch.empty(tokens.shape[0], width, device=tokens.device)
+            noise = torch.empty(tokens.shape[0], sampler.width(self.config), device=tokens.device)
             draw_noise(noise)
         out = self.fused_step(tokens, positions, audio_index, noise, cache, span, sampler)
         return tokens, positions, audio_index, out

@@ -38,9 +38,8 @@ from .t2s import (
     SamplingParams,
     Text2Semantic,
     kv_bucket,
-    logits_to_probs,
     official_slice,
-    sample_from_probs,
+    sample_rows,
 )
 
 # Room for the longest request: the token cap after a prefix of up to ~500 positions.
@@ -296,18 +295,14 @@ class ContinuousBatcher:
         logits = logits.float()
         samples, ends = [], []
         for index, row in enumerate(rows):
-            row_logits = logits[index : index + 1]
-            if row.samples < MIN_TOKENS_BEFORE_EOS:
-                row_logits = row_logits[:, :eos]
-            params = row.request.params
-            probs = logits_to_probs(row_logits,
-                                    history[first + index : first + index + 1,
-                                            : row.prompt_len + row.samples],
-                                    top_k=params.top_k, top_p=params.top_p,
-                                    temperature=params.temperature,
-                                    repetition_penalty=params.repetition_penalty)
-            samples.append(sample_from_probs(probs, generator=row.request.generator))
-            ends.append((samples[-1] == eos) | (row_logits.argmax(dim=-1) == eos))
+            sample, end = sample_rows(logits[index : index + 1],
+                                      history[first + index : first + index + 1,
+                                              : row.prompt_len + row.samples],
+                                      row.request.params, eos=eos,
+                                      eos_allowed=row.samples >= MIN_TOKENS_BEFORE_EOS,
+                                      generator=row.request.generator)
+            samples.append(sample)
+            ends.append(end)
         sampled = torch.cat(samples)
         tokens, ended = torch.stack((sampled, torch.cat(ends).long())).tolist()
         device = sampled.device
