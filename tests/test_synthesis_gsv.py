@@ -28,6 +28,11 @@ def setup(unpacked_v2: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
     return backend, voice
 
 
+def _sibling(backend: GsvBackend, settings: BackendSettings) -> GsvBackend:
+    """A backend on the same models, bundle cache and text frontend, with other settings."""
+    return GsvBackend(backend.models, backend.cache, settings, frontend=backend.frontend)
+
+
 def _speak(backend: GsvBackend, voice, params=None, stop=lambda: False) -> list[Speech]:
     pieces: list[Speech] = []
     backend.speaker(voice, params or voice.params, "en").speak(TEXT, stop, pieces.append)
@@ -130,7 +135,7 @@ def test_voice_speaks_when_its_bundle_cannot_be_cached(setup, tmp_path: Path, ca
 
 def test_int8_gpt_mode_still_speaks(setup) -> None:
     backend, voice = setup
-    fast = GsvBackend(backend.models, backend.cache, BackendSettings(gpt_int8=True), frontend=backend.frontend)
+    fast = _sibling(backend, BackendSettings(gpt_int8=True))
     pieces: list[Speech] = []
     fast.speaker(voice, voice.params, "en").speak(TEXT, lambda: False, pieces.append)
     assert pieces and pieces[0].samples.size > 0
@@ -187,7 +192,7 @@ def test_overlap_vocodes_on_its_own_worker_while_the_gpt_goes_on(setup) -> None:
     backend, voice = setup
     params = replace(voice.params, min_chunk_tokens=4)
     serial = _speak(backend, voice, params)
-    overlapped = GsvBackend(backend.models, backend.cache, BackendSettings(vocoder_threads=1), frontend=backend.frontend)
+    overlapped = _sibling(backend, BackendSettings(vocoder_threads=1))
     pieces: list[Speech] = []
     threads: list[str] = []
     intra_op: list[int] = []
@@ -216,7 +221,7 @@ def test_overlap_vocodes_on_its_own_worker_while_the_gpt_goes_on(setup) -> None:
 
 def test_overlap_stops_vocoding_once_cancelled(setup) -> None:
     backend, voice = setup
-    overlapped = GsvBackend(backend.models, backend.cache, BackendSettings(vocoder_threads=1), frontend=backend.frontend)
+    overlapped = _sibling(backend, BackendSettings(vocoder_threads=1))
     cancelled = False
     pieces: list[Speech] = []
 
@@ -239,7 +244,7 @@ def test_overlap_reports_the_gpt_error_itself(setup, monkeypatch) -> None:
     import threading
 
     backend, voice = setup
-    overlapped = GsvBackend(backend.models, backend.cache, BackendSettings(vocoder_threads=1), frontend=backend.frontend)
+    overlapped = _sibling(backend, BackendSettings(vocoder_threads=1))
     order: list[str] = []
     release = threading.Event()
 
@@ -268,7 +273,7 @@ def test_whole_sentences_do_not_overlap(setup) -> None:
     backend, voice = setup
     params = replace(voice.params, chunking="sentence")
     serial = _speak(backend, voice, params)
-    overlapped = GsvBackend(backend.models, backend.cache, BackendSettings(vocoder_threads=1), frontend=backend.frontend)
+    overlapped = _sibling(backend, BackendSettings(vocoder_threads=1))
     pieces: list[Speech] = []
     where: list[tuple[str, int]] = []
     own = torch.get_num_threads()
@@ -294,7 +299,7 @@ def test_overlap_first_piece_waits_its_turn_behind_a_busy_worker(setup) -> None:
     import threading
 
     backend, voice = setup
-    overlapped = GsvBackend(backend.models, backend.cache, BackendSettings(vocoder_threads=1), frontend=backend.frontend)
+    overlapped = _sibling(backend, BackendSettings(vocoder_threads=1))
     order: list[str] = []
     release = threading.Event()
     try:
@@ -319,7 +324,7 @@ def test_a_seed_gives_the_same_audio_serial_overlapped_and_batched(setup) -> Non
     params = replace(voice.params, top_k=15, noise_scale=0.6, seed=4321, min_chunk_tokens=4)
     serial = np.concatenate([p.samples for p in _speak(backend, voice, params)])
     for settings in (BackendSettings(vocoder_threads=1), BackendSettings(concurrent_requests=2)):
-        other = GsvBackend(backend.models, backend.cache, settings, frontend=backend.frontend)
+        other = _sibling(backend, settings)
         pieces: list[Speech] = []
         try:
             pending = other.speaker(voice, params, "en").speak(TEXT, lambda: False, pieces.append)

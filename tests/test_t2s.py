@@ -57,6 +57,13 @@ def model(v2_tiny: Path) -> Text2Semantic:
     return Text2Semantic.from_checkpoint(load_gpt_checkpoint(v2_tiny / "s1_tiny_v2.ckpt"))
 
 
+@pytest.fixture
+def fresh(v2_tiny: Path) -> Text2Semantic:
+    """The tiny model loaded for one test alone: for tests that change its state (a failed capture
+    or compile, patched methods, its buffer pool)."""
+    return Text2Semantic.from_checkpoint(load_gpt_checkpoint(v2_tiny / "s1_tiny_v2.ckpt"))
+
+
 @pytest.fixture(scope="module")
 def inputs(golden: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return (torch.from_numpy(golden["all_phones"]), torch.from_numpy(golden["all_bert"]),
@@ -300,12 +307,11 @@ def test_config_without_max_sec() -> None:
     assert config.early_stop_num is None and config.head_dim == 4
 
 
-def test_decode_buffers_are_allocated_once_and_reused(v2_tiny: Path, inputs,
+def test_decode_buffers_are_allocated_once_and_reused(fresh: Text2Semantic, inputs,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """gpt-fast's setup_caches: a generation takes its KV cache (and history, masks) from the
     model's pool; the next one reuses it instead of allocating ~177 MB (real size) again."""
     phones, bert, prompt = inputs
-    fresh = Text2Semantic.from_checkpoint(load_gpt_checkpoint(v2_tiny / "s1_tiny_v2.ckpt"))
     allocated: list[KVCache] = []
     allocate = KVCache.allocate.__func__
 
@@ -427,11 +433,10 @@ def test_graph_mode_needs_cuda(model: Text2Semantic, inputs) -> None:
 
 
 def test_a_failed_graph_capture_falls_back_to_the_eager_step(
-        v2_tiny: Path, inputs, monkeypatch: pytest.MonkeyPatch,
+        fresh: Text2Semantic, inputs, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
     """A driver or op that CUDA graphs do not support must cost speed, not every request."""
     phones, bert, prompt = inputs
-    fresh = Text2Semantic.from_checkpoint(load_gpt_checkpoint(v2_tiny / "s1_tiny_v2.ckpt"))
     captures: list[int] = []
 
     def failing_capture(step) -> None:
@@ -610,11 +615,10 @@ def test_bucketed_sampling_with_top_p_and_temperature_matches_exact_mode(
 
 
 def test_a_failed_compile_falls_back_to_uncompiled_layers(
-        v2_tiny: Path, inputs, monkeypatch: pytest.MonkeyPatch,
+        fresh: Text2Semantic, inputs, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
     """torch.compile needing a compiler the host lacks must cost speed, not the request."""
     phones, bert, prompt = inputs
-    fresh = Text2Semantic.from_checkpoint(load_gpt_checkpoint(v2_tiny / "s1_tiny_v2.ckpt"))
     calls: list[int] = []
 
     def failing_layer(*_args) -> torch.Tensor:
@@ -671,13 +675,12 @@ def test_captured_steps_are_kept_per_shape_sampler_and_compilation(model: Text2S
         model.release_caches(cache)
 
 
-def test_compiled_layers_decode_like_the_uncompiled_ones(v2_tiny: Path, inputs,
+def test_compiled_layers_decode_like_the_uncompiled_ones(fresh: Text2Semantic, inputs,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """The program every CUDA box runs by default, compiled here by the CPU's inductor: its
     cache writes (a scatter into a view of the KV buffer) land, and one program serves the KV
     buckets a long sentence crosses, with the tokens of the uncompiled layers."""
     phones, bert, prompt = inputs
-    fresh = Text2Semantic.from_checkpoint(load_gpt_checkpoint(v2_tiny / "s1_tiny_v2.ckpt"))
     compiled = torch.compile(float_layer_forward, fullgraph=True)
     monkeypatch.setattr(fresh, "_compiled_layer", lambda: compiled)
     decode_step = fresh.decode_step
