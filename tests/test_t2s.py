@@ -580,6 +580,62 @@ def test_decode_steps_use_gemv_linear_with_the_official_tokens(model: Text2Seman
     assert all(m.weight.t().is_contiguous() for m in decode_linears)
 
 
+def test_one_row_cpu_steps_run_in_numpy_like_the_torch_layers(fresh: Text2Semantic, golden, inputs,
+                                                                 monkeypatch) -> None:
+    """A one-token, one-row fp32 step on the CPU (the default decode step) runs every layer by
+    `row_layer_forward`: no torch attention call, the logits and the keys/values written equal
+    the torch layers' (`layer_forward`). Int8 layers keep the torch path."""
+    phones, bert, prompt = inputs
+    model, cfg = fresh, fresh.config
+    prefix = len(phones) + len(prompt)
+    x = torch.cat([model.embed_text(phones, bert), model.embed_audio(prompt)])[None]
+    mask = torch.ones(prefix, prefix, dtype=torch.bool)
+    mask[: len(phones), len(phones):] = False
+    mask[len(phones):, len(phones):] = torch.ones(len(prompt), len(prompt), dtype=torch.bool).tril()
+    token = model.ar_audio_embedding(torch.tensor([int(golden["naive_y"][len(prompt)])]))[None]
+    caches = [KVCache.allocate(cfg, 1, prefix + 1, torch.device("cpu"), torch.float32) for _ in range(2)]
+    attention_calls: list[int] = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
+                        lambda q, *rest, **kw: attention_calls.append(q.shape[2]) or sdpa(q, *rest, **kw))
+    logits = []
+    with torch.inference_mode():
+        for cache, row_path in zip(caches, (True, False)):
+            model.forward_cached(x, cache, 0, mask[None, None])  # the prefill: torch layers
+            if not row_path:
+                monkeypatch.setattr(model, "_row_layers", lambda *_args: None)
+            logits.append(model.forward_cached(token, cache, prefix, None))
+    per_call = cfg.num_layers
+    assert attention_calls == [prefix] * per_call + [prefix] * per_call + [1] * per_call
+    torch.testing.assert_close(logits[0], logits[1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(caches[0].k, caches[1].k, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(caches[0].v, caches[1].v, atol=1e-5, rtol=1e-5)
+    assert all(layer.arrays() is not None for layer in model.h.layers)
+
+    model.quantize_int8()
+    assert all(layer.arrays() is None for layer in model.h.layers)
+    attention_calls.clear()
+    with torch.inference_mode():
+        model.forward_cached(token, caches[0], prefix, None)
+    assert attention_calls == [1] * per_call
+
+
+def test_row_step_arrays_follow_loaded_weights(fresh: Text2Semantic) -> None:
+    """The numpy arrays a layer hands the row step are dropped when a state dict is loaded
+    (assign=True gives new tensors) or the model moves, so a step never reads stale weights."""
+    layer = fresh.h.layers[0]
+    first = layer.arrays()
+    assert first is not None and np.shares_memory(first.in_w, layer.self_attn.in_proj.weight.numpy())
+    state = {name: tensor * 2 for name, tensor in layer.state_dict().items()}
+    layer.load_state_dict(state, assign=True)
+    second = layer.arrays()
+    assert second is not None and second is not first
+    np.testing.assert_array_equal(second.norm1_w, state["norm1.weight"].numpy())
+    np.testing.assert_array_equal(second.ffn_out_w, state["linear2.weight"].numpy().T)
+    fresh.to(torch.float64)
+    assert layer.arrays() is None  # not fp32: the torch layers run
+
+
 # ------------------------------------------------------------------------------ fused sampler
 
 

@@ -6,8 +6,9 @@ buffers set up once per model and KV size class and reused (`setup_caches`), a p
 official mask (text columns bidirectional, audio causal, text rows never see audio) and a lean
 single-token decode step. The step runs over exactly the valid KV columns (CPU), or at static
 shapes per KV bucket, eagerly or captured as a CUDA graph and replayed per token (GPU). The
-step's matmuls are `GemvLinear`s (one row on the CPU: numpy's BLAS); the opt-in int8 mode swaps
-them for `Int8Linear`.
+step's matmuls are `GemvLinear`s (one row on the CPU: numpy's BLAS), and a one-row fp32 step on
+the CPU runs each whole layer in numpy (`row_layer_forward`); the opt-in int8 mode swaps the
+matmuls for `Int8Linear`.
 
 The sampler reproduces `AR.models.utils.logits_to_probs` + `sample` exactly: repetition
 penalty over the whole history (prompt included, in place), top-p, temperature, top-k, then
@@ -32,6 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -257,27 +259,29 @@ class GemvLinear(nn.Linear):
     25 ms (benchmarks/bench_t2s.py). Several rows (the prefill), other devices and dtypes keep
     F.linear. Parameters and state dict are nn.Linear's."""
 
-    _numpy: tuple[int, Any, Any] | None = None  # (weight data_ptr, weight [in, out], bias) as numpy
+    _numpy: tuple[int, np.ndarray, np.ndarray | None] | None = None  # (weight data_ptr, *arrays())
 
     def forward(self, rows: Tensor) -> Tensor:
         if rows.shape[0] != 1 or rows.dtype != torch.float32 or rows.device.type != "cpu" or rows.requires_grad:
             return F.linear(rows, self.weight, self.bias)
-        cached = self._numpy
-        if cached is None or cached[0] != self.weight.data_ptr():
-            cached = self._numpy = self._numpy_weights()
-        out = rows.numpy() @ cached[1]
-        if cached[2] is not None:
-            out += cached[2]
+        weight, bias = self.arrays()
+        out = rows.numpy() @ weight
+        if bias is not None:
+            out += bias
         return torch.from_numpy(out)
 
-    def _numpy_weights(self) -> tuple[int, Any, Any]:
-        """Numpy views of the weights, the weight first moved to the transposed layout (once)."""
-        if not self.weight.t().is_contiguous():
-            with torch.inference_mode(False):  # a plain tensor, usable outside inference mode too
-                self.weight.data = self.weight.detach().t().contiguous().t()
-        weight = self.weight.detach()
-        bias = None if self.bias is None else self.bias.detach().numpy()
-        return weight.data_ptr(), weight.t().numpy(), bias
+    def arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """Numpy views of the weight [in, out] and bias (fp32 CPU weights only), the weight
+        moved to the transposed layout the first time; they follow replaced weights."""
+        cached = self._numpy
+        if cached is None or cached[0] != self.weight.data_ptr():
+            if not self.weight.t().is_contiguous():
+                with torch.inference_mode(False):  # a plain tensor, usable outside inference mode too
+                    self.weight.data = self.weight.detach().t().contiguous().t()
+            weight = self.weight.detach()
+            bias = None if self.bias is None else self.bias.detach().numpy()
+            cached = self._numpy = (weight.data_ptr(), weight.t().numpy(), bias)
+        return cached[1], cached[2]
 
 
 class SelfAttention(nn.Module):
@@ -344,7 +348,7 @@ def swap_linears_for_int8(module: nn.Module) -> None:
         else:
             swap_linears_for_int8(child)
     if isinstance(module, EncoderLayer):
-        module.bind()
+        module.forget_bound()
 
 
 # Where one step writes its keys/values: a slice of cache columns shared by every row
@@ -379,19 +383,25 @@ class EncoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         self._refs: _LayerRefs | None = None
         self._weights: LayerWeights | None = None
+        self._arrays: LayerArrays | None = None
+        self.register_load_state_dict_post_hook(EncoderLayer.forget_bound)
 
     def bind(self) -> _LayerRefs:
         """Resolve the submodules' forwards and norm weights once: nn.Module attribute lookups
-        and __call__ cost ~20 us per layer per token (a quarter of a small layer's step). Reset
-        by `_apply` (.to, .half) and by `swap_linears_for_int8`."""
+        and __call__ cost ~20 us per layer per token (a quarter of a small layer's step)."""
         attn = self.self_attn
         self._refs = _LayerRefs(attn.in_proj.forward, attn.out_proj.forward, self.linear1.forward,
                                 self.linear2.forward, self.norm1.weight, self.norm1.bias,
                                 self.norm2.weight, self.norm2.bias)
         return self._refs
 
+    def forget_bound(self, *_hook_args: Any) -> None:
+        """Drop what `bind`, `weights` and `arrays` resolved: after .to()/.half(), a state dict
+        loaded (its tensors may be new ones) or a module swap."""
+        self._refs = self._weights = self._arrays = None
+
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> EncoderLayer:
-        self._refs = self._weights = None
+        self.forget_bound()
         return super()._apply(fn, *args, **kwargs)
 
     def forward(self, rows: Tensor, length: int, k_cache: Tensor, v_cache: Tensor,
@@ -410,6 +420,23 @@ class EncoderLayer(nn.Module):
                 self.linear1.weight, self.linear1.bias, self.linear2.weight, self.linear2.bias,
                 self.norm1.weight, self.norm1.bias, self.norm2.weight, self.norm2.bias)
         return self._weights
+
+
+    def arrays(self) -> LayerArrays | None:
+        """The weights as numpy arrays for `row_layer_forward`; None unless every matmul is a
+        GemvLinear with fp32 CPU weights (int8, other dtypes and devices run `layer_forward`)."""
+        if self._arrays is None:
+            attn = self.self_attn
+            linears = (attn.in_proj, attn.out_proj, self.linear1, self.linear2)
+            if not all(type(linear) is GemvLinear for linear in linears):
+                return None
+            weight = self.linear1.weight
+            if weight.dtype != torch.float32 or weight.device.type != "cpu":
+                return None
+            norms = (self.norm1.weight, self.norm1.bias, self.norm2.weight, self.norm2.bias)
+            self._arrays = LayerArrays(*(array for linear in linears for array in linear.arrays()),
+                                       *(norm.detach().numpy() for norm in norms))
+        return self._arrays
 
 
 class LayerWeights(NamedTuple):
@@ -469,6 +496,63 @@ def float_layer_forward(rows: Tensor, length: int, weights: LayerWeights, k_cach
                       lambda x: F.linear(x, w.ffn_out_w, w.ffn_out_b),
                       w.norm1_w, w.norm1_b, w.norm2_w, w.norm2_b)
     return layer_forward(rows, length, refs, k_cache, v_cache, slot, span, attn_mask)
+
+
+class LayerArrays(NamedTuple):
+    """One layer's fp32 weights as numpy arrays: the linears' [in, out] weights and biases (as
+    `GemvLinear.arrays` holds them, sharing their storage), then the norms'."""
+
+    in_w: np.ndarray
+    in_b: np.ndarray
+    out_w: np.ndarray
+    out_b: np.ndarray
+    ffn_in_w: np.ndarray
+    ffn_in_b: np.ndarray
+    ffn_out_w: np.ndarray
+    ffn_out_b: np.ndarray
+    norm1_w: np.ndarray
+    norm1_b: np.ndarray
+    norm2_w: np.ndarray
+    norm2_b: np.ndarray
+
+
+def row_layer_forward(row: np.ndarray, w: LayerArrays, k_cache: np.ndarray, v_cache: np.ndarray,
+                      column: int) -> np.ndarray:
+    """`layer_forward` for one token of one row on the CPU (the default decode step), in numpy:
+    row [D]; its key and value go to `column` of k/v [H, S, hd], attention reads columns
+    0..column. A numpy op costs ~1 us where a torch op costs 5-10 us, and attention over
+    the cache as two batched matrix-vector products moved less memory than SDPA's kernel: the
+    real v2 step went from 1.30x to 1.16x its weights' GEMV time (benchmarks/bench_t2s.py)."""
+    heads, _, head_dim = k_cache.shape
+    qkv = row @ w.in_w
+    qkv += w.in_b
+    q, k, v = qkv.reshape(3, heads, head_dim)
+    k_cache[:, column] = k
+    v_cache[:, column] = v
+    scores = np.matmul(k_cache[:, : column + 1], q[:, :, None])[:, :, 0]  # [H, columns]
+    scores *= 1.0 / math.sqrt(head_dim)
+    scores -= scores.max(axis=1, keepdims=True)
+    np.exp(scores, out=scores)
+    scores /= scores.sum(axis=1, keepdims=True)
+    attn = np.matmul(scores[:, None], v_cache[:, : column + 1]).reshape(-1)
+    hidden = attn @ w.out_w
+    hidden += w.out_b
+    hidden += row
+    hidden = _layer_norm_in_place(hidden, w.norm1_w, w.norm1_b)
+    inner = hidden @ w.ffn_in_w
+    inner += w.ffn_in_b
+    np.maximum(inner, 0.0, out=inner)
+    out = inner @ w.ffn_out_w
+    out += w.ffn_out_b
+    out += hidden
+    return _layer_norm_in_place(out, w.norm2_w, w.norm2_b)
+
+
+def _layer_norm_in_place(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    x -= x.sum() / x.size  # ndarray.mean goes through Python code: ~3x the time
+    x *= weight / np.sqrt(np.dot(x, x) / x.size + LAYER_NORM_EPS)
+    x += bias
+    return x
 
 
 class Encoder(nn.Module):
@@ -836,6 +920,10 @@ class Text2Semantic(nn.Module):
                 attn_mask: Tensor | None, *, compiled: bool = False) -> Tensor:
         """x [B, T, D] through every layer; logits of each row's last position [B, V]."""
         batch, length, dim = x.shape
+        if batch * length == 1 and attn_mask is None and isinstance(slot, tuple):
+            logits = self._row_layers(x, cache, slot[2].start)
+            if logits is not None:
+                return logits
         rows = x.reshape(batch * length, dim)
         compiled_layer = self._compiled_layer() if compiled else None
         if compiled_layer is not None and attn_mask is not None:
@@ -859,6 +947,19 @@ class Text2Semantic(nn.Module):
             # .forward directly: nn.Module.__call__ costs ~10 us x 24 layers per token.
             rows = layer.forward(rows, length, k_cache, v_cache, slot, span, attn_mask)
         return self.ar_predict_layer(rows.view(batch, length, dim)[:, -1])
+
+    def _row_layers(self, x: Tensor, cache: KVCache, column: int) -> Tensor | None:
+        """One token of one row at cache `column` through every layer by `row_layer_forward`;
+        logits [1, V], or None where that does not apply (int8, not fp32 on the CPU, grad)."""
+        if x.requires_grad or x.device.type != "cpu" or x.dtype != torch.float32:
+            return None
+        layers = [layer.arrays() for layer in self.h.layers]
+        if any(arrays is None for arrays in layers):
+            return None
+        row = x.reshape(-1).numpy()
+        for arrays, k_cache, v_cache in zip(layers, cache.k.numpy(), cache.v.numpy()):
+            row = row_layer_forward(row, arrays, k_cache[0], v_cache[0], column)
+        return self.ar_predict_layer(torch.from_numpy(row)[None])
 
     def _compiled_layer(self) -> Callable[..., Tensor] | None:
         """`float_layer_forward` compiled (one program for every layer and KV bucket; a batch of
