@@ -47,9 +47,10 @@ before torch loads; upstream runs in this process). Rows, each interleaved ours/
    inputs api_v2's tts_handle builds for streaming_mode 0 (non-streaming, the default), 1 (=True:
    one chunk per sentence), 2 (split near the mute token) and 3 (fixed-length chunks), with the
    request defaults min_chunk_length 16 / overlap_length 2; ours default (`chunking fixed` = mode 3,
-   16 tokens; at 2+ threads GPT and SoVITS overlap, our default) and whole sentences (`chunking
+   every `min_chunk_tokens` of VoiceParams; at 2+ threads GPT and SoVITS overlap, our default) and whole sentences (`chunking
    sentence`, one step after the other on all threads); for information,
-   ours with 8-token chunks (`min_chunk_tokens 8`, not a default).
+   ours at the other chunk lengths of `--chunk-sweep` (16 = upstream's default; each with its
+   first audio and CPU against upstream, which is how the default chunk length was chosen).
 
 What is not the same work (also printed): upstream recomputes the reference encoder (ge) in every
 decode / decode_streaming call, we compute it once per voice (row 1 shows its cost); upstream
@@ -88,6 +89,7 @@ from bench_cpu import TEXT, Request, request as our_request, spread  # noqa: E40
 from bench_server import build_data_dir  # noqa: E402
 from wyoming_gsv.gsv.t2s import SamplingParams  # noqa: E402
 from wyoming_gsv.synthesis.runtime import Runtime, RuntimeSettings  # noqa: E402
+from wyoming_gsv.voices.params import VoiceParams  # noqa: E402
 
 VOICE = "bench"
 # api_v2's TTS_Request defaults; streaming_mode is mapped as tts_handle maps it.
@@ -101,6 +103,12 @@ STREAMING_MODES = {  # api_v2 streaming_mode -> (streaming_mode, return_fragment
     0: (False, False, False), 1: (False, True, False), 2: (True, False, False), 3: (True, False, True),
 }
 SAMPLING = SamplingParams(top_k=15, top_p=1.0, temperature=1.0, repetition_penalty=1.35)
+DEFAULT_CHUNK = VoiceParams().min_chunk_tokens
+DEFAULT_LABEL = f"ours default (fixed, {DEFAULT_CHUNK} tokens)"
+
+
+def sweep_label(size: int) -> str:
+    return f"ours fixed, {size}-token chunks"
 
 
 @dataclass
@@ -326,17 +334,19 @@ def gpt_rows(tts, runtime: Runtime, inputs: SharedInputs, reps: int) -> dict[str
     return results
 
 
-def e2e_rows(tts, runtime: Runtime, data_dir: Path, reps: int, bf16: Runtime | None = None) -> dict[str, list[Request]]:
+def e2e_rows(tts, runtime: Runtime, data_dir: Path, reps: int, sweep: list[int],
+             bf16: Runtime | None = None) -> dict[str, list[Request]]:
     variants: dict[str, Callable[[], Request]] = {
-        "ours default (fixed, 16 tokens)": lambda: our_request(runtime, "fixed"),
+        DEFAULT_LABEL: lambda: our_request(runtime, "fixed"),
         "upstream mode 0 (non-streaming)": lambda: upstream_request(tts, upstream_inputs(data_dir, 0)),
         "ours whole sentences": lambda: our_request(runtime, "sentence"),
         "upstream mode 3 (fixed chunks)": lambda: upstream_request(tts, upstream_inputs(data_dir, 3)),
         "upstream mode 2 (split at mute)": lambda: upstream_request(tts, upstream_inputs(data_dir, 2)),
         "upstream mode 1 (= True, sentences)": lambda: upstream_request(tts, upstream_inputs(data_dir, 1)),
-        # Not a default: what a smaller chunk (the first one included) does to first audio and CPU.
-        "ours fixed, 8-token chunks": lambda: our_request(runtime, "fixed", min_chunk_tokens=8),
     }
+    for size in sweep:  # other chunk lengths: what the default's choice trades (first audio vs CPU)
+        if size != DEFAULT_CHUNK:
+            variants[sweep_label(size)] = lambda size=size: our_request(runtime, "fixed", min_chunk_tokens=size)
     if bf16 is not None:  # not the default: --precision bf16 (not bit-exact with upstream)
         variants["ours default, bf16"] = lambda: our_request(bf16, "fixed")
         variants["ours whole sentences, bf16"] = lambda: our_request(bf16, "sentence")
@@ -393,14 +403,20 @@ def report(threads: int, reps: int, tokens: int, load: tuple[tuple[float, ...], 
     def rounds(label: str, other: str, field: str) -> str:
         return round_ratios([getattr(r, field) for r in e2e[label]], [getattr(r, field) for r in e2e[other]])
 
-    ours_first = m("ours default (fixed, 16 tokens)", "first_audio")
+    ours_first = m(DEFAULT_LABEL, "first_audio")
     print("   targets (issue 14 point 5), ours / upstream:")
     for mode in ("upstream mode 3 (fixed chunks)", "upstream mode 2 (split at mute)", "upstream mode 1 (= True, sentences)"):
         print(f"   first audio, ours default / {mode:36} {ours_first / m(mode, 'first_audio'):5.2f}  (target <= 0.80) "
-              f"{rounds('ours default (fixed, 16 tokens)', mode, 'first_audio')}")
-    for label in ("ours default (fixed, 16 tokens)", "ours whole sentences"):
+              f"{rounds(DEFAULT_LABEL, mode, 'first_audio')}")
+    for label in (DEFAULT_LABEL, "ours whole sentences"):
         print(f"   CPU, {label:31} / upstream mode 0        {m(label, 'cpu') / m('upstream mode 0 (non-streaming)', 'cpu'):5.2f}"
               f"  (target <= 0.90) {rounds(label, 'upstream mode 0 (non-streaming)', 'cpu')}")
+    for label in [label for label in e2e if label.startswith("ours fixed, ")]:
+        print(f"   {label}: first audio / upstream mode 3 "
+              f"{m(label, 'first_audio') / m('upstream mode 3 (fixed chunks)', 'first_audio'):5.2f} "
+              f"{rounds(label, 'upstream mode 3 (fixed chunks)', 'first_audio')}, CPU / upstream mode 0 "
+              f"{m(label, 'cpu') / m('upstream mode 0 (non-streaming)', 'cpu'):5.2f} "
+              f"{rounds(label, 'upstream mode 0 (non-streaming)', 'cpu')}")
     print(f"   vocoder, ours as the product calls it / upstream decode  "
           f"{median(vocoder['ours: decode as the product calls it']) / up_decode:5.2f}  (target <= 0.80) "
           f"{round_ratios(vocoder['ours: decode as the product calls it'], vocoder['upstream SynthesizerTrn.decode'])}; "
@@ -416,7 +432,7 @@ def report(threads: int, reps: int, tokens: int, load: tuple[tuple[float, ...], 
               f"{median(vocoder['ours bf16: decode as the product calls it']) / up_decode:5.2f}")
 
 
-def bench(tts, data_dir: Path, threads: int, reps: int, tokens: int, bf16: bool = False) -> None:
+def bench(tts, data_dir: Path, threads: int, reps: int, tokens: int, sweep: list[int], bf16: bool = False) -> None:
     load_before = os.getloadavg()
     torch.set_num_threads(threads)
     precisions = ("fp32", "bf16") if bf16 else ("fp32",)
@@ -432,7 +448,7 @@ def bench(tts, data_dir: Path, threads: int, reps: int, tokens: int, bf16: bool 
         torch.set_num_threads(threads)
         vocoder = vocoder_rows(tts, runtime, inputs, tokens, reps, half)
         gpt = gpt_rows(tts, runtime, inputs, reps)
-        e2e = e2e_rows(tts, runtime, data_dir, reps, half)
+        e2e = e2e_rows(tts, runtime, data_dir, reps, sweep, half)
     finally:
         for each in runtimes.values():
             each.close()
@@ -446,6 +462,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[2, 1])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=50, help="semantic tokens per sentence (25 = 1 s)")
+    parser.add_argument("--chunk-sweep", type=int, nargs="*", default=[16, 12],
+                        help="other chunk lengths to run ours at (16: upstream's default), next to our default")
     parser.add_argument("--bf16", action="store_true",
                         help="also ours with --precision bf16 (needs AVX512-BF16 or AMX; not bit-exact with upstream)")
     args = parser.parse_args()
@@ -460,7 +478,7 @@ def main() -> None:
         data_dir = build_data_dir(Path(tmp), args.tokens)
         tts = load_upstream(args.upstream.resolve(), deps.resolve(), data_dir)
         for threads in args.threads:
-            bench(tts, data_dir, threads, args.reps, args.tokens, args.bf16)
+            bench(tts, data_dir, threads, args.reps, args.tokens, args.chunk_sweep, args.bf16)
 
 
 if __name__ == "__main__":

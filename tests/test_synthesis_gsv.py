@@ -66,7 +66,7 @@ def test_cancelled_before_start_emits_nothing(setup) -> None:
 def test_streaming_sends_audio_while_the_gpt_is_still_decoding(setup, chunking: str) -> None:
     """The default: upstream's streaming (chunk by chunk; fixture-exact in test_streaming.py)."""
     backend, voice = setup
-    assert voice.params.chunking == "fixed" and voice.params.min_chunk_tokens == 16
+    assert voice.params.chunking == "fixed" and voice.params.min_chunk_tokens == 12
     pair = backend.model_pair(voice.gpt, voice.sovits)
     generated = 0
     original_forward = pair.t2s.forward_cached

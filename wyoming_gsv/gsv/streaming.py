@@ -34,7 +34,8 @@ SHORT_CHUNK_TOKENS = 10  # chunks shorter than this take a longer overlap (upstr
 
 @dataclass(frozen=True)
 class StreamingConfig:
-    """api_v2's streaming parameters: `rule` fixed = streaming_mode 3, split = streaming_mode 2."""
+    """api_v2's streaming parameters (and its request defaults): `rule` fixed = streaming_mode 3,
+    split = streaming_mode 2. The product's defaults are a voice's (`VoiceParams`)."""
 
     rule: ChunkRule = "fixed"
     min_chunk_tokens: int = 16
