@@ -16,6 +16,7 @@ from typing import Any, Sequence
 from . import __version__
 from .synthesis.engine import CUDA_CONCURRENT_REQUESTS
 from .synthesis.session import DEFAULT_MAX_CHARS
+from .voices.params import VoiceParams
 
 # The package sets OMP_WAIT_POLICY=PASSIVE (see __init__); nothing here imports torch at the top,
 # the commands import it lazily.
@@ -90,7 +91,8 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--min-chunk-tokens",
         type=_positive_int,
-        help="semantic tokens per streamed chunk at least (25 = 1 s of audio; voice default 16)",
+        help=f"semantic tokens per streamed chunk at least (25 = 1 s of audio; voice default "
+        f"{VoiceParams.min_chunk_tokens}, upstream 16)",
     )
     parser.add_argument(
         "--overlap",
