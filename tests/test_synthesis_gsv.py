@@ -47,6 +47,16 @@ def test_whole_sentence_then_gap(setup) -> None:
     assert gap.samples.size == int(0.3 * 32000) and not gap.samples.any()
 
 
+def test_loaded_version_names_the_loaded_sovits_model(setup) -> None:
+    """What the voice page shows: None before the voice's models load, their version after."""
+    backend, voice = setup
+    fresh = _sibling(backend, backend.settings)
+    assert fresh.loaded_version(voice) is None
+    pair = fresh.model_pair(voice.gpt, voice.sovits)
+    assert fresh.loaded_version(voice) == pair.sovits.version == "v2"
+    assert fresh.output_rate(voice) == pair.sovits.output_rate
+
+
 def test_seed_makes_sampling_repeatable(setup) -> None:
     backend, voice = setup
     params = replace(voice.params, top_k=15, noise_scale=0.5, seed=1234)

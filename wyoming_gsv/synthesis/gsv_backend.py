@@ -164,9 +164,7 @@ class GsvBackend:
     def output_rate(self, voice: Voice | None) -> int:
         """The voice's sample rate: its loaded SoVITS model's, else that of every supported version
         (a voice whose model does not load still gets answered in its format by the fallback)."""
-        with self._lock:
-            pairs = [p for key, p in self._pairs.items() if voice is not None and key[:2] == (voice.gpt, voice.sovits)]
-            pair = pairs[-1] if pairs else None
+        pair = self._loaded_pair(voice) if voice is not None else None
         if pair is not None:
             return pair.sovits.output_rate
         return _output_rate_of_file(voice.sovits) if voice is not None else SUPPORTED_OUTPUT_RATE
@@ -351,9 +349,16 @@ class GsvBackend:
         return (known is not None and known[1] == key) or self.cache.path_for(voice.bundle_id, key).is_file()
 
     def loaded_version(self, voice: Voice) -> str | None:
-        """The SoVITS version of the voice's model files, if they are loaded (lock-free, as has_bundle)."""
-        pair = self._pairs.get((voice.gpt, voice.sovits))
+        """The SoVITS version of the voice's model files, if they are loaded."""
+        pair = self._loaded_pair(voice)
         return pair.sovits.version if pair is not None else None
+
+    def _loaded_pair(self, voice: Voice) -> ModelPair | None:
+        """The most recently used loaded pair of the voice's model files (pairs are keyed by their
+        file identities too). Reads a snapshot without the lock, as has_bundle does: a status
+        request must not wait for a load that holds it."""
+        pairs = [pair for key, pair in list(self._pairs.items()) if key[:2] == (voice.gpt, voice.sovits)]
+        return pairs[-1] if pairs else None
 
     def build_bundle(self, voice: Voice) -> VoiceBundle:
         pair = self.model_pair(voice.gpt, voice.sovits)
