@@ -421,7 +421,6 @@ class EncoderLayer(nn.Module):
                 self.norm1.weight, self.norm1.bias, self.norm2.weight, self.norm2.bias)
         return self._weights
 
-
     def arrays(self) -> LayerArrays | None:
         """The weights as numpy arrays for `row_layer_forward`; None unless every matmul is a
         GemvLinear with fp32 CPU weights (int8, other dtypes and devices run `layer_forward`)."""
@@ -520,9 +519,10 @@ def row_layer_forward(row: np.ndarray, w: LayerArrays, k_cache: np.ndarray, v_ca
                       column: int) -> np.ndarray:
     """`layer_forward` for one token of one row on the CPU (the default decode step), in numpy:
     row [D]; its key and value go to `column` of k/v [H, S, hd], attention reads columns
-    0..column. A numpy op costs ~1 us where a torch op costs 5-10 us, and attention over
-    the cache as two batched matrix-vector products moved less memory than SDPA's kernel: the
-    real v2 step went from 1.30x to 1.16x its weights' GEMV time (benchmarks/bench_t2s.py)."""
+    0..column. A numpy op costs ~1 us where a torch op costs 5-10 us, and attention over the
+    cache as two batched matrix-vector products took ~0.8x the time of SDPA's kernel: the real
+    v2 step went from 1.23x to 1.12x its weights' GEMV time at 1 thread (benchmarks/bench_t2s.py).
+    Same sums as `layer_forward` up to float rounding (~1e-6 on the logits)."""
     heads, _, head_dim = k_cache.shape
     qkv = row @ w.in_w
     qkv += w.in_b
