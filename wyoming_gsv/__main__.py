@@ -16,7 +16,6 @@ from typing import Any, Sequence
 from . import __version__
 from .synthesis.engine import CUDA_CONCURRENT_REQUESTS
 from .synthesis.session import DEFAULT_MAX_CHARS
-from .voices.params import VoiceParams
 
 # The package sets OMP_WAIT_POLICY=PASSIVE (see __init__); nothing here imports torch at the top,
 # the commands import it lazily.
@@ -91,8 +90,8 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--min-chunk-tokens",
         type=_positive_int,
-        help=f"semantic tokens per streamed chunk at least (25 = 1 s of audio; voice default "
-        f"{VoiceParams.min_chunk_tokens}, upstream 16)",
+        help="semantic tokens per streamed chunk at least (25 = 1 s of audio; default: each voice's "
+        "min_chunk_tokens)",
     )
     parser.add_argument(
         "--overlap",
