@@ -462,7 +462,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[2, 1])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=50, help="semantic tokens per sentence (25 = 1 s)")
-    parser.add_argument("--chunk-sweep", type=int, nargs="*", default=[16, 12],
+    parser.add_argument("--chunk-sweep", type=int, nargs="*", default=[16, 14, 10],
                         help="other chunk lengths to run ours at (16: upstream's default), next to our default")
     parser.add_argument("--bf16", action="store_true",
                         help="also ours with --precision bf16 (needs AVX512-BF16 or AMX; not bit-exact with upstream)")
