@@ -22,10 +22,10 @@ class VoiceParams:
     # chunk every min_chunk_tokens tokens; the earliest first audio), "split" = mode 2 (chunks end
     # near a pause), "sentence" = whole sentences (no sub-sentence streaming).
     chunking: str = "fixed"
-    # Semantic tokens per chunk at least (25 tokens = 1 s of audio). Upstream's default is 16; 12
-    # came out first in benchmarks/bench_upstream.py's sweep (first audio 0.65-0.67x upstream's
-    # mode 3 on 1 and 2 threads, against 0.78-0.84x at 16) for the same CPU time; 10 was no
-    # earlier on 2 threads and cost more CPU.
+    # Semantic tokens per chunk at least (25 tokens = 1 s of audio). Upstream's default is 16; in
+    # benchmarks/bench_upstream.py's sweep 12 gave the earliest first audio on 2 threads (0.65-0.67x
+    # upstream's mode 3 on 1 and 2 threads, against 0.78-0.84x at 16) at about the same CPU time;
+    # 10 was earlier only on 1 thread and cost the most CPU.
     min_chunk_tokens: int = 12
     sample_steps: int = 32  # SoVITS v3/v4: Euler steps of the mel sampler (fewer: faster, rougher)
 
