@@ -31,7 +31,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, NamedTuple
+from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -382,8 +382,8 @@ class EncoderLayer(nn.Module):
         self.norm1 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         self.norm2 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         self._refs: _LayerRefs | None = None
-        self._weights: LayerWeights | None = None
-        self._arrays: LayerArrays | None = None
+        self._weights: LayerWeights[Tensor] | None = None
+        self._arrays: LayerWeights[np.ndarray] | None = None
         self.register_load_state_dict_post_hook(EncoderLayer.forget_bound)
 
     def bind(self) -> _LayerRefs:
@@ -409,7 +409,7 @@ class EncoderLayer(nn.Module):
         return layer_forward(rows, length, self._refs or self.bind(), k_cache, v_cache, slot, span,
                              attn_mask)
 
-    def weights(self) -> LayerWeights | None:
+    def weights(self) -> LayerWeights[Tensor] | None:
         """The float weights in `float_layer_forward`'s order; None once swapped for int8."""
         if isinstance(self.linear1, Int8Linear):
             return None
@@ -421,7 +421,7 @@ class EncoderLayer(nn.Module):
                 self.norm1.weight, self.norm1.bias, self.norm2.weight, self.norm2.bias)
         return self._weights
 
-    def arrays(self) -> LayerArrays | None:
+    def arrays(self) -> LayerWeights[np.ndarray] | None:
         """The weights as numpy arrays for `row_layer_forward`; None unless every matmul is a
         GemvLinear with fp32 CPU weights (int8, other dtypes and devices run `layer_forward`)."""
         if self._arrays is None:
@@ -433,26 +433,31 @@ class EncoderLayer(nn.Module):
             if weight.dtype != torch.float32 or weight.device.type != "cpu":
                 return None
             norms = (self.norm1.weight, self.norm1.bias, self.norm2.weight, self.norm2.bias)
-            self._arrays = LayerArrays(*(array for linear in linears for array in linear.arrays()),
+            self._arrays = LayerWeights(*(array for linear in linears for array in linear.arrays()),
                                        *(norm.detach().numpy() for norm in norms))
         return self._arrays
 
 
-class LayerWeights(NamedTuple):
-    """One layer's parameters as plain tensors (what a compiled program takes as inputs)."""
+WeightT = TypeVar("WeightT", Tensor, np.ndarray)
 
-    in_w: Tensor
-    in_b: Tensor
-    out_w: Tensor
-    out_b: Tensor
-    ffn_in_w: Tensor
-    ffn_in_b: Tensor
-    ffn_out_w: Tensor
-    ffn_out_b: Tensor
-    norm1_w: Tensor
-    norm1_b: Tensor
-    norm2_w: Tensor
-    norm2_b: Tensor
+
+class LayerWeights(NamedTuple, Generic[WeightT]):
+    """One layer's parameters in one order: as tensors (`EncoderLayer.weights`, what a compiled
+    program takes as inputs; linears [out, in]) or as numpy arrays (`EncoderLayer.arrays`, what
+    `row_layer_forward` reads; linears [in, out], sharing the tensors' storage)."""
+
+    in_w: WeightT
+    in_b: WeightT
+    out_w: WeightT
+    out_b: WeightT
+    ffn_in_w: WeightT
+    ffn_in_b: WeightT
+    ffn_out_w: WeightT
+    ffn_out_b: WeightT
+    norm1_w: WeightT
+    norm1_b: WeightT
+    norm2_w: WeightT
+    norm2_b: WeightT
 
 
 def layer_forward(rows: Tensor, length: int, refs: _LayerRefs, k_cache: Tensor, v_cache: Tensor,
@@ -483,8 +488,8 @@ def layer_forward(rows: Tensor, length: int, refs: _LayerRefs, k_cache: Tensor, 
     return F.layer_norm(out.add_(rows), (dim,), norm2_w, norm2_b, LAYER_NORM_EPS)
 
 
-def float_layer_forward(rows: Tensor, length: int, weights: LayerWeights, k_cache: Tensor,
-                        v_cache: Tensor, slot: CacheSlot, span: int | None,
+def float_layer_forward(rows: Tensor, length: int, weights: LayerWeights[Tensor],
+                        k_cache: Tensor, v_cache: Tensor, slot: CacheSlot, span: int | None,
                         attn_mask: Tensor | None) -> Tensor:
     """`layer_forward` with the weights as arguments: what `torch.compile` turns into one
     program for every layer (weights as inputs, not constants), fusing the residual adds into
@@ -497,26 +502,8 @@ def float_layer_forward(rows: Tensor, length: int, weights: LayerWeights, k_cach
     return layer_forward(rows, length, refs, k_cache, v_cache, slot, span, attn_mask)
 
 
-class LayerArrays(NamedTuple):
-    """One layer's fp32 weights as numpy arrays: the linears' [in, out] weights and biases (as
-    `GemvLinear.arrays` holds them, sharing their storage), then the norms'."""
-
-    in_w: np.ndarray
-    in_b: np.ndarray
-    out_w: np.ndarray
-    out_b: np.ndarray
-    ffn_in_w: np.ndarray
-    ffn_in_b: np.ndarray
-    ffn_out_w: np.ndarray
-    ffn_out_b: np.ndarray
-    norm1_w: np.ndarray
-    norm1_b: np.ndarray
-    norm2_w: np.ndarray
-    norm2_b: np.ndarray
-
-
-def row_layer_forward(row: np.ndarray, w: LayerArrays, k_cache: np.ndarray, v_cache: np.ndarray,
-                      column: int) -> np.ndarray:
+def row_layer_forward(row: np.ndarray, w: LayerWeights[np.ndarray], k_cache: np.ndarray,
+                      v_cache: np.ndarray, column: int) -> np.ndarray:
     """`layer_forward` for one token of one row on the CPU (the default decode step), in numpy:
     row [D]; its key and value go to `column` of k/v [H, S, hd], attention reads columns
     0..column. A numpy op costs ~1 us where a torch op costs 5-10 us, and attention over the
