@@ -642,6 +642,12 @@ class SamplerSpec(NamedTuple):
     temperature: float
     repetition_penalty: float
 
+    @classmethod
+    def of(cls, params: SamplingParams, generated: int) -> SamplerSpec:
+        """How a request samples its next token after `generated` tokens."""
+        return cls(generated >= MIN_TOKENS_BEFORE_EOS, params.top_k, params.top_p,
+                   params.temperature, params.repetition_penalty)
+
     def width(self, config: T2SConfig) -> int:
         """The logits columns sampled from: all, or all but EOS (the last) before it may come."""
         return config.vocab_size if self.eos_allowed else config.eos
@@ -1085,8 +1091,7 @@ class Text2Semantic(nn.Module):
                 raise GenerationCancelled()
             with intra_op_threads(step_threads):  # the model step and sampler; on_token as called
                 if step > 0 and mode != "exact":
-                    sampler = SamplerSpec(step >= MIN_TOKENS_BEFORE_EOS, params.top_k, params.top_p,
-                                          params.temperature, params.repetition_penalty)
+                    sampler = SamplerSpec.of(params, step)
                     sampled, positions, audio_index, out = self.sample_static(
                         sampled, positions, audio_index, cache, prefix_len + step, sampler,
                         lambda noise: noise.exponential_(1.0, generator=generator),

@@ -208,9 +208,7 @@ class ContinuousBatcher:
 
     def _shared_sampler(self) -> SamplerSpec | None:
         """The settings every running row samples with this step, if they are the same."""
-        specs = {SamplerSpec(row.samples >= MIN_TOKENS_BEFORE_EOS, row.request.params.top_k,
-                             row.request.params.top_p, row.request.params.temperature,
-                             row.request.params.repetition_penalty) for row in self._rows}
+        specs = {SamplerSpec.of(row.request.params, row.samples) for row in self._rows}
         return specs.pop() if len(specs) == 1 else None
 
     def _sample_fused(self, cache: KVCache,
