@@ -164,10 +164,10 @@ class GsvBackend:
     def output_rate(self, voice: Voice | None) -> int:
         """The voice's sample rate: its loaded SoVITS model's, else that of every supported version
         (a voice whose model does not load still gets answered in its format by the fallback)."""
-        pair = self._loaded_pair(voice) if voice is not None else None
-        if pair is not None:
-            return pair.sovits.output_rate
-        return _output_rate_of_file(voice.sovits) if voice is not None else SUPPORTED_OUTPUT_RATE
+        if voice is None:
+            return SUPPORTED_OUTPUT_RATE
+        pair = self._loaded_pair(voice)
+        return pair.sovits.output_rate if pair is not None else _output_rate_of_file(voice.sovits)
 
     def audio_worker(self) -> AudioWorker | None:
         """The SoVITS worker thread when GPT and SoVITS overlap (started on first use). None when
