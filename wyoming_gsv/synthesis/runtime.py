@@ -217,7 +217,7 @@ class Runtime:
             started = time.perf_counter()
             # With concurrent requests two at once: the GPT's batched steps (several rows) are
             # compiled and captured now, not while the day's first two requests wait.
-            speakers = 2 if concurrent_requests(self.settings) > 1 else 1
+            speakers = 2 if self.engine.workers > 1 else 1
             try:
                 with ThreadPoolExecutor(speakers) as pool:
                     list(pool.map(lambda _: self._speak_warm_up(voice), range(speakers)))
