@@ -1,18 +1,20 @@
-"""Fewer-FLOP convolutions for the HiFi-GAN's resblock convs, against the direct conv the
-generator runs (oneDNN, channels-last), on the v2 generator's shapes. A record of why the fp32
-vocoder keeps the direct conv: it already runs near the core's FMA peak, and the fast algorithms,
-written with PyTorch ops, lose more to moving data than they save in arithmetic.
+"""Fewer-FLOP convolutions for the HiFi-GAN's resblock convs, against the direct conv, on the v2
+generator's shapes: why the generator runs its wide 11-tap convs as block DFTs in GEMMs
+(`gsv/overlap_save.py`, `vits_modules.LongConv1d`) and keeps the direct conv for the rest. The direct
+fp32 conv (oneDNN) already runs near the core's FMA peak, so only fewer multiplies help, and only
+where they are not lost again to moving data.
 
     .venv/bin/python benchmarks/bench_conv_algorithms.py [--threads 1] [--frames 40] [--reps 5]
 
 Per shape (channels C at length T = frames x upsampling so far; kernel k, dilation d) it prints CPU
-ms of one conv: direct (`F.conv2d` on [1, C, 1, T] channels-last, as `vits_modules.Conv1d`), FFT
-overlap-save (best block size; the complex product as three real batched matmuls), and Winograd
-F(3,3) over 3-tap pieces of the kernel (dilation by polyphase split), each with its error against
-the direct conv (max |diff| / max |y|), and the sums over all shapes (also taking the fastest
-algorithm per shape, the most a per-layer choice could gain): the resblocks of one
-generator call weighted by how often each shape occurs (per resblock: (k, 1) four times, (k, 3)
-and (k, 5) once).
+ms of one conv: direct (`F.conv2d` on [1, C, 1, T] channels-last, as `vits_modules.Conv1d`), the
+product's block DFT (`overlap_save_conv`, blocks of `LongConv1d.block`; `*` where `LongConv1d` takes
+it at this length), FFT overlap-save with torch.fft (best block size; the complex product as three
+real batched matmuls) and Winograd F(3,3) over 3-tap pieces of the kernel (dilation by polyphase
+split), each with its error against the direct conv (max |diff| / max |y|), and the sums over all
+shapes: the resblocks of one generator call weighted by how often each shape occurs (per resblock:
+(k, 1) four times, (k, 3) and (k, 5) once), for the direct conv alone, for the product's choice, and
+for the fastest algorithm per shape (the most a per-layer choice could gain).
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ import torch
 import torch.nn.functional as F
 from timing import medians_ms, timed
 from torch import Tensor
+
+from wyoming_gsv.gsv.overlap_save import overlap_save_conv, spectral_weights
+from wyoming_gsv.gsv.vits_modules import LongConv1d
 
 # The v2 generator: channels and upsampling after each stage; resblock kernels and dilations.
 STAGES = ((256, 10), (128, 80), (64, 160), (32, 320), (16, 640))
@@ -139,8 +144,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {args.threads} thread(s), {args.frames} frames; CPU ms per conv (error)")
-    print(f"{'C':>4} {'T':>6} {'k':>3} {'d':>2} {'direct':>8} {'fft (N)':>18} {'winograd':>18}")
-    totals = {"direct": 0.0, "fft": 0.0, "winograd": 0.0, "best": 0.0}
+    print(f"{'C':>4} {'T':>6} {'k':>3} {'d':>2} {'direct':>8} {'blocks':>16} {'fft (N)':>18} {'winograd':>18}")
+    totals = {"direct": 0.0, "product": 0.0, "fft": 0.0, "winograd": 0.0, "best": 0.0}
     for channels, upsampling in STAGES:
         length = upsampling * args.frames
         x = torch.randn(1, channels, length)
@@ -153,6 +158,12 @@ def main() -> None:
                 expected = F.conv1d(x, w, None, 1, pad, dilation)[0]
                 w4 = w.unsqueeze(2)
                 direct = cpu_ms(lambda: F.conv2d(x_cl, w4, None, 1, (0, pad), (1, dilation)), args.reps)
+                sw = spectral_weights(w, None, LongConv1d.block)
+                blocks = cpu_ms(lambda: overlap_save_conv(x_tm, sw, kernel, dilation, pad), args.reps)
+                blocks_error = relative_error(overlap_save_conv(x_tm, sw, kernel, dilation, pad).T, expected)
+                conv = LongConv1d(channels, channels, kernel, dilation=dilation, padding=pad)
+                with torch.inference_mode():
+                    chosen = conv.uses_blocks(x_cl)
                 fft = min((
                     (cpu_ms(lambda: fft_conv(x[0], fw, kernel, dilation, size), args.reps), size, fw)
                     for size in FFT_SIZES
@@ -165,13 +176,16 @@ def main() -> None:
                 wino_error = relative_error(winograd_conv(x_tm, ww, kernel, dilation).T, expected)
                 uses = 4 if dilation == 1 else 1  # a resblock: convs (k, 1), (k, 3), (k, 5), then three (k, 1)
                 totals["direct"] += uses * direct
+                totals["product"] += uses * (blocks if chosen else direct)
                 totals["fft"] += uses * fft[0]
                 totals["winograd"] += uses * wino
-                totals["best"] += uses * min(direct, fft[0], wino)
+                totals["best"] += uses * min(direct, blocks, fft[0], wino)
                 print(f"{channels:>4} {length:>6} {kernel:>3} {dilation:>2} {direct:8.2f} "
+                      f"{blocks:8.2f}{'*' if chosen else ' '} {blocks_error:.0e} "
                       f"{fft[0]:8.2f} ({fft[1]:>3}) {fft_error:.0e} {wino:8.2f} {wino_error:.0e}")
     base = totals["direct"]
-    print(f"resblock convs of one call: direct {base:.1f} ms, FFT {totals['fft']:.1f} ms "
+    print(f"resblock convs of one call: direct {base:.1f} ms, the product's choice {totals['product']:.1f} ms "
+          f"({totals['product'] / base:.2f}x), FFT {totals['fft']:.1f} ms "
           f"({totals['fft'] / base:.2f}x), Winograd {totals['winograd']:.1f} ms ({totals['winograd'] / base:.2f}x), "
           f"the fastest of the three per shape {totals['best']:.1f} ms ({totals['best'] / base:.2f}x)")
 

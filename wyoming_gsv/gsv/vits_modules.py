@@ -8,10 +8,13 @@ the official all-ones masks change nothing.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from .overlap_save import SpectralWeights, overlap_save_conv, spectral_weights
 
 # HiFi-GAN's slope inside the generator; the final activation uses PyTorch's default 0.01.
 LRELU_SLOPE = 0.1
@@ -303,10 +306,60 @@ class ConvTranspose1d(nn.ConvTranspose1d):
         )
 
 
-def same_conv(channels: int, kernel_size: int, dilation: int) -> Conv1d:
+class LongConv1d(Conv1d):
+    """`Conv1d` for the resblocks' convs: on the CPU's channels-last path, the wide and long ones
+    (`min_channels`, `min_kernel`; a batch of one, at least `min_blocks` blocks per stream, fp32,
+    no grad) run as block DFTs in GEMMs (`overlap_save`), the rest as the direct conv. Same
+    parameters and state dict; the spectral form of the weights is built on first use and dropped
+    whenever the weights may change (load_state_dict, `.to()`)."""
+
+    block = 32  # samples per DFT block: the fastest for 11 taps in bench_conv_algorithms
+    min_channels = 128
+    min_kernel = 11
+    min_blocks = 8  # per stream; fewer: GEMMs too small to beat the direct conv (bench_conv_algorithms)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._spectral: SpectralWeights | None = None
+        self.register_load_state_dict_post_hook(LongConv1d.forget_spectral_weights)
+
+    def forget_spectral_weights(self, *_hook_args: Any) -> None:
+        self._spectral = None
+
+    def _apply(self, fn: Any, recurse: bool = True) -> LongConv1d:  # .to(), .half(), .cuda(), ...
+        self.forget_spectral_weights()
+        return super()._apply(fn, recurse)
+
+    def uses_blocks(self, x: Tensor) -> bool:
+        """Whether this call takes the block-DFT path."""
+        return (
+            x.dim() == 4
+            and x.shape[0] == 1
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32 == self.weight.dtype
+            and not torch.is_grad_enabled()
+            and x.is_contiguous(memory_format=torch.channels_last)
+            and self.in_channels >= self.min_channels
+            and self.kernel_size[0] >= self.min_kernel
+            and self.stride == (1,)
+            and self.groups == 1
+            and x.shape[-1] >= self.min_blocks * self.dilation[0] * (self.block - self.kernel_size[0] + 1)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.uses_blocks(x):
+            return super().forward(x)
+        if self._spectral is None:
+            self._spectral = spectral_weights(self.weight, self.bias, self.block)
+        # [1, C, 1, T] channels-last is [T, C] in memory, the layout overlap_save_conv works in.
+        y = overlap_save_conv(x[0, :, 0].t(), self._spectral, self.kernel_size[0], self.dilation[0], self.padding[0])
+        return y.t()[None, :, None]
+
+
+def same_conv(channels: int, kernel_size: int, dilation: int) -> LongConv1d:
     """Length-preserving (odd kernel) dilated conv."""
     padding = (kernel_size * dilation - dilation) // 2
-    return Conv1d(channels, channels, kernel_size, dilation=dilation, padding=padding)
+    return LongConv1d(channels, channels, kernel_size, dilation=dilation, padding=padding)
 
 
 class ResBlock1(nn.Module):
