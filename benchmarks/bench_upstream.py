@@ -36,7 +36,10 @@ before torch loads; upstream runs in this process). Rows, each interleaved ours/
    `SynthesizerTrn.decode` as TTS.run calls it (the ge from the reference spectrogram inside every
    call, weight norm recomputed, `no_grad`); ours doing the same work (ge from the same
    spectrogram + `decode`); ours as the product calls it (ge cached per voice); the HiFi-GAN
-   `dec` alone on both sides (same latent) and upstream's reference encoder alone.
+   `dec` alone on both sides (same latent), ours also with every conv direct (the baseline of the
+   block-DFT convs, `vits_modules.LongConv1d`), and upstream's reference encoder alone. These calls
+   are short, so they get their own round count (`--vocoder-reps`, default 3 x `--reps`): this VM's
+   timings swing 10-20 % between rounds.
 2. GPT on the first sentence's phones + the prompt codes (the same tensors for both): first token
    (from the call to the first token's sampling: embeddings, masks, prefill, sampling; upstream's
    first `decode_next_token` call marks it) and decode ms/token = (total - first) / (steps - 1);
@@ -88,6 +91,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_cpu import TEXT, Request, request as our_request, spread  # noqa: E402
 from bench_server import build_data_dir  # noqa: E402
 from wyoming_gsv.gsv.t2s import SamplingParams  # noqa: E402
+from wyoming_gsv.gsv.vits_modules import LongConv1d  # noqa: E402
 from wyoming_gsv.synthesis.runtime import Runtime, RuntimeSettings  # noqa: E402
 from wyoming_gsv.voices.params import VoiceParams  # noqa: E402
 
@@ -201,6 +205,19 @@ def shared_inputs(tts, data_dir: Path) -> SharedInputs:
 
 
 # ----------------------------------------------------------------------------- rows
+@contextlib.contextmanager
+def direct_convs(model: torch.nn.Module) -> Iterator[None]:
+    """Within: every LongConv1d of `model` runs the direct conv (the block-DFT path's baseline)."""
+    convs = [m for m in model.modules() if isinstance(m, LongConv1d)]
+    for conv in convs:
+        conv.min_channels = sys.maxsize
+    try:
+        yield
+    finally:
+        for conv in convs:
+            del conv.min_channels  # back to the class default
+
+
 def vocoder_rows(
     tts, runtime: Runtime, inputs: SharedInputs, tokens: int, reps: int, bf16: Runtime | None = None
 ) -> dict[str, list[float]]:
@@ -228,12 +245,17 @@ def vocoder_rows(
         with torch.no_grad():
             theirs.dec(z, g=ge)
 
+    def ours_direct() -> None:
+        with direct_convs(ours):
+            ours.vocode(z, ge)
+
     variants: dict[str, Callable[[], object]] = {
         "upstream SynthesizerTrn.decode": upstream_decode,
         "ours: ge from the spectrogram + decode": lambda: ours.decode(codes, phones, ours.global_embedding([spec])),
         "ours: decode as the product calls it": lambda: ours.decode(codes, phones, bundle.ge, speed=1.0, noise_scale=0.5),
         "upstream dec (HiFi-GAN) alone": upstream_dec,
         "ours vocode (HiFi-GAN) alone": lambda: ours.vocode(z, ge),
+        "ours vocode, every conv direct": ours_direct,
         "upstream ref_enc (ge) alone": upstream_ref_enc,
     }
     if bf16 is not None:  # not the default: --precision bf16 (not bit-exact with upstream)
@@ -371,17 +393,22 @@ def round_ratios(ours: list[float], theirs: list[float]) -> str:
     return f"(rounds {min(ratios):.2f}-{max(ratios):.2f})"
 
 
-def report(threads: int, reps: int, tokens: int, load: tuple[tuple[float, ...], tuple[float, ...]],
+def report(threads: int, reps: tuple[int, int], tokens: int, load: tuple[tuple[float, ...], tuple[float, ...]],
            vocoder: dict[str, list[float]], gpt: dict[str, list[GptRun]], e2e: dict[str, list[Request]]) -> None:
+    """reps: (rounds of the GPT and end-to-end rows, rounds of the vocoder rows); empty gpt: the vocoder alone."""
     before, after = load
-    print(f"\n== {threads} thread(s), {reps} rounds, {tokens} tokens per sentence; load average "
+    print(f"\n== {threads} thread(s), {reps[0]} rounds ({reps[1]} of the vocoder), {tokens} tokens per sentence; load average "
           f"{before[0]:.2f} {before[1]:.2f} before, {after[0]:.2f} {after[1]:.2f} after")
     up_decode = median(vocoder["upstream SynthesizerTrn.decode"])
     print(f"1. vocoder ({tokens} codes = {tokens * 0.04:.2f} s of audio), CPU s per s of audio (min-max), ratio to upstream decode")
     for label, values in vocoder.items():
         print(f"   {label:42} {spread(values):>24} {median(values) / up_decode:7.2f}")
     up_dec = median(vocoder["upstream dec (HiFi-GAN) alone"])
-    print(f"   HiFi-GAN alone ours/upstream: {median(vocoder['ours vocode (HiFi-GAN) alone']) / up_dec:.2f}")
+    ours_dec, ours_direct = vocoder["ours vocode (HiFi-GAN) alone"], vocoder["ours vocode, every conv direct"]
+    print(f"   HiFi-GAN alone ours/upstream: {median(ours_dec) / up_dec:.2f}; ours with block-DFT convs / every conv "
+          f"direct: {median(ours_dec) / median(ours_direct):.2f} {round_ratios(ours_dec, ours_direct)}")
+    if not gpt:
+        return
     print("2. GPT, first sentence, CPU: first token ms (prefill), decode ms/token (min-max), wall decode ms/token, steps")
     base = gpt["upstream infer_panel_naive"]
     base_first = median([1000 * r.first.cpu for r in base])
@@ -432,7 +459,9 @@ def report(threads: int, reps: int, tokens: int, load: tuple[tuple[float, ...], 
               f"{median(vocoder['ours bf16: decode as the product calls it']) / up_decode:5.2f}")
 
 
-def bench(tts, data_dir: Path, threads: int, reps: int, tokens: int, sweep: list[int], bf16: bool = False) -> None:
+def bench(tts, data_dir: Path, threads: int, reps: tuple[int, int], tokens: int, sweep: list[int], bf16: bool = False,
+          vocoder_only: bool = False) -> None:
+    """reps: (rounds of the GPT and end-to-end rows, rounds of the vocoder rows)."""
     load_before = os.getloadavg()
     torch.set_num_threads(threads)
     precisions = ("fp32", "bf16") if bf16 else ("fp32",)
@@ -446,9 +475,9 @@ def bench(tts, data_dir: Path, threads: int, reps: int, tokens: int, sweep: list
     try:
         inputs = shared_inputs(tts, data_dir)
         torch.set_num_threads(threads)
-        vocoder = vocoder_rows(tts, runtime, inputs, tokens, reps, half)
-        gpt = gpt_rows(tts, runtime, inputs, reps)
-        e2e = e2e_rows(tts, runtime, data_dir, reps, sweep, half)
+        vocoder = vocoder_rows(tts, runtime, inputs, tokens, reps[1], half)
+        gpt = {} if vocoder_only else gpt_rows(tts, runtime, inputs, reps[0])
+        e2e = {} if vocoder_only else e2e_rows(tts, runtime, data_dir, reps[0], sweep, half)
     finally:
         for each in runtimes.values():
             each.close()
@@ -461,6 +490,8 @@ def main() -> None:
     parser.add_argument("--upstream-deps", type=Path, help="folder with the packages upstream needs beyond ours")
     parser.add_argument("--threads", type=int, nargs="+", default=[2, 1])
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--vocoder-reps", type=int, help="rounds of the vocoder rows (default: 3 x --reps)")
+    parser.add_argument("--vocoder-only", action="store_true", help="only the vocoder rows (1.)")
     parser.add_argument("--tokens", type=int, default=50, help="semantic tokens per sentence (25 = 1 s)")
     parser.add_argument("--chunk-sweep", type=int, nargs="*", default=[16, 14, 10],
                         help="other chunk lengths to run ours at (16: upstream's default), next to our default")
@@ -478,7 +509,8 @@ def main() -> None:
         data_dir = build_data_dir(Path(tmp), args.tokens)
         tts = load_upstream(args.upstream.resolve(), deps.resolve(), data_dir)
         for threads in args.threads:
-            bench(tts, data_dir, threads, args.reps, args.tokens, args.chunk_sweep, args.bf16)
+            reps = (args.reps, args.vocoder_reps or 3 * args.reps)
+            bench(tts, data_dir, threads, reps, args.tokens, args.chunk_sweep, args.bf16, args.vocoder_only)
 
 
 if __name__ == "__main__":
