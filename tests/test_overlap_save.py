@@ -14,7 +14,7 @@ from conftest import load_npz
 from wyoming_gsv.gsv.checkpoints import load_sovits_checkpoint
 from wyoming_gsv.gsv.overlap_save import overlap_save_conv, spectral_weights
 from wyoming_gsv.gsv.sovits import SovitsModel
-from wyoming_gsv.gsv.vits_modules import LongConv1d
+from wyoming_gsv.gsv.vits_modules import Conv1d, LongConv1d
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -76,7 +76,10 @@ def test_long_convs_take_the_block_path_only_where_it_pays() -> None:
     assert relative_error(conv(long_enough), expected) < RELATIVE
     assert conv._spectral is not None
 
-    assert not conv.uses_blocks(long_enough[..., :-1])  # one block short
+    short = LongConv1d(conv.in_channels, conv.in_channels, conv.kernel_size[0], padding=5)
+    assert not short.uses_blocks(long_enough[..., :-1])  # one block short: the direct conv ...
+    assert torch.equal(short(long_enough[..., :-1]), Conv1d.forward(short, long_enough[..., :-1]))
+    assert short._spectral is not None  # ... but the weights are ready for a longer call
     assert not conv.uses_blocks(long_enough[:, :, 0])  # [B, C, T]: the plain layout (GPU, upstream-style runs)
     assert not conv.uses_blocks(long_enough.contiguous())  # not channels-last
     assert not conv.uses_blocks(long_enough.double())

@@ -310,8 +310,9 @@ class LongConv1d(Conv1d):
     """`Conv1d` for the resblocks' convs: on the CPU's channels-last path, the wide and long ones
     (`min_channels`, `min_kernel`; a batch of one, at least `min_blocks` blocks per stream, fp32,
     no grad) run as block DFTs in GEMMs (`overlap_save`), the rest as the direct conv. Same
-    parameters and state dict; the spectral form of the weights is built on first use and dropped
-    whenever the weights may change (load_state_dict, `.to()`)."""
+    parameters and state dict; the spectral form of the weights is built on the first call of the
+    suitable kind, whatever its length, and dropped whenever the weights may change
+    (load_state_dict, `.to()`)."""
 
     block = 32  # samples per DFT block: the fastest for 11 taps in bench_conv_algorithms
     min_channels = 128
@@ -330,8 +331,8 @@ class LongConv1d(Conv1d):
         self.forget_spectral_weights()
         return super()._apply(fn, recurse)
 
-    def uses_blocks(self, x: Tensor) -> bool:
-        """Whether this call takes the block-DFT path."""
+    def suits_blocks(self, x: Tensor) -> bool:
+        """Whether this conv and input are of the kind the block-DFT path is for, at any length."""
         return (
             x.dim() == 4
             and x.shape[0] == 1
@@ -343,14 +344,22 @@ class LongConv1d(Conv1d):
             and self.kernel_size[0] >= self.min_kernel
             and self.stride == (1,)
             and self.groups == 1
-            and x.shape[-1] >= self.min_blocks * self.dilation[0] * (self.block - self.kernel_size[0] + 1)
         )
 
+    def long_enough(self, x: Tensor) -> bool:
+        return x.shape[-1] >= self.min_blocks * self.dilation[0] * (self.block - self.kernel_size[0] + 1)
+
+    def uses_blocks(self, x: Tensor) -> bool:
+        """Whether this call takes the block-DFT path."""
+        return self.suits_blocks(x) and self.long_enough(x)
+
     def forward(self, x: Tensor) -> Tensor:
-        if not self.uses_blocks(x):
+        if not self.suits_blocks(x):
             return super().forward(x)
-        if self._spectral is None:
+        if self._spectral is None:  # on the first suitable call (the warm-up), not the first long one
             self._spectral = spectral_weights(self.weight, self.bias, self.block)
+        if not self.long_enough(x):
+            return super().forward(x)
         # [1, C, 1, T] channels-last is [T, C] in memory, the layout overlap_save_conv works in.
         y = overlap_save_conv(x[0, :, 0].t(), self._spectral, self.kernel_size[0], self.dilation[0], self.padding[0])
         return y.t()[None, :, None]
