@@ -344,6 +344,8 @@ class LongConv1d(Conv1d):
             and self.kernel_size[0] >= self.min_kernel
             and self.stride == (1,)
             and self.groups == 1
+            and self.padding_mode == "zeros"
+            and not isinstance(self.padding, str)
         )
 
     def long_enough(self, x: Tensor) -> bool:
