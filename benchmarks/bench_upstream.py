@@ -387,10 +387,10 @@ def median(values: list[float]) -> float:
 
 
 def round_ratios(ours: list[float], theirs: list[float]) -> str:
-    """The spread of ours / theirs within each round (the two ran back to back): steadier on a
-    drifting machine than the ratio of the two medians, which is printed first."""
+    """The median and spread of ours / theirs within each round (the two ran back to back): steadier
+    on a drifting machine than the ratio of the two medians, which is printed first."""
     ratios = [a / b for a, b in zip(ours, theirs)]
-    return f"(rounds {min(ratios):.2f}-{max(ratios):.2f})"
+    return f"(rounds {median(ratios):.2f}: {min(ratios):.2f}-{max(ratios):.2f})"
 
 
 def report(threads: int, reps: tuple[int, int], tokens: int, load: tuple[tuple[float, ...], tuple[float, ...]],
