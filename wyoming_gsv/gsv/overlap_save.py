@@ -44,12 +44,6 @@ class SpectralWeights:
     def frequencies(self) -> int:
         return self.real.shape[0]
 
-    @property
-    def nbytes(self) -> int:
-        tensors = (self.analysis, self.real, self.real_plus_imag, self.imag_minus_real, self.synthesis_real,
-                   self.synthesis_imag, self.bias_at_dc)
-        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
-
 
 def spectral_weights(weight: Tensor, bias: Tensor | None, block: int) -> SpectralWeights:
     """Conv weight [Co, Ci, K] (+ bias [Co]) -> its block-DFT form for blocks of `block` samples.
@@ -99,7 +93,8 @@ def overlap_save_conv(x: Tensor, weights: SpectralWeights, kernel: int, dilation
     out_len = length + 2 * padding - dilation * (kernel - 1)
     if out_len <= 0:
         raise ValueError(f"input of {length} samples is shorter than the kernel's span")
-    blocks = -(-(-(-out_len // dilation)) // hop)  # per stream
+    per_stream = -(-out_len // dilation)  # outputs of the longest stream
+    blocks = -(-per_stream // hop)
     stream_len = blocks * hop + kernel - 1
     padded = F.pad(x, (0, 0, padding, stream_len * dilation - length - padding))  # row s*d + j: stream j, sample s
     rows = dilation * blocks  # (stream, block)
