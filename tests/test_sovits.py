@@ -14,6 +14,7 @@ from conftest import FIXTURES, load_npz, speed_goldens
 from wyoming_gsv.gsv.checkpoints import SovitsCheckpoint, load_sovits_checkpoint
 from wyoming_gsv.gsv.errors import ModelFileError
 from wyoming_gsv.gsv.sovits import SovitsConfig, SovitsModel, reference_spectrogram
+from wyoming_gsv.gsv.t2s import intra_op_threads
 from wyoming_gsv.gsv.vits_modules import fold_weight_norm
 
 ACT = dict(atol=1e-4, rtol=1e-4)
@@ -313,3 +314,28 @@ def test_bfloat16_generator_keeps_the_signal(checkpoint: SovitsCheckpoint, golde
     assert relative_rms < 0.05
 
 
+
+
+def test_prior_runs_on_one_thread_and_the_generator_on_all(model: SovitsModel, golden, monkeypatch) -> None:
+    """The text encoder and flow use one intra-op thread on the CPU (their ops are too small to
+    split); the generator keeps the caller's threads, which are restored afterwards."""
+    seen: dict[str, int] = {}
+    flow_reverse, dec_forward = model.flow.reverse, model.dec.forward
+
+    def flow_spy(*args, **kwargs):
+        seen["flow"] = torch.get_num_threads()
+        return flow_reverse(*args, **kwargs)
+
+    def dec_spy(*args, **kwargs):
+        seen["dec"] = torch.get_num_threads()
+        return dec_forward(*args, **kwargs)
+
+    monkeypatch.setattr(model.flow, "reverse", flow_spy)
+    monkeypatch.setattr(model.dec, "forward", dec_spy)
+    with intra_op_threads(2):
+        audio = model.decode(t(golden["codes"]), t(golden["phones"]), batched(golden["ge"]), noise_scale=0.0)
+        assert seen == {"flow": 1, "dec": 2} and torch.get_num_threads() == 2
+        seen.clear()
+        model.decode_streaming(t(golden["codes"]), t(golden["phones"]), batched(golden["ge"]), noise_scale=0.0)
+        assert seen == {"flow": 1, "dec": 2} and torch.get_num_threads() == 2
+    np.testing.assert_allclose(audio.numpy(), golden["audio_noise0"], **WAVE)
