@@ -158,7 +158,7 @@ def with_torch_linears(model: Text2Semantic) -> Text2Semantic:
             module.__class__ = torch.nn.Linear
     for layer in model.h.layers:
         assert isinstance(layer, EncoderLayer)
-        layer.forget_bound()
+        layer.forget_derived()
     return model
 
 

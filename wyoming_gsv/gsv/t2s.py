@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .checkpoints import GptCheckpoint
+from .derived import DerivedFromParameters
 from .errors import ModelFileError
 
 BERT_DIM = 1024
@@ -348,7 +349,7 @@ def swap_linears_for_int8(module: nn.Module) -> None:
         else:
             swap_linears_for_int8(child)
     if isinstance(module, EncoderLayer):
-        module.forget_bound()
+        module.forget_derived()
 
 
 # Where one step writes its keys/values: a slice of cache columns shared by every row
@@ -371,7 +372,7 @@ class _LayerRefs(NamedTuple):
     norm2_bias: Tensor
 
 
-class EncoderLayer(nn.Module):
+class EncoderLayer(DerivedFromParameters):
     """Post-norm block: x = LN1(x + MHA(x)); x = LN2(x + W2 relu(W1 x))."""
 
     def __init__(self, dim: int) -> None:
@@ -384,7 +385,6 @@ class EncoderLayer(nn.Module):
         self._refs: _LayerRefs | None = None
         self._weights: LayerWeights[Tensor] | None = None
         self._arrays: LayerWeights[np.ndarray] | None = None
-        self.register_load_state_dict_post_hook(EncoderLayer.forget_bound)
 
     def bind(self) -> _LayerRefs:
         """Resolve the submodules' forwards and norm weights once: nn.Module attribute lookups
@@ -395,14 +395,9 @@ class EncoderLayer(nn.Module):
                                 self.norm2.weight, self.norm2.bias)
         return self._refs
 
-    def forget_bound(self, *_hook_args: Any) -> None:
-        """Drop what `bind`, `weights` and `arrays` resolved: after .to()/.half(), a state dict
-        loaded (its tensors may be new ones) or a module swap."""
+    def forget_derived(self) -> None:
+        """Drop what `bind`, `weights` and `arrays` resolved (also after a module swap)."""
         self._refs = self._weights = self._arrays = None
-
-    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> EncoderLayer:
-        self.forget_bound()
-        return super()._apply(fn, *args, **kwargs)
 
     def forward(self, rows: Tensor, length: int, k_cache: Tensor, v_cache: Tensor,
                 slot: CacheSlot, span: int, attn_mask: Tensor | None) -> Tensor:

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .derived import DerivedFromParameters
 from .overlap_save import SpectralWeights, overlap_save_conv, spectral_weights
 
 # HiFi-GAN's slope inside the generator; the final activation uses PyTorch's default 0.01.
@@ -306,7 +307,7 @@ class ConvTranspose1d(nn.ConvTranspose1d):
         )
 
 
-class LongConv1d(Conv1d):
+class LongConv1d(DerivedFromParameters, Conv1d):
     """`Conv1d` for the resblocks' convs: on the CPU's channels-last path, the wide and long ones
     (`min_channels`, `min_kernel`; a batch of one, at least `min_blocks` blocks per stream, fp32,
     no grad) run as block DFTs in GEMMs (`overlap_save`), the rest as the direct conv. Same
@@ -322,14 +323,9 @@ class LongConv1d(Conv1d):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._spectral: SpectralWeights | None = None
-        self.register_load_state_dict_post_hook(LongConv1d.forget_spectral_weights)
 
-    def forget_spectral_weights(self, *_hook_args: Any) -> None:
+    def forget_derived(self) -> None:
         self._spectral = None
-
-    def _apply(self, fn: Any, recurse: bool = True) -> LongConv1d:  # .to(), .half(), .cuda(), ...
-        self.forget_spectral_weights()
-        return super()._apply(fn, recurse)
 
     def suits_blocks(self, x: Tensor) -> bool:
         """Whether this conv and input are of the kind the block-DFT path is for, at any length."""
