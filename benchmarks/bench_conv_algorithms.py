@@ -1,5 +1,5 @@
 """Fewer-FLOP convolutions for the HiFi-GAN's resblock convs, against the direct conv, on the v2
-generator's shapes: why the generator runs its wide 11-tap convs as block DFTs in GEMMs
+generator's shapes: why the generator runs its wide 7- and 11-tap convs as block DFTs in GEMMs
 (`gsv/overlap_save.py`, `vits_modules.LongConv1d`) and keeps the direct conv for the rest. The direct
 fp32 conv (oneDNN) already runs near the core's FMA peak, so only fewer multiplies help, and only
 where they are not lost again to moving data.

@@ -210,12 +210,12 @@ def direct_convs(model: torch.nn.Module) -> Iterator[None]:
     """Within: every LongConv1d of `model` runs the direct conv (the block-DFT path's baseline)."""
     convs = [m for m in model.modules() if isinstance(m, LongConv1d)]
     for conv in convs:
-        conv.min_channels = sys.maxsize
+        conv.max_work_ratio = 0.0
     try:
         yield
     finally:
         for conv in convs:
-            del conv.min_channels  # back to the class default
+            del conv.max_work_ratio  # back to the class default
 
 
 def vocoder_rows(

@@ -3,6 +3,7 @@ sums as the direct conv, on the official fixture's generator too, and only where
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 
 from conftest import load_npz
 from wyoming_gsv.gsv.checkpoints import load_sovits_checkpoint
-from wyoming_gsv.gsv.overlap_save import overlap_save_conv, spectral_weights
+from wyoming_gsv.gsv.overlap_save import block_work_ratio, overlap_save_conv, spectral_weights
 from wyoming_gsv.gsv.sovits import SovitsModel
 from wyoming_gsv.gsv.vits_modules import Conv1d, LongConv1d
 
@@ -32,7 +33,8 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
 
 
 def always_blocks(conv: LongConv1d) -> LongConv1d:
-    conv.min_channels = conv.min_kernel = conv.min_blocks = 0
+    conv.max_work_ratio = math.inf
+    conv.min_blocks = 0
     return conv
 
 
@@ -66,10 +68,33 @@ def test_impossible_sizes_are_refused() -> None:
         overlap_save_conv(torch.randn(5, 4), spectral_weights(weight, None, 32), 11, 1, 0)
 
 
+def test_work_ratio_counts_the_block_paths_multiply_adds() -> None:
+    # 32-sample blocks, 11 taps: 22 outputs per block, 17 frequencies; per output and channel pair
+    # 3 * 17 / 22 products, plus per channel 2 * 17 * 32 / 22 (analysis) and 2 * 17 (synthesis).
+    channels = 64
+    expected = (3 * 17 * channels**2 + 2 * 17 * 32 * channels + 2 * 17 * 22 * channels) / 22 / (11 * channels**2)
+    assert block_work_ratio(channels, channels, 11, 32) == pytest.approx(expected)
+    assert block_work_ratio(128, 128, 11, 32) < block_work_ratio(64, 64, 11, 32)  # wider: the transforms matter less
+    assert block_work_ratio(128, 128, 11, 32) < block_work_ratio(128, 128, 7, 32)  # more taps: more to save
+    assert block_work_ratio(8, 8, 32, 32) == math.inf  # no room for the kernel in a block: no block path
+
+
+def test_the_v2_generator_takes_blocks_for_its_widest_convs() -> None:
+    """Which of the v2 generator's resblock convs the threshold puts on the block path: those
+    bench_conv_algorithms measured faster there."""
+    chosen = {
+        (channels, kernel)
+        for channels in (256, 128, 64, 32, 16)
+        for kernel in (3, 7, 11)
+        if LongConv1d(channels, channels, kernel).work_ratio <= LongConv1d.max_work_ratio
+    }
+    assert chosen == {(256, 7), (256, 11), (128, 7), (128, 11), (64, 11)}
+
+
 @torch.inference_mode()
 def test_long_convs_take_the_block_path_only_where_it_pays() -> None:
-    conv = LongConv1d(LongConv1d.min_channels, LongConv1d.min_channels, LongConv1d.min_kernel, padding=5)
-    hop = conv.block - conv.min_kernel + 1
+    conv = LongConv1d(128, 128, 11, padding=5)
+    hop = conv.block - conv.kernel_size[0] + 1
     long_enough = channels_last(torch.randn(1, conv.in_channels, conv.min_blocks * hop))
     assert conv.uses_blocks(long_enough)
     expected = F.conv2d(long_enough, conv.weight.unsqueeze(2), conv.bias, padding=(0, 5))
@@ -84,9 +109,10 @@ def test_long_convs_take_the_block_path_only_where_it_pays() -> None:
     assert not conv.uses_blocks(long_enough.contiguous())  # not channels-last
     assert not conv.uses_blocks(long_enough.double())
     assert not conv.uses_blocks(torch.cat([long_enough, long_enough]))  # batches
-    narrow = LongConv1d(conv.min_channels // 2, conv.min_channels // 2, conv.min_kernel, padding=5)
-    assert not narrow.uses_blocks(long_enough[:, : narrow.in_channels].contiguous(memory_format=torch.channels_last))
-    short_kernel = LongConv1d(conv.in_channels, conv.in_channels, conv.min_kernel - 2, padding=4)
+    narrow = LongConv1d(32, 32, 11, padding=5)
+    assert narrow.work_ratio > narrow.max_work_ratio
+    assert not narrow.uses_blocks(long_enough[:, :32].contiguous(memory_format=torch.channels_last))
+    short_kernel = LongConv1d(conv.in_channels, conv.in_channels, 3, padding=1)
     assert not short_kernel.uses_blocks(long_enough)
     with torch.inference_mode(False), torch.enable_grad():
         assert not conv.uses_blocks(long_enough)

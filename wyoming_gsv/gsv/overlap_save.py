@@ -5,9 +5,10 @@ cheaper only with fewer multiplies. Cut into blocks of N samples, a K-tap conv o
 costs, per output sample, (N/2+1) complex channel products per N-K+1 outputs (three real
 multiply-adds each, Gauss's trick) instead of K, plus the transforms, which are small GEMMs against
 fixed cos/sin bases (no FFT calls, no complex tensors, no permuting copies: every operand is a
-strided view BLAS takes as it is). For 11 taps and N = 32 that is 2.3 instead of 11 per channel
-pair; it pays from about 128 channels (`benchmarks/bench_conv_algorithms.py` times every generator
-shape). The sums differ from the direct conv's by float rounding (~1e-6 of the peak).
+strided view BLAS takes as it is). For N = 32 that is 2.3 instead of 11 per channel pair for 11
+taps, 2.0 instead of 7 for 7 taps; it pays from about 128 channels and 7 taps
+(`benchmarks/bench_conv_algorithms.py` times every generator shape). The sums differ from the direct
+conv's by float rounding (~1e-6 of the peak).
 
 A dilated conv is `dilation` undilated ones on the interleaved streams x[j::dilation] (polyphase),
 so the block size does not grow with the dilation.
@@ -43,6 +44,17 @@ class SpectralWeights:
     @property
     def frequencies(self) -> int:
         return self.real.shape[0]
+
+
+def block_work_ratio(in_channels: int, out_channels: int, kernel: int, block: int) -> float:
+    """Multiply-adds per output sample of the block path (analysis, channel product, synthesis)
+    over the direct conv's; inf where the kernel does not fit in a block."""
+    hop = block - kernel + 1
+    if hop < 2:
+        return math.inf
+    freqs = block // 2 + 1
+    per_output = (3 * freqs * in_channels * out_channels + 2 * freqs * block * in_channels + 2 * freqs * hop * out_channels) / hop
+    return per_output / (kernel * in_channels * out_channels)
 
 
 def spectral_weights(weight: Tensor, bias: Tensor | None, block: int) -> SpectralWeights:

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .derived import DerivedFromParameters
-from .overlap_save import SpectralWeights, overlap_save_conv, spectral_weights
+from .overlap_save import SpectralWeights, block_work_ratio, overlap_save_conv, spectral_weights
 
 # HiFi-GAN's slope inside the generator; the final activation uses PyTorch's default 0.01.
 LRELU_SLOPE = 0.1
@@ -309,15 +309,16 @@ class ConvTranspose1d(nn.ConvTranspose1d):
 
 class LongConv1d(DerivedFromParameters, Conv1d):
     """`Conv1d` for the resblocks' convs: on the CPU's channels-last path, the wide and long ones
-    (`min_channels`, `min_kernel`; a batch of one, at least `min_blocks` blocks per stream, fp32,
-    no grad) run as block DFTs in GEMMs (`overlap_save`), the rest as the direct conv. Same
-    parameters and state dict; the spectral form of the weights is built on the first call of the
-    suitable kind, whatever its length, and dropped whenever the weights may change
-    (load_state_dict, `.to()`)."""
+    (`max_work_ratio`; a batch of one, at least `min_blocks` blocks per stream, fp32, no grad) run
+    as block DFTs in GEMMs (`overlap_save`), the rest as the direct conv. Same parameters and state
+    dict; the spectral form of the weights is built on the first call of the suitable kind,
+    whatever its length, and dropped whenever the weights may change (load_state_dict, `.to()`)."""
 
-    block = 32  # samples per DFT block: the fastest for 11 taps in bench_conv_algorithms
-    min_channels = 128
-    min_kernel = 11
+    block = 32  # samples per DFT block: the fastest for 7 and 11 taps in bench_conv_algorithms
+    # The block path's small GEMMs and transforms run at about half the direct conv's rate, so it
+    # pays where it needs under ~0.4 of the multiply-adds (bench_conv_algorithms: in the v2
+    # generator, 7 and 11 taps at 128 and 256 channels and 11 taps at 64; not 3 taps, not 7 at 64).
+    max_work_ratio = 0.4
     min_blocks = 8  # per stream; fewer: GEMMs too small to beat the direct conv (bench_conv_algorithms)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -326,6 +327,11 @@ class LongConv1d(DerivedFromParameters, Conv1d):
 
     def forget_derived(self) -> None:
         self._spectral = None
+
+    @property
+    def work_ratio(self) -> float:
+        """The block path's multiply-adds over the direct conv's (`overlap_save.block_work_ratio`)."""
+        return block_work_ratio(self.in_channels, self.out_channels, self.kernel_size[0], self.block)
 
     def suits_blocks(self, x: Tensor) -> bool:
         """Whether this conv and input are of the kind the block-DFT path is for, at any length."""
@@ -336,12 +342,11 @@ class LongConv1d(DerivedFromParameters, Conv1d):
             and x.dtype == torch.float32 == self.weight.dtype
             and not torch.is_grad_enabled()
             and x.is_contiguous(memory_format=torch.channels_last)
-            and self.in_channels >= self.min_channels
-            and self.kernel_size[0] >= self.min_kernel
             and self.stride == (1,)
             and self.groups == 1
             and self.padding_mode == "zeros"
             and not isinstance(self.padding, str)
+            and self.work_ratio <= self.max_work_ratio
         )
 
     def long_enough(self, x: Tensor) -> bool:
