@@ -9,7 +9,8 @@ where they are not lost again to moving data.
 Per shape (channels C at length T = frames x upsampling so far; kernel k, dilation d) it prints CPU
 ms of one conv: direct (`F.conv2d` on [1, C, 1, T] channels-last, as `vits_modules.Conv1d`), the
 product's block DFT (`overlap_save_conv`, blocks of `LongConv1d.block`; `*` where `LongConv1d` takes
-it at this length), FFT overlap-save with torch.fft (best block size; the complex product as three
+it at this length; `work`: its multiply-adds over the direct conv's, `block_work_ratio`, which
+`LongConv1d.max_work_ratio` bounds; `x`: its measured time over the direct conv's), FFT overlap-save with torch.fft (best block size; the complex product as three
 real batched matmuls) and Winograd F(3,3) over 3-tap pieces of the kernel (dilation by polyphase
 split), each with its error against the direct conv (max |diff| / max |y|), and the sums over all
 shapes: the resblocks of one generator call weighted by how often each shape occurs (per resblock:
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 from timing import medians_ms, timed
 from torch import Tensor
 
-from wyoming_gsv.gsv.overlap_save import overlap_save_conv, spectral_weights
+from wyoming_gsv.gsv.overlap_save import block_work_ratio, overlap_save_conv, spectral_weights
 from wyoming_gsv.gsv.vits_modules import LongConv1d
 
 # The v2 generator: channels and upsampling after each stage; resblock kernels and dilations.
@@ -144,7 +145,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {args.threads} thread(s), {args.frames} frames; CPU ms per conv (error)")
-    print(f"{'C':>4} {'T':>6} {'k':>3} {'d':>2} {'direct':>8} {'blocks':>16} {'fft (N)':>18} {'winograd':>18}")
+    print(f"{'C':>4} {'T':>6} {'k':>3} {'d':>2} {'direct':>8} {'blocks':>16} {'work':>5} {'x':>5} {'fft (N)':>18} {'winograd':>18}")
     totals = {"direct": 0.0, "product": 0.0, "fft": 0.0, "winograd": 0.0, "best": 0.0}
     for channels, upsampling in STAGES:
         length = upsampling * args.frames
@@ -182,6 +183,7 @@ def main() -> None:
                 totals["best"] += uses * min(direct, blocks, fft[0], wino)
                 print(f"{channels:>4} {length:>6} {kernel:>3} {dilation:>2} {direct:8.2f} "
                       f"{blocks:8.2f}{'*' if chosen else ' '} {blocks_error:.0e} "
+                      f"{block_work_ratio(channels, channels, kernel, LongConv1d.block):5.2f} {blocks / direct:5.2f} "
                       f"{fft[0]:8.2f} ({fft[1]:>3}) {fft_error:.0e} {wino:8.2f} {wino_error:.0e}")
     base = totals["direct"]
     print(f"resblock convs of one call: direct {base:.1f} ms, the product's choice {totals['product']:.1f} ms "
