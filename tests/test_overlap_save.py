@@ -62,17 +62,20 @@ def test_overlap_save_sums_as_the_direct_conv(in_ch, out_ch, kernel, dilation, p
 
 def test_impossible_sizes_are_refused() -> None:
     weight = torch.randn(4, 4, 11)
-    with pytest.raises(ValueError, match="block 11 must exceed the kernel"):
+    with pytest.raises(ValueError, match="block 11 must be even and exceed the kernel"):
         spectral_weights(weight, None, 11)
+    with pytest.raises(ValueError, match="block 33 must be even"):
+        spectral_weights(weight, None, 33)
     with pytest.raises(ValueError, match="shorter than the kernel"):
         overlap_save_conv(torch.randn(5, 4), spectral_weights(weight, None, 32), 11, 1, 0)
 
 
 def test_work_ratio_counts_the_block_paths_multiply_adds() -> None:
-    # 32-sample blocks, 11 taps: 22 outputs per block, 17 frequencies; per output and channel pair
-    # 3 * 17 / 22 products, plus per channel 2 * 17 * 32 / 22 (analysis) and 2 * 17 (synthesis).
+    # 32-sample blocks, 11 taps: 22 outputs per block, 17 frequencies (15 complex, 2 real); per
+    # output and channel pair (3 * 15 + 2) / 22 products, plus per channel 32 * 32 / 22 (analysis:
+    # 17 cos and 15 sin rows) and 32 (synthesis).
     channels = 64
-    expected = (3 * 17 * channels**2 + 2 * 17 * 32 * channels + 2 * 17 * 22 * channels) / 22 / (11 * channels**2)
+    expected = ((3 * 15 + 2) * channels**2 + 32 * 32 * channels + 32 * 22 * channels) / 22 / (11 * channels**2)
     assert block_work_ratio(channels, channels, 11, 32) == pytest.approx(expected)
     assert block_work_ratio(128, 128, 11, 32) < block_work_ratio(64, 64, 11, 32)  # wider: the transforms matter less
     assert block_work_ratio(128, 128, 11, 32) < block_work_ratio(128, 128, 7, 32)  # more taps: more to save

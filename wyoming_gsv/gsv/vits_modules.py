@@ -316,9 +316,10 @@ class LongConv1d(DerivedFromParameters, Conv1d):
 
     block = 32  # samples per DFT block: the fastest for 7 and 11 taps in bench_conv_algorithms
     # The block path's small GEMMs and transforms run at about half the direct conv's rate, so it
-    # pays where it needs under ~0.4 of the multiply-adds (bench_conv_algorithms: in the v2
-    # generator, 7 and 11 taps at 128 and 256 channels and 11 taps at 64; not 3 taps, not 7 at 64).
-    max_work_ratio = 0.4
+    # pays where it needs under ~3/8 of the multiply-adds (bench_conv_algorithms: in the v2
+    # generator 7 and 11 taps at 128 and 256 channels and 11 taps at 64 need 0.22-0.34 and win;
+    # 7 taps at 64 and 11 at 32 need 0.42 and do not; 3 taps need 0.6 or more).
+    max_work_ratio = 0.375
     min_blocks = 8  # per stream; fewer: GEMMs too small to beat the direct conv (bench_conv_algorithms)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
