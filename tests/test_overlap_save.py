@@ -80,6 +80,7 @@ def test_work_ratio_counts_the_block_paths_multiply_adds() -> None:
     assert block_work_ratio(128, 128, 11, 32) < block_work_ratio(64, 64, 11, 32)  # wider: the transforms matter less
     assert block_work_ratio(128, 128, 11, 32) < block_work_ratio(128, 128, 7, 32)  # more taps: more to save
     assert block_work_ratio(8, 8, 32, 32) == math.inf  # no room for the kernel in a block: no block path
+    assert block_work_ratio(8, 8, 11, 33) == math.inf  # odd blocks: refused by spectral_weights
 
 
 def test_the_v2_generator_takes_blocks_for_its_widest_convs() -> None:

@@ -7,9 +7,8 @@ each complex frequency, Gauss's trick; one at the real frequencies 0 and N/2) in
 the transforms, which are small GEMMs against fixed cos/sin bases (no FFT calls, no complex
 tensors, no permuting copies: every operand is a strided view BLAS takes as it is). For N = 32
 that is 2.1 instead of 11 per channel pair for 11 taps, 1.8 instead of 7 for 7 taps; it pays from
-about 128 channels and 7 taps
-(`benchmarks/bench_conv_algorithms.py` times every generator shape). The sums differ from the direct
-conv's by float rounding (~1e-6 of the peak).
+about 128 channels and 7 taps (`benchmarks/bench_conv_algorithms.py` times every generator shape).
+The sums differ from the direct conv's by float rounding (~1e-6 of the peak).
 
 A dilated conv is `dilation` undilated ones on the interleaved streams x[j::dilation] (polyphase),
 so the block size does not grow with the dilation.
@@ -52,9 +51,10 @@ class SpectralWeights:
 
 def block_work_ratio(in_channels: int, out_channels: int, kernel: int, block: int) -> float:
     """Multiply-adds per output sample of the block path (analysis, channel product, synthesis)
-    over the direct conv's; inf where the kernel does not fit in a block."""
+    over the direct conv's; inf for blocks `spectral_weights` refuses (odd, or not larger than the
+    kernel)."""
     hop = block - kernel + 1
-    if hop < 2:
+    if hop < 2 or block % 2:
         return math.inf
     freqs = block // 2 + 1
     products = (freqs + 2 * (freqs - 2)) * in_channels * out_channels  # Gauss: 3 per inner frequency, 1 at 0 and N/2
