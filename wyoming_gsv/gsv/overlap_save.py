@@ -49,13 +49,18 @@ class SpectralWeights:
         return self.real.shape[0]
 
 
+def block_fits(kernel: int, block: int) -> bool:
+    """Whether blocks of `block` samples can carry a `kernel`-tap conv: even (frequency N/2 is
+    then real) and larger than the kernel."""
+    return block % 2 == 0 and block > kernel
+
+
 def block_work_ratio(in_channels: int, out_channels: int, kernel: int, block: int) -> float:
     """Multiply-adds per output sample of the block path (analysis, channel product, synthesis)
-    over the direct conv's; inf for blocks `spectral_weights` refuses (odd, or not larger than the
-    kernel)."""
-    hop = block - kernel + 1
-    if hop < 2 or block % 2:
+    over the direct conv's; inf where the block does not fit (`block_fits`)."""
+    if not block_fits(kernel, block):
         return math.inf
+    hop = block - kernel + 1
     freqs = block // 2 + 1
     products = (freqs + 2 * (freqs - 2)) * in_channels * out_channels  # Gauss: 3 per inner frequency, 1 at 0 and N/2
     per_output = (products + block * block * in_channels + block * hop * out_channels) / hop
@@ -69,7 +74,7 @@ def spectral_weights(weight: Tensor, bias: Tensor | None, block: int) -> Spectra
     The block output y[t] = sum_k w[k] x[t + k] is the circular convolution of the block with the
     flipped kernel, read at t + K - 1 (the first K - 1 positions wrap around and are dropped)."""
     out_ch, in_ch, kernel = weight.shape
-    if block < kernel + 1 or block % 2:
+    if not block_fits(kernel, block):
         raise ValueError(f"block {block} must be even and exceed the kernel ({kernel} taps)")
     frequencies = block // 2 + 1
     inner = slice(1, frequencies - 1)
