@@ -10,12 +10,13 @@ Per shape (channels C at length T = frames x upsampling so far; kernel k, dilati
 ms of one conv: direct (`F.conv2d` on [1, C, 1, T] channels-last, as `vits_modules.Conv1d`), the
 product's block DFT (`overlap_save_conv`, blocks of `LongConv1d.block`; `*` where `LongConv1d` takes
 it at this length; `work`: its multiply-adds over the direct conv's, `block_work_ratio`, which
-`LongConv1d.max_work_ratio` bounds; `x`: its measured time over the direct conv's), FFT overlap-save with torch.fft (best block size; the complex product as three
-real batched matmuls) and Winograd F(3,3) over 3-tap pieces of the kernel (dilation by polyphase
-split), each with its error against the direct conv (max |diff| / max |y|), and the sums over all
-shapes: the resblocks of one generator call weighted by how often each shape occurs (per resblock:
-(k, 1) four times, (k, 3) and (k, 5) once), for the direct conv alone, for the product's choice, and
-for the fastest algorithm per shape (the most a per-layer choice could gain).
+`LongConv1d.max_work_ratio` bounds; `x`: its measured time over the direct conv's), FFT
+overlap-save with torch.fft (best block size; the complex product as three real batched matmuls)
+and Winograd F(3,3) over 3-tap pieces of the kernel (dilation by polyphase split), each with its
+error against the direct conv (max |diff| / max |y|), and the sums over all shapes: the resblocks
+of one generator call weighted by how often each shape occurs (per resblock: (k, 1) four times,
+(k, 3) and (k, 5) once), for the direct conv alone, for the product's choice, and for the fastest
+algorithm per shape (the most a per-layer choice could gain).
 """
 
 from __future__ import annotations

@@ -314,8 +314,6 @@ def test_bfloat16_generator_keeps_the_signal(checkpoint: SovitsCheckpoint, golde
     assert relative_rms < 0.05
 
 
-
-
 def test_prior_runs_on_one_thread_and_the_generator_on_all(model: SovitsModel, golden, monkeypatch) -> None:
     """The text encoder and flow use one intra-op thread on the CPU (their ops are too small to
     split); the generator keeps the caller's threads, which are restored afterwards."""
