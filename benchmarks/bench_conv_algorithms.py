@@ -146,7 +146,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {args.threads} thread(s), {args.frames} frames; CPU ms per conv (error)")
-    print(f"{'C':>4} {'T':>6} {'k':>3} {'d':>2} {'direct':>8} {'blocks':>16} {'work':>5} {'x':>5} {'fft (N)':>18} {'winograd':>18}")
+    print(f"{'C':>4} {'T':>6} {'k':>3} {'d':>2} {'direct':>8} {'blocks':>16} {'work':>5} {'x':>5} "
+          f"{'fft (N)':>18} {'winograd':>18}")
     totals = {"direct": 0.0, "product": 0.0, "fft": 0.0, "winograd": 0.0, "best": 0.0}
     for channels, upsampling in STAGES:
         length = upsampling * args.frames
